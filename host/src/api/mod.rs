@@ -1,0 +1,133 @@
+//! HTTP only: routing, request parsing, response shaping and OCI error bodies. Each handler
+//! parses, calls one registry operation, and shapes the answer.
+
+mod error;
+mod handlers;
+mod routes;
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, BodyDataStream, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use tracing::Instrument;
+
+use crate::registry::{BodyStream, Registry};
+use crate::storage::ByteStream;
+
+pub use error::ApiError;
+use routes::Route;
+
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// What the HTTP layer needs to know of the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ApiOptions {
+    pub read_only: bool,
+    pub delete_enabled: bool,
+    pub relative_urls: bool,
+}
+
+pub struct App {
+    pub registry: Registry,
+    pub options: ApiOptions,
+    next_id: AtomicU64,
+}
+
+pub(crate) fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
+}
+
+pub(crate) fn stream(s: ByteStream) -> Body {
+    StreamBody::new(s.map_ok(Frame::data).map_err(std::io::Error::other)).boxed_unsync()
+}
+
+pub(crate) fn body_stream(b: Incoming) -> BodyStream {
+    Box::pin(BodyDataStream::new(b).map_err(std::io::Error::other))
+}
+
+fn error_response(err: ApiError, request_id: &str) -> Response<Body> {
+    let mut err = err;
+    if err.status.is_server_error() {
+        err.detail = serde_json::json!({"request_id": request_id});
+    }
+    let body = err.body();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = err.status;
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    for (k, v) in err.headers {
+        h.insert(k, v);
+    }
+    resp
+}
+
+impl App {
+    pub fn new(registry: Registry, options: ApiOptions) -> Arc<Self> {
+        Arc::new(App { registry, options, next_id: AtomicU64::new(rand::random::<u32>() as u64) })
+    }
+
+    /// Entry point for every request: one span, one log line, errors shaped as OCI JSON.
+    pub async fn serve(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let id = format!("{:016x}", self.next_id.fetch_add(1, Ordering::Relaxed));
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
+        let started = Instant::now();
+        let result = self.route(req).instrument(span.clone()).await;
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => error_response(e, &id),
+        };
+        let h = resp.headers_mut();
+        h.insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            h.insert("x-request-id", v);
+        }
+        let bytes = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+        span.in_scope(|| {
+            tracing::info!(status = resp.status().as_u16(), duration_us = started.elapsed().as_micros() as u64, bytes, "served")
+        });
+        Ok(resp)
+    }
+
+    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let path = req.uri().path().to_string();
+        let route = Route::parse(&path);
+        let method = req.method().clone();
+        let write = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+        if write && self.options.read_only && route != Route::NotFound {
+            return Err(ApiError::unsupported("the registry is in read-only mode for maintenance"));
+        }
+        let deletes_content = matches!(route, Route::Manifest { .. } | Route::Blob { .. });
+        if method == Method::DELETE && deletes_content && !self.options.delete_enabled {
+            return Err(ApiError::unsupported("deletes are disabled (storage.delete.enabled is false)"));
+        }
+        handlers::dispatch(self, route, req).await
+    }
+
+    /// A URL for `path` as the client should follow it: relative, or absolute from the
+    /// request's host (and forwarded headers), as distribution does.
+    fn url(&self, headers: &HeaderMap, path: &str) -> String {
+        if self.options.relative_urls {
+            return path.to_string();
+        }
+        let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string());
+        let proto = get("x-forwarded-proto").filter(|p| !p.is_empty()).unwrap_or_else(|| "http".into());
+        match get("x-forwarded-host").filter(|h| !h.is_empty()).or_else(|| get("host")) {
+            Some(host) => format!("{proto}://{host}{path}"),
+            None => path.to_string(),
+        }
+    }
+}
+
+pub(crate) fn empty(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}

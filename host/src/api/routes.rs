@@ -1,0 +1,77 @@
+//! Maps a request path to an endpoint of the distribution API. Repository names contain
+//! slashes, so the path is read from its end.
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    Base,
+    Catalog,
+    Tags { name: String },
+    Manifest { name: String, reference: &'a str },
+    Blob { name: String, digest: &'a str },
+    UploadStart { name: String },
+    Upload { name: String, id: &'a str },
+    Referrers { name: String, digest: &'a str },
+    NotFound,
+}
+
+impl<'a> Route<'a> {
+    pub fn parse(path: &'a str) -> Route<'a> {
+        let Some(rest) = path.strip_prefix("/v2/").or_else(|| (path == "/v2").then_some("")) else {
+            return Route::NotFound;
+        };
+        if rest.is_empty() {
+            return Route::Base;
+        }
+        if rest == "_catalog" {
+            return Route::Catalog;
+        }
+        let segs: Vec<&str> = rest.split('/').collect();
+        let n = segs.len();
+        let name = |k: usize| segs[..n - k].join("/");
+        if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
+            return Route::Tags { name: name(2) };
+        }
+        if n >= 2 && segs[n - 2] == "manifests" {
+            return Route::Manifest { name: name(2), reference: segs[n - 1] };
+        }
+        if n >= 4 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
+            return if segs[n - 1].is_empty() {
+                Route::UploadStart { name: name(3) }
+            } else {
+                Route::Upload { name: name(3), id: segs[n - 1] }
+            };
+        }
+        if n >= 3 && segs[n - 2] == "blobs" && segs[n - 1] == "uploads" {
+            return Route::UploadStart { name: name(2) };
+        }
+        if n >= 2 && segs[n - 2] == "blobs" {
+            return Route::Blob { name: name(2), digest: segs[n - 1] };
+        }
+        if n >= 2 && segs[n - 2] == "referrers" {
+            return Route::Referrers { name: name(2), digest: segs[n - 1] };
+        }
+        Route::NotFound
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Route;
+
+    #[test]
+    fn routes() {
+        assert_eq!(Route::parse("/v2/"), Route::Base);
+        assert_eq!(Route::parse("/v2"), Route::Base);
+        assert_eq!(Route::parse("/v2/_catalog"), Route::Catalog);
+        assert_eq!(Route::parse("/v2/a/b/tags/list"), Route::Tags { name: "a/b".into() });
+        assert_eq!(Route::parse("/v2/a/manifests/latest"), Route::Manifest { name: "a".into(), reference: "latest" });
+        assert_eq!(Route::parse("/v2/a/b/blobs/sha256:x"), Route::Blob { name: "a/b".into(), digest: "sha256:x" });
+        assert_eq!(Route::parse("/v2/a/blobs/uploads/"), Route::UploadStart { name: "a".into() });
+        assert_eq!(Route::parse("/v2/a/blobs/uploads"), Route::UploadStart { name: "a".into() });
+        assert_eq!(Route::parse("/v2/a/blobs/uploads/u-1"), Route::Upload { name: "a".into(), id: "u-1" });
+        assert_eq!(Route::parse("/v2/a/referrers/sha256:x"), Route::Referrers { name: "a".into(), digest: "sha256:x" });
+        assert_eq!(Route::parse("/v2/blobs/manifests/x"), Route::Manifest { name: "blobs".into(), reference: "x" });
+        assert_eq!(Route::parse("/other"), Route::NotFound);
+        assert_eq!(Route::parse("/v2/a"), Route::NotFound);
+    }
+}

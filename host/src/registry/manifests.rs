@@ -1,0 +1,421 @@
+//! Manifests: validation by media type, storage in distribution's layout, tags, conditional
+//! writes, content negotiation and the OCI 1.1 referrers index.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use super::digest::{Algorithm, Digest};
+use super::{paths, Reference, Registry, RegistryError, RepoName, Result, Tag};
+
+/// Largest manifest accepted (the spec asks for at least 4 MiB).
+pub const MAX_MANIFEST_SIZE: usize = 8 << 20;
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+const DOCKER_V1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+const DOCKER_V1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+const KNOWN: [&str; 6] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, DOCKER_V1, DOCKER_V1_SIGNED];
+
+/// A manifest as stored: its bytes exactly as pushed.
+#[derive(Debug)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub content: Bytes,
+}
+
+/// A client's precondition on a manifest write or delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Condition {
+    #[default]
+    None,
+    /// `If-None-Match: *`: the reference must not exist yet.
+    Absent,
+    /// `If-Match: "<digest>"`: the reference must currently point at one of these.
+    Matches(Vec<String>),
+}
+
+/// What a successful manifest `PUT` reports.
+#[derive(Debug)]
+pub struct ManifestPut {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+/// The referrers index of a subject.
+pub struct Referrers {
+    pub index: Bytes,
+    pub filtered: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Kind {
+    Image,
+    Index,
+}
+
+/// What the registry needs to know of a manifest body.
+struct Parsed {
+    media_type: String,
+    kind: Kind,
+    /// Blobs (image) or child manifests (index) that must exist in the repository.
+    references: Vec<Digest>,
+    subject: Option<Digest>,
+}
+
+fn invalid(msg: impl Into<String>) -> RegistryError {
+    RegistryError::ManifestInvalid(msg.into())
+}
+
+fn bare_media_type(ct: &str) -> &str {
+    ct.split(';').next().unwrap_or("").trim()
+}
+
+/// Media type of a stored manifest, from its body (as distribution does).
+fn detect_media_type(v: &Value) -> String {
+    if let Some(mt) = v.get("mediaType").and_then(Value::as_str) {
+        return mt.to_string();
+    }
+    if v.get("schemaVersion").and_then(Value::as_u64) == Some(1) {
+        DOCKER_V1_SIGNED.to_string()
+    } else if v.get("manifests").is_some() {
+        OCI_INDEX.to_string()
+    } else {
+        OCI_MANIFEST.to_string()
+    }
+}
+
+fn descriptor_digest(d: &Value, what: &str) -> Result<Digest> {
+    let obj = d.as_object().ok_or_else(|| invalid(format!("{what} is not a descriptor object")))?;
+    if !obj.get("mediaType").is_some_and(Value::is_string) {
+        return Err(invalid(format!("{what} has no mediaType")));
+    }
+    if !obj.get("size").is_some_and(|s| s.as_u64().is_some()) {
+        return Err(invalid(format!("{what} has no valid size")));
+    }
+    let digest = obj.get("digest").and_then(Value::as_str).ok_or_else(|| invalid(format!("{what} has no digest")))?;
+    Digest::parse(digest).map_err(|e| invalid(format!("{what}: {e}")))
+}
+
+fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
+    let obj = v.as_object().ok_or_else(|| invalid("not a JSON object"))?;
+    let body_mt = obj.get("mediaType").map(|m| m.as_str().ok_or_else(|| invalid("mediaType is not a string"))).transpose()?;
+    let ct = content_type.map(bare_media_type).filter(|c| KNOWN.contains(c));
+    if let (Some(b), Some(c)) = (body_mt, ct) {
+        if b != c {
+            return Err(invalid(format!("mediaType {b:?} in the body differs from Content-Type {c:?}")));
+        }
+    }
+    let media_type = body_mt.or(ct).map(str::to_string).unwrap_or_else(|| detect_media_type(&v));
+    let kind = match media_type.as_str() {
+        OCI_MANIFEST | DOCKER_MANIFEST => Kind::Image,
+        OCI_INDEX | DOCKER_LIST => Kind::Index,
+        DOCKER_V1 | DOCKER_V1_SIGNED => return Err(invalid("Docker schema 1 manifests are not supported")),
+        other => return Err(invalid(format!("unsupported manifest media type {other:?}"))),
+    };
+    if obj.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
+        return Err(invalid("schemaVersion must be 2"));
+    }
+    let mut references = Vec::new();
+    match kind {
+        Kind::Image => {
+            let config = obj.get("config").ok_or_else(|| invalid("image manifest has no config"))?;
+            references.push(descriptor_digest(config, "config")?);
+            let layers = obj.get("layers").and_then(Value::as_array).ok_or_else(|| invalid("image manifest has no layers array"))?;
+            for (i, layer) in layers.iter().enumerate() {
+                let d = descriptor_digest(layer, &format!("layers[{i}]"))?;
+                // Foreign (non-distributable) layers live elsewhere, at their URLs.
+                let foreign = layer.get("urls").and_then(Value::as_array).is_some_and(|u| !u.is_empty());
+                if !foreign {
+                    references.push(d);
+                }
+            }
+        }
+        Kind::Index => {
+            let manifests = obj.get("manifests").and_then(Value::as_array).ok_or_else(|| invalid("index has no manifests array"))?;
+            for (i, m) in manifests.iter().enumerate() {
+                references.push(descriptor_digest(m, &format!("manifests[{i}]"))?);
+            }
+        }
+    }
+    let subject = obj.get("subject").map(|s| descriptor_digest(s, "subject")).transpose()?;
+    Ok(Parsed { media_type, kind, references, subject })
+}
+
+impl Registry {
+    async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
+        match self.driver.get_content(path).await {
+            Ok(b) => {
+                let s = std::str::from_utf8(&b).map_err(|_| RegistryError::Storage(crate::storage::StorageError::Backend(format!("link {path} is not UTF-8"))))?;
+                Ok(Some(Digest::parse(s.trim())?))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn exists(&self, path: &str) -> Result<bool> {
+        match self.driver.stat(path).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The digest a tag points at, if the tag exists.
+    pub async fn resolve_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        self.read_link(&paths::tag_current_link(repo, tag)).await
+    }
+
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &Reference) -> Result<Arc<StoredManifest>> {
+        let key = reference.to_string();
+        if let Some(m) = self.cache.get(repo, &key) {
+            return Ok(m);
+        }
+        let generation = self.cache.generation();
+        let unknown = || RegistryError::ManifestUnknown(format!("{repo}:{reference}"));
+        let digest = match reference {
+            Reference::Tag(tag) => self.resolve_tag(repo, tag).await?.ok_or_else(unknown)?,
+            Reference::Digest(d) => {
+                if !self.exists(&paths::revision_link(repo, d)).await? {
+                    return Err(unknown());
+                }
+                d.clone()
+            }
+        };
+        let content = match self.driver.get_content(&paths::blob_data(&digest)).await {
+            Ok(c) => c,
+            Err(e) if e.is_not_found() => return Err(unknown()),
+            Err(e) => return Err(e.into()),
+        };
+        let media_type = serde_json::from_slice::<Value>(&content).map(|v| detect_media_type(&v)).unwrap_or_else(|_| OCI_MANIFEST.into());
+        let m = Arc::new(StoredManifest { digest, media_type, content });
+        self.cache.insert(generation, repo, &key, m.clone());
+        Ok(m)
+    }
+
+    /// Picks the representation a client accepts. An index the client cannot take is replaced
+    /// by its linux/amd64 image (as distribution does for old Docker clients); a manifest whose
+    /// type the client rules out is unknown to it.
+    pub async fn negotiate(&self, repo: &RepoName, m: Arc<StoredManifest>, accept: &[String]) -> Result<Arc<StoredManifest>> {
+        let accepts = |mt: &str| accept.iter().any(|a| a == mt || a == "*/*");
+        let lists_known = accept.iter().any(|a| KNOWN.contains(&a.as_str()));
+        if accept.is_empty() || !lists_known || accepts(&m.media_type) {
+            return Ok(m);
+        }
+        if m.media_type == OCI_INDEX || m.media_type == DOCKER_LIST {
+            let v: Value = serde_json::from_slice(&m.content).map_err(|e| invalid(e.to_string()))?;
+            let children = v.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default();
+            for child in children {
+                let platform = child.get("platform");
+                let is = |k: &str, want: &str| platform.and_then(|p| p.get(k)).and_then(Value::as_str) == Some(want);
+                let child_mt = child.get("mediaType").and_then(Value::as_str).unwrap_or("");
+                if is("os", "linux") && is("architecture", "amd64") && accepts(child_mt) {
+                    let d = descriptor_digest(&child, "manifests[]")?;
+                    return self.get_manifest(repo, &Reference::Digest(d)).await;
+                }
+            }
+        }
+        Err(RegistryError::ManifestUnknown(format!(
+            "manifest {} is {}, which the Accept header does not allow",
+            m.digest, m.media_type
+        )))
+    }
+
+    async fn check_condition(&self, repo: &RepoName, reference: &Reference, condition: &Condition) -> Result<()> {
+        let current = match reference {
+            Reference::Tag(tag) => self.resolve_tag(repo, tag).await?,
+            Reference::Digest(d) => self.exists(&paths::revision_link(repo, d)).await?.then(|| d.clone()),
+        };
+        match (condition, current) {
+            (Condition::None, _) => Ok(()),
+            (Condition::Absent, None) => Ok(()),
+            (Condition::Absent, Some(d)) => Err(RegistryError::PreconditionFailed(format!("{reference} already exists (at {d})"))),
+            (Condition::Matches(want), Some(d)) if want.iter().any(|w| w == "*" || *w == d.to_string()) => Ok(()),
+            (Condition::Matches(want), current) => Err(RegistryError::PreconditionFailed(format!(
+                "{reference} points at {}, not {}",
+                current.map_or("nothing".to_string(), |d| d.to_string()),
+                want.join(", ")
+            ))),
+        }
+    }
+
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        body: Bytes,
+        condition: &Condition,
+    ) -> Result<ManifestPut> {
+        if body.len() > MAX_MANIFEST_SIZE {
+            return Err(RegistryError::TooLarge(format!("manifest is {} bytes, the limit is {MAX_MANIFEST_SIZE}", body.len())));
+        }
+        let parsed = parse_manifest(content_type, &body)?;
+        let digest = match reference {
+            Reference::Digest(d) => {
+                let actual = Digest::of(d.algorithm(), &body);
+                if &actual != d {
+                    return Err(RegistryError::DigestInvalid(format!("manifest body has digest {actual}, not {d}")));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+        };
+        for r in &parsed.references {
+            let present = match parsed.kind {
+                Kind::Image => self.blob_linked(repo, r).await? && self.exists(&paths::blob_data(r)).await?,
+                Kind::Index => self.exists(&paths::revision_link(repo, r)).await?,
+            };
+            if !present {
+                return Err(RegistryError::ManifestBlobUnknown(r.clone()));
+            }
+        }
+        let _guard = match reference {
+            Reference::Tag(tag) => Some(self.lock_tag(repo, tag).await),
+            Reference::Digest(_) => None,
+        };
+        self.check_condition(repo, reference, condition).await?;
+
+        let blob = paths::blob_data(&digest);
+        if !self.exists(&blob).await? {
+            self.driver.put_content(&blob, body.clone()).await?;
+        }
+        let link = Bytes::from(digest.to_string());
+        self.driver.put_content(&paths::revision_link(repo, &digest), link.clone()).await?;
+        if let Some(subject) = &parsed.subject {
+            self.driver.put_content(&paths::referrer_link(repo, subject, &digest), link.clone()).await?;
+        }
+        if let Reference::Tag(tag) = reference {
+            self.driver.put_content(&paths::tag_index_link(repo, tag, &digest), link.clone()).await?;
+            self.driver.put_content(&paths::tag_current_link(repo, tag), link).await?;
+        }
+        self.cache.invalidate(repo);
+        tracing::debug!(%repo, %reference, %digest, media_type = parsed.media_type, "manifest stored");
+        Ok(ManifestPut { digest, subject: parsed.subject })
+    }
+
+    /// Deletes a tag, or a manifest with every tag that points at it.
+    pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference, condition: &Condition) -> Result<()> {
+        let unknown = || RegistryError::ManifestUnknown(format!("{repo}:{reference}"));
+        match reference {
+            Reference::Tag(tag) => {
+                let _guard = self.lock_tag(repo, tag).await;
+                self.check_condition(repo, reference, condition).await?;
+                if self.resolve_tag(repo, tag).await?.is_none() {
+                    return Err(unknown());
+                }
+                self.driver.delete(&paths::tag(repo, tag)).await?;
+            }
+            Reference::Digest(digest) => {
+                self.check_condition(repo, reference, condition).await?;
+                let m = self.get_manifest(repo, reference).await?;
+                let subject = serde_json::from_slice::<Value>(&m.content)
+                    .ok()
+                    .and_then(|v| v.get("subject").and_then(|s| descriptor_digest(s, "subject").ok()));
+                match self.driver.delete(&paths::revision_link(repo, digest)).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_not_found() => return Err(unknown()),
+                    Err(e) => return Err(e.into()),
+                }
+                for tag in self.all_tags(repo).await? {
+                    let _guard = self.lock_tag(repo, &tag).await;
+                    if self.resolve_tag(repo, &tag).await?.as_ref() == Some(digest) {
+                        self.driver.delete(&paths::tag(repo, &tag)).await?;
+                    }
+                }
+                if let Some(subject) = subject {
+                    let _ = self.driver.delete(&paths::referrer_link(repo, &subject, digest)).await;
+                }
+            }
+        }
+        self.cache.invalidate(repo);
+        Ok(())
+    }
+
+    /// The referrers of `subject` in `repo`, as an OCI image index.
+    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Referrers> {
+        let mut digests = Vec::new();
+        match self.driver.list(&paths::referrers(repo, subject)).await {
+            Ok(alg_dirs) => {
+                for alg_dir in alg_dirs {
+                    let alg = alg_dir.rsplit('/').next().unwrap_or_default().to_string();
+                    for entry in self.driver.list(&alg_dir).await? {
+                        let hex = entry.rsplit('/').next().unwrap_or_default();
+                        if let Ok(d) = Digest::parse(&format!("{alg}:{hex}")) {
+                            digests.push(d);
+                        }
+                    }
+                }
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        digests.sort();
+        let mut manifests = Vec::new();
+        for d in digests {
+            let m = match self.get_manifest(repo, &Reference::Digest(d)).await {
+                Ok(m) => m,
+                Err(RegistryError::ManifestUnknown(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            let v: Value = serde_json::from_slice(&m.content).unwrap_or(Value::Null);
+            let at = v
+                .get("artifactType")
+                .and_then(Value::as_str)
+                .or_else(|| v.get("config").and_then(|c| c.get("mediaType")).and_then(Value::as_str));
+            if artifact_type.is_some_and(|want| at != Some(want)) {
+                continue;
+            }
+            let mut desc = Map::new();
+            desc.insert("mediaType".into(), json!(m.media_type));
+            desc.insert("digest".into(), json!(m.digest.to_string()));
+            desc.insert("size".into(), json!(m.content.len()));
+            if let Some(at) = at {
+                desc.insert("artifactType".into(), json!(at));
+            }
+            if let Some(ann) = v.get("annotations").filter(|a| a.is_object()) {
+                desc.insert("annotations".into(), ann.clone());
+            }
+            manifests.push(Value::Object(desc));
+        }
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
+        Ok(Referrers { index: Bytes::from(index.to_string()), filtered: artifact_type.is_some() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    fn desc(mt: &str) -> Value {
+        json!({"mediaType": mt, "digest": D, "size": 0})
+    }
+
+    #[test]
+    fn parses_by_media_type() {
+        let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": desc("c"), "layers": [desc("l")], "subject": desc(OCI_MANIFEST)});
+        let p = parse_manifest(Some(OCI_MANIFEST), m.to_string().as_bytes()).unwrap();
+        assert_eq!(p.kind, Kind::Image);
+        assert_eq!(p.references.len(), 2);
+        assert!(p.subject.is_some());
+        let i = json!({"schemaVersion": 2, "manifests": [desc(OCI_MANIFEST)]});
+        assert_eq!(parse_manifest(Some(OCI_INDEX), i.to_string().as_bytes()).unwrap().kind, Kind::Index);
+        assert_eq!(parse_manifest(None, i.to_string().as_bytes()).unwrap().media_type, OCI_INDEX);
+        // Mismatched Content-Type, missing fields, bad digests, schema 1, not JSON.
+        assert!(parse_manifest(Some(DOCKER_MANIFEST), m.to_string().as_bytes()).is_err());
+        assert!(parse_manifest(Some(OCI_MANIFEST), br#"{"schemaVersion":2}"#).is_err());
+        let bad = json!({"schemaVersion": 2, "config": {"mediaType": "c", "digest": "sha256:zz", "size": 1}, "layers": []});
+        assert!(parse_manifest(Some(OCI_MANIFEST), bad.to_string().as_bytes()).is_err());
+        assert!(parse_manifest(None, br#"{"schemaVersion":1,"fsLayers":[]}"#).is_err());
+        assert!(parse_manifest(None, b"nope").is_err());
+    }
+}

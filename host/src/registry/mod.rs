@@ -1,0 +1,225 @@
+//! The registry domain: blobs, uploads, manifests, tags, referrers and the catalog, over a
+//! `StorageDriver`. Nothing here knows about HTTP.
+
+pub mod digest;
+pub mod error;
+pub mod names;
+
+mod cache;
+mod listing;
+mod manifests;
+mod paths;
+mod uploads;
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+
+use crate::storage::{ByteStream, StorageDriver, StorageError};
+
+pub use digest::{Algorithm, Digest};
+pub use error::{RegistryError, Result};
+pub use listing::Page;
+pub use manifests::{Condition, ManifestPut, Referrers, StoredManifest, MAX_MANIFEST_SIZE};
+pub use names::{Reference, RepoName, Tag};
+pub use uploads::UploadStatus;
+
+/// A request or chunk body as the domain sees it: a stream of byte chunks.
+pub type BodyStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send>>;
+
+pub struct Registry {
+    driver: Arc<dyn StorageDriver>,
+    uploads: uploads::Sessions,
+    cache: cache::ManifestCache,
+    tag_locks: Vec<tokio::sync::Mutex<()>>,
+}
+
+/// A blob ready to stream: its full size, and the bytes of the requested range.
+pub struct BlobRead {
+    pub size: u64,
+    pub range: Option<(u64, u64)>,
+    pub body: ByteStream,
+}
+
+impl Registry {
+    pub fn new(driver: Arc<dyn StorageDriver>) -> Self {
+        Registry {
+            driver,
+            uploads: Default::default(),
+            cache: Default::default(),
+            tag_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+        }
+    }
+
+    pub fn driver(&self) -> &dyn StorageDriver {
+        &*self.driver
+    }
+
+    /// Whether the blob is linked into the repository (as a layer or as a manifest).
+    async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        for link in [paths::layer_link(repo, digest), paths::revision_link(repo, digest)] {
+            match self.driver.get_content(&link).await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
+    }
+
+    /// Size of a blob the repository can serve.
+    pub async fn stat_blob(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        if !self.blob_linked(repo, digest).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        match self.driver.stat(&paths::blob_data(digest)).await {
+            Ok(info) => Ok(info.size),
+            Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Streams a blob, or the inclusive byte range `range` of it.
+    pub async fn read_blob(&self, repo: &RepoName, digest: &Digest, range: Option<RangeSpec>) -> Result<BlobRead> {
+        let size = self.stat_blob(repo, digest).await?;
+        let range = match range {
+            None => None,
+            Some(spec) => Some(spec.resolve(size)?),
+        };
+        let offset = range.map_or(0, |(start, _)| start);
+        let stream = self.driver.reader(&paths::blob_data(digest), offset).await.map_err(|e| match e {
+            StorageError::NotFound(_) => RegistryError::BlobUnknown(digest.clone()),
+            e => e.into(),
+        })?;
+        let body = match range {
+            Some((start, end)) => take_bytes(stream, end - start + 1),
+            None => stream,
+        };
+        Ok(BlobRead { size, range, body })
+    }
+
+    /// Unlinks a blob from the repository; the data stays until garbage collection.
+    pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        match self.driver.delete(&paths::layer_link(repo, digest)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Links an existing blob into `repo`. With `from`, the blob must be linked there; without,
+    /// any blob the registry holds can be mounted (OCI 1.1 automatic content discovery).
+    /// Returns false when the blob cannot be mounted, and the caller falls back to an upload.
+    pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool> {
+        if let Some(from) = from {
+            if !self.blob_linked(from, digest).await? {
+                return Ok(false);
+            }
+        }
+        match self.driver.stat(&paths::blob_data(digest)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        self.link_layer(repo, digest).await?;
+        Ok(true)
+    }
+
+    async fn link_layer(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        let link = paths::layer_link(repo, digest);
+        self.driver.put_content(&link, Bytes::from(digest.to_string())).await?;
+        Ok(())
+    }
+
+    /// Serialises changes to one tag within this process (conditional writes need it).
+    async fn lock_tag(&self, repo: &RepoName, tag: &Tag) -> tokio::sync::MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (repo, tag).hash(&mut h);
+        self.tag_locks[(h.finish() % self.tag_locks.len() as u64) as usize].lock().await
+    }
+}
+
+/// A byte range as a client asked for it (`bytes=a-b`, `bytes=a-`, `bytes=-n`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeSpec {
+    FromTo(u64, u64),
+    From(u64),
+    Last(u64),
+}
+
+impl RangeSpec {
+    /// Parses a single-range `Range` header value.
+    pub fn parse(header: &str) -> Option<RangeSpec> {
+        let spec = header.trim().strip_prefix("bytes=")?;
+        if spec.contains(',') {
+            return None;
+        }
+        let (a, b) = spec.split_once('-')?;
+        let num = |s: &str| s.trim().parse::<u64>().ok();
+        match (a.trim().is_empty(), b.trim().is_empty()) {
+            (false, false) => Some(RangeSpec::FromTo(num(a)?, num(b)?)),
+            (false, true) => Some(RangeSpec::From(num(a)?)),
+            (true, false) => Some(RangeSpec::Last(num(b)?)),
+            (true, true) => None,
+        }
+    }
+
+    /// The inclusive `(start, end)` within a blob of `size` bytes.
+    pub fn resolve(self, size: u64) -> Result<(u64, u64)> {
+        let unsatisfiable = || RegistryError::RangeNotSatisfiable { message: format!("{self:?} of {size} bytes"), size };
+        let (start, end) = match self {
+            RangeSpec::FromTo(a, b) if a <= b => (a, b.min(size.saturating_sub(1))),
+            RangeSpec::FromTo(..) => return Err(unsatisfiable()),
+            RangeSpec::From(a) => (a, size.saturating_sub(1)),
+            RangeSpec::Last(0) => return Err(unsatisfiable()),
+            RangeSpec::Last(n) => (size.saturating_sub(n), size.saturating_sub(1)),
+        };
+        if size == 0 || start >= size {
+            return Err(unsatisfiable());
+        }
+        Ok((start, end))
+    }
+}
+
+/// Cuts a stream off after `limit` bytes.
+fn take_bytes(stream: ByteStream, limit: u64) -> ByteStream {
+    Box::pin(
+        stream
+            .scan(limit, |left, item| {
+                let out = match item {
+                    Ok(_) if *left == 0 => None,
+                    Ok(mut b) => {
+                        if b.len() as u64 > *left {
+                            b.truncate(*left as usize);
+                        }
+                        *left -= b.len() as u64;
+                        Some(Ok(b))
+                    }
+                    Err(e) => Some(Err(e)),
+                };
+                std::future::ready(out)
+            }),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RangeSpec;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(RangeSpec::parse("bytes=0-9"), Some(RangeSpec::FromTo(0, 9)));
+        assert_eq!(RangeSpec::parse("bytes=5-"), Some(RangeSpec::From(5)));
+        assert_eq!(RangeSpec::parse("bytes=-3"), Some(RangeSpec::Last(3)));
+        assert_eq!(RangeSpec::parse("bytes=1-2,4-5"), None);
+        assert_eq!(RangeSpec::parse("items=1-2"), None);
+        assert_eq!(RangeSpec::FromTo(0, 99).resolve(10).unwrap(), (0, 9));
+        assert_eq!(RangeSpec::Last(3).resolve(10).unwrap(), (7, 9));
+        assert_eq!(RangeSpec::Last(30).resolve(10).unwrap(), (0, 9));
+        assert!(RangeSpec::From(10).resolve(10).is_err());
+        assert!(RangeSpec::FromTo(5, 4).resolve(10).is_err());
+    }
+}

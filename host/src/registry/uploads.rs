@@ -1,0 +1,255 @@
+//! Blob uploads: sessions under `_uploads/<id>/` in the repository, hashed while they stream,
+//! moved into `blobs/` only once the digest matches, so no client ever sees a partial blob.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use crate::storage::FileWriter;
+
+use super::digest::{Algorithm, Digest, Hasher};
+use super::{paths, BodyStream, Registry, RegistryError, RepoName, Result};
+
+/// Where an upload stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadStatus {
+    pub id: String,
+    pub size: u64,
+}
+
+/// The running hash of each session, so finishing an upload does not read it back. A session
+/// without one (after a restart, or after a failed chunk) is re-hashed from storage.
+#[derive(Default)]
+pub(super) struct Sessions {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<HashState>>>>,
+}
+
+#[derive(Default)]
+struct HashState {
+    hasher: Option<Hasher>,
+    hashed: u64,
+}
+
+impl Sessions {
+    fn get(&self, id: &str) -> Arc<tokio::sync::Mutex<HashState>> {
+        self.map.lock().unwrap().entry(id.to_string()).or_default().clone()
+    }
+
+    fn remove(&self, id: &str) {
+        self.map.lock().unwrap().remove(id);
+    }
+}
+
+fn new_upload_id() -> String {
+    let v: u128 = rand::random();
+    let h = format!("{v:032x}");
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// Session ids come from URLs: accept only what we (or distribution) generate.
+fn check_id(id: &str) -> Result<()> {
+    if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        Ok(())
+    } else {
+        Err(RegistryError::BlobUploadUnknown)
+    }
+}
+
+/// RFC 3339 UTC timestamp, the format distribution writes to `startedat`.
+pub(crate) fn rfc3339(t: SystemTime) -> String {
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Copies a body into a writer, hashing as it goes. Returns the bytes copied.
+async fn pump(body: &mut BodyStream, w: &mut Box<dyn FileWriter>, mut hasher: Option<&mut Hasher>) -> Result<u64> {
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| RegistryError::BodyRead(e.to_string()))?;
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&chunk);
+        }
+        n += chunk.len() as u64;
+        w.write(chunk).await?;
+    }
+    Ok(n)
+}
+
+impl Registry {
+    pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
+        let id = new_upload_id();
+        let now = Bytes::from(rfc3339(SystemTime::now()));
+        self.driver.put_content(&paths::upload_started_at(repo, &id), now).await?;
+        *self.uploads.get(&id).lock().await = HashState { hasher: Some(Algorithm::Sha256.hasher()), hashed: 0 };
+        Ok(UploadStatus { id, size: 0 })
+    }
+
+    /// Bytes received so far by a session.
+    pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
+        check_id(id)?;
+        match self.driver.stat(&paths::upload_started_at(repo, id)).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Err(RegistryError::BlobUploadUnknown),
+            Err(e) => return Err(e.into()),
+        }
+        let size = match self.driver.stat(&paths::upload_data(repo, id)).await {
+            Ok(info) => info.size,
+            Err(e) if e.is_not_found() => 0,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(UploadStatus { id: id.to_string(), size })
+    }
+
+    /// Appends a chunk. `range` is the client's `Content-Range` (inclusive start and end): the
+    /// chunk must start where the session ends, or nothing is written and the session is kept.
+    pub async fn append_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        range: Option<(u64, u64)>,
+        mut body: BodyStream,
+    ) -> Result<UploadStatus> {
+        self.upload_status(repo, id).await?;
+        let session = self.uploads.get(id);
+        let mut state = session.lock().await;
+        // Read the size under the session lock: another chunk may have landed meanwhile.
+        let size = self.upload_status(repo, id).await?.size;
+        if let Some((start, end)) = range {
+            if start != size || end < start {
+                return Err(RegistryError::RangeNotSatisfiable {
+                    message: format!("chunk {start}-{end} does not continue the upload at offset {size}"),
+                    size,
+                });
+            }
+        }
+        if state.hashed != size {
+            state.hasher = None;
+        }
+        let mut w = self.driver.writer(&paths::upload_data(repo, id), true).await?;
+        let mut hasher = state.hasher.take();
+        let copied = match pump(&mut body, &mut w, hasher.as_mut()).await {
+            Ok(n) => n,
+            Err(e) => {
+                // Roll the chunk back so the session stays usable at its previous offset.
+                let _ = w.cancel().await;
+                state.hasher = None;
+                return Err(e);
+            }
+        };
+        if let Some((start, end)) = range {
+            if copied != end - start + 1 {
+                let _ = w.cancel().await;
+                return Err(RegistryError::SizeInvalid(format!(
+                    "Content-Range {start}-{end} announced {} bytes, the body had {copied}",
+                    end - start + 1
+                )));
+            }
+        }
+        let new_size = w.size();
+        w.commit().await?;
+        state.hasher = hasher;
+        state.hashed = new_size;
+        Ok(UploadStatus { id: id.to_string(), size: new_size })
+    }
+
+    /// Finishes an upload (with an optional last chunk), verifies the digest, and moves the blob
+    /// into place. A digest mismatch discards the session and stores nothing.
+    pub async fn complete_upload(&self, repo: &RepoName, id: &str, digest: &Digest, body: Option<BodyStream>) -> Result<u64> {
+        self.upload_status(repo, id).await?;
+        let session = self.uploads.get(id);
+        let mut state = session.lock().await;
+        let size = self.upload_status(repo, id).await?.size;
+        if state.hashed != size {
+            state.hasher = None;
+        }
+        let data_path = paths::upload_data(repo, id);
+        let mut w = self.driver.writer(&data_path, true).await?;
+        let mut hasher = state.hasher.take().filter(|h| h.algorithm() == digest.algorithm());
+        if let Some(mut body) = body {
+            if let Err(e) = pump(&mut body, &mut w, hasher.as_mut()).await {
+                let _ = w.cancel().await;
+                return Err(e);
+            }
+        }
+        let size = w.size();
+        w.commit().await?;
+        let actual = match hasher {
+            Some(h) => h.finish(),
+            None => self.hash_file(&data_path, digest.algorithm()).await?,
+        };
+        if &actual != digest {
+            self.discard_upload(repo, id).await;
+            return Err(RegistryError::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")));
+        }
+        let blob = paths::blob_data(digest);
+        match self.driver.stat(&blob).await {
+            Ok(existing) if existing.size == size => {}
+            _ => self.driver.rename(&data_path, &blob).await?,
+        }
+        self.link_layer(repo, digest).await?;
+        self.discard_upload(repo, id).await;
+        Ok(size)
+    }
+
+    /// Pushes a whole blob in one request (`POST ?digest=`).
+    pub async fn upload_monolithic(&self, repo: &RepoName, digest: &Digest, body: BodyStream) -> Result<u64> {
+        let status = self.start_upload(repo).await?;
+        *self.uploads.get(&status.id).lock().await =
+            HashState { hasher: Some(digest.algorithm().hasher()), hashed: 0 };
+        let result = self.complete_upload(repo, &status.id, digest, Some(body)).await;
+        if result.is_err() {
+            self.discard_upload(repo, &status.id).await;
+        }
+        result
+    }
+
+    pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
+        self.upload_status(repo, id).await?;
+        let _guard = self.uploads.get(id);
+        self.discard_upload(repo, id).await;
+        Ok(())
+    }
+
+    async fn discard_upload(&self, repo: &RepoName, id: &str) {
+        self.uploads.remove(id);
+        if let Err(e) = self.driver.delete(&paths::upload_dir(repo, id)).await {
+            if !e.is_not_found() {
+                tracing::warn!(upload = id, error = %e, "could not remove upload directory");
+            }
+        }
+    }
+
+    async fn hash_file(&self, path: &str, algorithm: Algorithm) -> Result<Digest> {
+        let mut h = algorithm.hasher();
+        let mut stream = self.driver.reader(path, 0).await?;
+        while let Some(chunk) = stream.next().await {
+            h.update(&chunk?);
+        }
+        Ok(h.finish())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(1_709_210_096)), "2024-02-29T12:34:56Z");
+    }
+}

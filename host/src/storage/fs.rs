@@ -1,0 +1,343 @@
+//! Local filesystem driver, confined to its root directory by `cap-std`: whatever path it is
+//! handed, it cannot open anything outside the root (no `..`, no absolute paths, no symlinks out).
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, OpenOptions};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{validate_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
+
+/// Size of the chunks a reader sends: large, so a multi-GB/s download is a few thousand sends.
+const READ_CHUNK: usize = 1 << 20;
+/// How far a writer gets ahead of the disk before it asks the kernel to start writeback, so the
+/// final fsync has little left to flush.
+const WRITEBACK_STEP: u64 = 16 << 20;
+
+pub struct FilesystemDriver {
+    root: Arc<Dir>,
+}
+
+impl FilesystemDriver {
+    /// Opens (creating if needed) the root directory.
+    pub fn open(root: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root)?;
+        let dir = Dir::open_ambient_dir(root, ambient_authority())?;
+        Ok(Self { root: Arc::new(dir) })
+    }
+
+    /// Runs blocking filesystem work off the async workers.
+    async fn blocking<T, F>(&self, path: &str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Dir, &str) -> Result<T> + Send + 'static,
+    {
+        validate_path(path)?;
+        let root = self.root.clone();
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || f(&root, &path[1..]))
+            .await
+            .map_err(|e| StorageError::Backend(format!("blocking task failed: {e}")))?
+    }
+}
+
+fn io_err(path: &str) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
+    move |e| StorageError::io(&format!("/{path}"), e)
+}
+
+fn create_parent(dir: &Dir, rel: &str) -> Result<()> {
+    if let Some((parent, _)) = rel.rsplit_once('/') {
+        dir.create_dir_all(parent).map_err(io_err(rel))?;
+    }
+    Ok(())
+}
+
+/// A unique sibling name for a temporary file that will be renamed over `rel`.
+fn temp_name(rel: &str) -> String {
+    format!("{rel}.tmp-{:016x}", rand::random::<u64>())
+}
+
+#[async_trait]
+impl StorageDriver for FilesystemDriver {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    async fn get_content(&self, path: &str) -> Result<Bytes> {
+        self.blocking(path, |dir, rel| dir.read(rel).map(Bytes::from).map_err(io_err(rel))).await
+    }
+
+    async fn put_content(&self, path: &str, content: Bytes) -> Result<()> {
+        self.blocking(path, move |dir, rel| {
+            create_parent(dir, rel)?;
+            let tmp = temp_name(rel);
+            let write = || -> std::io::Result<()> {
+                let mut f = dir.create(&tmp)?;
+                f.write_all(&content)?;
+                f.sync_data()?;
+                dir.rename(&tmp, dir, rel)
+            };
+            write().map_err(|e| {
+                let _ = dir.remove_file(&tmp);
+                io_err(rel)(e)
+            })
+        })
+        .await
+    }
+
+    async fn reader(&self, path: &str, offset: u64) -> Result<ByteStream> {
+        let file = self
+            .blocking(path, move |dir, rel| {
+                let f = dir.open(rel).map_err(io_err(rel))?;
+                let len = f.metadata().map_err(io_err(rel))?.len();
+                if offset > len {
+                    return Err(StorageError::InvalidOffset { path: format!("/{rel}"), offset });
+                }
+                Ok(f.into_std())
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel::<Result<Bytes>>(4);
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || pump_file(file, offset, &path, tx));
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })))
+    }
+
+    async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
+        let (file, start) = self
+            .blocking(path, move |dir, rel| {
+                create_parent(dir, rel)?;
+                let mut opts = OpenOptions::new();
+                opts.write(true).create(true);
+                if append {
+                    opts.append(true);
+                } else {
+                    opts.truncate(true);
+                }
+                let f = dir.open_with(rel, &opts).map_err(io_err(rel))?;
+                let len = f.metadata().map_err(io_err(rel))?.len();
+                Ok((f.into_std(), len))
+            })
+            .await?;
+        Ok(Box::new(FsWriter::spawn(file, start, path.to_string())))
+    }
+
+    async fn stat(&self, path: &str) -> Result<FileInfo> {
+        let full = path.to_string();
+        self.blocking(path, move |dir, rel| {
+            let m = dir.metadata(rel).map_err(io_err(rel))?;
+            Ok(FileInfo {
+                path: full,
+                size: m.len(),
+                modified: m.modified().map(|t| t.into_std()).unwrap_or(std::time::UNIX_EPOCH),
+                is_dir: m.is_dir(),
+            })
+        })
+        .await
+    }
+
+    async fn list(&self, path: &str) -> Result<Vec<String>> {
+        let base = path.to_string();
+        self.blocking(path, move |dir, rel| {
+            let mut out = Vec::new();
+            for entry in dir.read_dir(rel).map_err(io_err(rel))? {
+                let entry = entry.map_err(io_err(rel))?;
+                if let Some(name) = entry.file_name().to_str() {
+                    if !name.contains(".tmp-") {
+                        out.push(format!("{base}/{name}"));
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &str, to: &str) -> Result<()> {
+        validate_path(to)?;
+        let to = to[1..].to_string();
+        self.blocking(from, move |dir, rel| {
+            create_parent(dir, &to)?;
+            dir.rename(rel, dir, &to).map_err(io_err(rel))?;
+            // Make the new name durable: the blob is visible only once its directory entry is.
+            if let Some((parent, _)) = to.rsplit_once('/') {
+                if let Ok(d) = dir.open_dir(parent) {
+                    let _ = d.open(".").and_then(|f| f.sync_all());
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        self.blocking(path, |dir, rel| {
+            let m = dir.symlink_metadata(rel).map_err(io_err(rel))?;
+            if m.is_dir() {
+                dir.remove_dir_all(rel).map_err(io_err(rel))
+            } else {
+                dir.remove_file(rel).map_err(io_err(rel))
+            }
+        })
+        .await
+    }
+}
+
+/// Reads a file from `offset` in large chunks into the channel until EOF or the receiver leaves.
+fn pump_file(mut file: std::fs::File, offset: u64, path: &str, tx: mpsc::Sender<Result<Bytes>>) {
+    use std::io::Seek;
+    if offset > 0 {
+        if let Err(e) = file.seek(std::io::SeekFrom::Start(offset)) {
+            let _ = tx.blocking_send(Err(StorageError::io(path, e)));
+            return;
+        }
+    }
+    loop {
+        let mut buf = BytesMut::zeroed(READ_CHUNK);
+        let mut filled = 0;
+        while filled < READ_CHUNK {
+            match file.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(StorageError::io(path, e)));
+                    return;
+                }
+            }
+        }
+        if filled == 0 {
+            return;
+        }
+        buf.truncate(filled);
+        if tx.blocking_send(Ok(buf.freeze())).is_err() || filled < READ_CHUNK {
+            return;
+        }
+    }
+}
+
+enum WriteMsg {
+    Data(Bytes),
+    Commit,
+    Cancel,
+}
+
+/// A writer whose disk I/O runs on a blocking thread, so hashing (on the request task) and
+/// writing overlap.
+struct FsWriter {
+    tx: mpsc::Sender<WriteMsg>,
+    done: oneshot::Receiver<Result<()>>,
+    size: u64,
+}
+
+impl FsWriter {
+    fn spawn(file: std::fs::File, start: u64, path: String) -> Self {
+        let (tx, mut rx) = mpsc::channel::<WriteMsg>(32);
+        let (done_tx, done) = oneshot::channel();
+        tokio::task::spawn_blocking(move || {
+            let mut file = file;
+            let mut written = start;
+            let mut synced = start;
+            let result = (|| -> std::io::Result<()> {
+                while let Some(msg) = rx.blocking_recv() {
+                    match msg {
+                        WriteMsg::Data(data) => {
+                            file.write_all(&data)?;
+                            written += data.len() as u64;
+                            if written - synced >= WRITEBACK_STEP {
+                                start_writeback(&file, synced, written - synced);
+                                synced = written;
+                            }
+                        }
+                        WriteMsg::Commit => return file.sync_data(),
+                        WriteMsg::Cancel => {
+                            file.set_len(start)?;
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            let _ = done_tx.send(result.map_err(|e| StorageError::io(&path, e)));
+        });
+        FsWriter { tx, done, size: start }
+    }
+
+    async fn finish(self, msg: WriteMsg) -> Result<()> {
+        let _ = self.tx.send(msg).await;
+        drop(self.tx);
+        self.done.await.map_err(|_| StorageError::Backend("writer thread died".into()))?
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor and a byte range; the call only schedules writeback.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File, _offset: u64, _len: u64) {}
+
+#[async_trait]
+impl FileWriter for FsWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let len = data.len() as u64;
+        if self.tx.send(WriteMsg::Data(data)).await.is_err() {
+            // The thread stopped on an error; report it.
+            let (tx, _) = mpsc::channel(1);
+            let done = std::mem::replace(&mut self.done, oneshot::channel().1);
+            drop(std::mem::replace(&mut self.tx, tx));
+            return Err(done
+                .await
+                .map_err(|_| StorageError::Backend("writer thread died".into()))?
+                .err()
+                .unwrap_or_else(|| StorageError::Backend("writer closed".into())));
+        }
+        self.size += len;
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.finish(WriteMsg::Commit).await
+    }
+
+    async fn cancel(self: Box<Self>) -> Result<()> {
+        self.finish(WriteMsg::Cancel).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_driver_suite() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = FilesystemDriver::open(tmp.path()).unwrap();
+        crate::storage::suite::run_all(&d).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn symlink_cannot_escape_root() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), tmp.path().join("link")).unwrap();
+        let d = FilesystemDriver::open(tmp.path()).unwrap();
+        assert!(d.get_content("/link/secret").await.is_err());
+    }
+}

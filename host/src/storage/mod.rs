@@ -1,0 +1,138 @@
+//! The storage driver: a small, byte-oriented key/value store modelled on distribution's
+//! `storagedriver.StorageDriver`. The registry owns the layout; a driver only stores bytes at
+//! slash-separated paths such as `/docker/registry/v2/blobs/sha256/ab/<hex>/data`.
+
+mod fs;
+mod memory;
+#[cfg(test)]
+pub(crate) mod suite;
+
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use fs::FilesystemDriver;
+pub use memory::InMemoryDriver;
+
+/// Errors a driver may return. The registry maps `NotFound` to the spec's "unknown" codes and
+/// everything else to a 500 with a request id.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("path not found: {0}")]
+    NotFound(String),
+    #[error("invalid path: {0}")]
+    InvalidPath(String),
+    #[error("invalid offset {offset} for {path}")]
+    InvalidOffset { path: String, offset: u64 },
+    #[error("storage I/O error on {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+impl StorageError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound(_))
+    }
+
+    pub(crate) fn io(path: &str, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            StorageError::NotFound(path.to_string())
+        } else {
+            StorageError::Io { path: path.to_string(), source }
+        }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A stream of file content chunks.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// What `stat` reports about a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    pub path: String,
+    pub size: u64,
+    pub modified: SystemTime,
+    pub is_dir: bool,
+}
+
+#[async_trait]
+pub trait StorageDriver: Send + Sync + 'static {
+    /// Short name for logs and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Whole content of a (small) file.
+    async fn get_content(&self, path: &str) -> Result<Bytes>;
+
+    /// Replace a file's content atomically: readers see the old or the new content, never a mix.
+    async fn put_content(&self, path: &str, content: Bytes) -> Result<()>;
+
+    /// Stream a file from `offset` to its end.
+    async fn reader(&self, path: &str, offset: u64) -> Result<ByteStream>;
+
+    /// Open a writer; with `append` the writer continues an existing file.
+    async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>>;
+
+    async fn stat(&self, path: &str) -> Result<FileInfo>;
+
+    /// Full paths of the direct children of a directory, in no particular order.
+    async fn list(&self, path: &str) -> Result<Vec<String>>;
+
+    /// Move a file into place, replacing any file already at `to`.
+    async fn rename(&self, from: &str, to: &str) -> Result<()>;
+
+    /// Delete a file or a whole directory tree.
+    async fn delete(&self, path: &str) -> Result<()>;
+}
+
+/// A file being written. Nothing is guaranteed durable until `commit` returns.
+#[async_trait]
+pub trait FileWriter: Send {
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+    /// Bytes in the file so far, including what was there before an append.
+    fn size(&self) -> u64;
+    /// Flush and make the content durable.
+    async fn commit(self: Box<Self>) -> Result<()>;
+    /// Stop writing and remove what this writer wrote.
+    async fn cancel(self: Box<Self>) -> Result<()>;
+}
+
+/// Checks a driver path: absolute, slash separated, components of `[A-Za-z0-9._-]` that are
+/// not `.` or `..`. Every driver calls this first, so no path can climb out of its root.
+pub fn validate_path(path: &str) -> Result<()> {
+    let ok = path.len() > 1
+        && path.starts_with('/')
+        && path[1..].split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidPath(path.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_path;
+
+    #[test]
+    fn paths() {
+        assert!(validate_path("/a/b.c/_d-e").is_ok());
+        for bad in ["", "/", "a/b", "/a//b", "/a/../b", "/a/.", "/a/b/", "/a b", "/a\\b"] {
+            assert!(validate_path(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,139 @@
+"""Start and stop the real `berth` binary (or distribution, for interop) on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BERTH_BIN = Path(os.environ.get("BERTH_BIN", ROOT / "target" / "release" / "berth"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A running registry process."""
+
+    proc: subprocess.Popen
+    port: int
+    root: Path | None
+    log_path: Path
+    config_path: Path
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20) -> int:
+        """SIGTERM and wait; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: the process dies with no chance to clean up."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path, deadline_s: float = 30) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+        try:
+            r = requests.get(url + "/v2/", timeout=1)
+            if r.status_code in (200, 401):
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"server did not become ready:\n{log_path.read_text(errors='replace')}")
+
+
+def start_berth(workdir: Path, root: Path | None = None, config: dict | None = None,
+                env: dict | None = None, port: int | None = None) -> Server:
+    """Start berth with storage under `root` (default workdir/data).
+
+    `config` is merged over the default test config (filesystem storage, delete enabled).
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    cfg: dict = {
+        "log": {"level": "info"},
+        "http": {"addr": f"127.0.0.1:{port}"},
+        "storage": {"delete": {"enabled": True}},
+    }
+    if config and "storage" in config and "inmemory" in config["storage"]:
+        root = None
+    else:
+        root = root or workdir / "data"
+        cfg["storage"]["filesystem"] = {"rootdirectory": str(root)}
+    _merge(cfg, config or {})
+    config_path = workdir / f"berth-{port}.yml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    log_path = workdir / f"berth-{port}.log"
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(BERTH_BIN), "serve", "--config", str(config_path)],
+                                stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=workdir)
+    server = Server(proc, port, root, log_path, config_path)
+    _wait_ready(proc, server.url, log_path)
+    return server
+
+
+def start_distribution(workdir: Path, root: Path, port: int | None = None) -> Server:
+    """Start distribution 2.8.2 (Debian's docker-registry) on `root`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    cfg = {
+        "version": 0.1,
+        "log": {"level": "warn"},
+        "http": {"addr": f"127.0.0.1:{port}"},
+        "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
+    }
+    config_path = workdir / f"distribution-{port}.yml"
+    config_path.write_text(yaml.safe_dump(cfg))
+    log_path = workdir / f"distribution-{port}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(["docker-registry", "serve", str(config_path)],
+                                stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    server = Server(proc, port, root, log_path, config_path)
+    _wait_ready(proc, server.url, log_path)
+    return server
+
+
+def _merge(base: dict, over: dict) -> None:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v

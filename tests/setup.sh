@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what the test suite and the benchmark use, skipping what is already there:
+# skopeo and distribution (the interop/benchmark peer) from Debian, wrk for load, the
+# Python test client's packages from PyPI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v docker-registry >/dev/null || need_apt+=(docker-registry)
+command -v wrk >/dev/null || need_apt+=(wrk)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+python3 -c 'import pytest, requests, yaml' 2>/dev/null || python3 -m pip install -q -r tests/requirements.txt
