@@ -44,6 +44,7 @@ fi
 [ -x "$BERTH_BIN" ] || die "$BERTH_BIN not found (build it, or unset BENCH_NO_BUILD)"
 [ -x "$BENCH_BIN" ] || die "$BENCH_BIN not found"
 
+mkdir -p "$HERE/results"
 PARENT=${BENCH_DIR:-/tmp}
 mkdir -p "$PARENT"
 WORK=$(mktemp -d "$PARENT/berth-bench.XXXXXX")
@@ -127,10 +128,19 @@ hwm_snapshot() {
     HWM_TRAIL[$s]+="$1 $(awk '/^VmHWM:/ {printf "%.1f", $2/1024}' "/proc/${PID[$s]}/status"), "
   done
 }
+declare -A DEAD
 alive() {
-  if ! kill -0 "${PID[$1]}" 2>/dev/null; then
-    note "$1 is not running any more (see its log below)"; return 1
+  kill -0 "${PID[$1]}" 2>/dev/null && return 0
+  if [ -z "${DEAD[$1]:-}" ]; then
+    local rc=0
+    wait "${PID[$1]}" 2>/dev/null || rc=$?
+    DEAD[$1]=$rc
+    note "$1 is not running any more (exit status $rc$( [ "$rc" -gt 128 ] && echo ", signal $((rc - 128))")); last lines of its log:"
+    NOTES+=("$(tail -30 "$WORK/$1/log")")
+    tail -30 "$WORK/$1/log" >&2
+    cp "$WORK/$1/log" "$HERE/results/$1-died.log" 2>/dev/null || true
   fi
+  return 1
 }
 hwm_snapshot start
 
@@ -273,10 +283,10 @@ for i in $(seq 1 "$RUNS"); do
     host=${URL[$s]#http://}
     t0=$(now)
     if client "${SKOPEO[@]}" -q --dest-tls-verify=false "oci:$WORK/image$i:big" "docker://$host/bench/big$i:big" \
-         >>"$WORK/skopeo-$s.log" 2>&1; then
+         >"$WORK/skopeo-push-$s-$i.log" 2>&1; then
       v=$(elapsed "$t0" "$(now)")
     else
-      v=ERR; note "$s: skopeo push $i failed: $(tail -3 "$WORK/skopeo-$s.log")"
+      v=ERR; note "$s: skopeo push $i failed: $(tail -3 "$WORK/skopeo-push-$s-$i.log")"
     fi
     RUNLIST[spush:$s]+="$v "
     echo "  $s push $i: $v s" >&2
@@ -286,12 +296,12 @@ for i in $(seq 1 "$RUNS"); do
     dest="$WORK/pull-$s-$i"
     t0=$(now)
     if client "${SKOPEO[@]}" -q --src-tls-verify=false "docker://$host/bench/big$i:big" "oci:$dest:big" \
-         >>"$WORK/skopeo-$s.log" 2>&1; then
+         >"$WORK/skopeo-pull-$s-$i.log" 2>&1; then
       v=$(elapsed "$t0" "$(now)")
       got=$(manifest_digest "$dest")
       [ "$want" = "$got" ] || { note "$s: pulled manifest $got, pushed $want"; v=ERR; }
     else
-      v=ERR; note "$s: skopeo pull $i failed: $(tail -3 "$WORK/skopeo-$s.log")"
+      v=ERR; note "$s: skopeo pull $i failed: $(tail -3 "$WORK/skopeo-pull-$s-$i.log")"
     fi
     rm -rf "$dest"
     RUNLIST[spull:$s]+="$v "
