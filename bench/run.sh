@@ -14,7 +14,7 @@ BERTH_BIN=${BERTH_BIN:-$ROOT/target/release/berth}
 BENCH_BIN=${BENCH_BIN:-$ROOT/target/release/berth-bench}
 DIST_BIN=${DIST_BIN:-docker-registry}
 BLOB_MIB=${BENCH_BLOB_MIB:-256}          # size of the big blob and of the skopeo image's layer
-RUNS=${BENCH_RUNS:-3}                    # blob PUT/GET and skopeo pull: median of this many
+RUNS=${BENCH_RUNS:-3}                    # blob PUT/GET, skopeo push/pull: median of this many
 RPS_SECS=${BENCH_RPS_SECS:-10}           # seconds per requests/s measurement
 CONNS=${BENCH_CONNECTIONS:-32}
 PUSHES=${BENCH_PUSHES:-200}
@@ -187,6 +187,7 @@ say "blob PUT ${BLOB_MIB} MiB x $RUNS"
 declare -A RUNLIST
 for i in $(seq 1 "$RUNS"); do
   for s in "${SERVERS[@]}"; do
+    alive "$s" || { RUNLIST[put:$s]+="ERR "; continue; }
     v=$(put_blob "${URL[$s]}" "${BLOB[$i]}" "${DIGEST[$i]}" bench/blobs) || { note "$s: blob PUT run $i failed"; v=ERR; }
     RUNLIST[put:$s]+="$v "
     echo "  $s run $i: $v MB/s" >&2
@@ -198,6 +199,7 @@ say "blob GET ${BLOB_MIB} MiB x $RUNS (after one warm-up GET each)"
 for s in "${SERVERS[@]}"; do get_blob "${URL[$s]}" "${DIGEST[1]}" bench/blobs >/dev/null || true; done
 for i in $(seq 1 "$RUNS"); do
   for s in "${SERVERS[@]}"; do
+    alive "$s" || { RUNLIST[get:$s]+="ERR "; continue; }
     v=$(get_blob "${URL[$s]}" "${DIGEST[1]}" bench/blobs) || { note "$s: blob GET run $i failed"; v=ERR; }
     RUNLIST[get:$s]+="$v "
     echo "  $s run $i: $v MB/s" >&2
@@ -215,6 +217,7 @@ done
 # ---------------------------------------------------------------------------------------------
 say "$PUSHES small image pushes (berth-bench, sequential, keep-alive)"
 for s in "${SERVERS[@]}"; do
+  alive "$s" || { R[pushes:$s]=ERR; continue; }
   if v=$(client "$BENCH_BIN" pushes --url "${URL[$s]}" --count "$PUSHES" --repo bench/pushes 2>"$WORK/pushes-$s.err"); then
     R[pushes:$s]=$v
   else
@@ -280,6 +283,7 @@ manifest_digest() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1
 for i in $(seq 1 "$RUNS"); do
   want=$(manifest_digest "$WORK/image$i")
   for s in "${SERVERS[@]}"; do
+    alive "$s" || { RUNLIST[spush:$s]+="ERR "; continue; }
     host=${URL[$s]#http://}
     t0=$(now)
     if client "${SKOPEO[@]}" -q --dest-tls-verify=false "oci:$WORK/image$i:big" "docker://$host/bench/big$i:big" \
@@ -292,6 +296,7 @@ for i in $(seq 1 "$RUNS"); do
     echo "  $s push $i: $v s" >&2
   done
   for s in "${SERVERS[@]}"; do
+    alive "$s" || { RUNLIST[spull:$s]+="ERR "; continue; }
     host=${URL[$s]#http://}
     dest="$WORK/pull-$s-$i"
     t0=$(now)

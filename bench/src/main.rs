@@ -96,6 +96,8 @@ struct Client {
     base: String,
     repo: String,
     requests: usize,
+    /// time spent per request kind: HEAD blob, POST upload, PUT upload, PUT manifest
+    spent: [Duration; 4],
 }
 
 fn status_of(r: Result<ureq::Response, ureq::Error>) -> Result<ureq::Response, String> {
@@ -137,14 +139,17 @@ impl Client {
     fn push_blob(&mut self, data: &[u8], digest: &str) -> Result<(), String> {
         let url = format!("{}/v2/{}/blobs/{}", self.base, self.repo, digest);
         self.requests += 1;
+        let t = Instant::now();
         let head = status_of(self.agent.head(&url).call())?;
         if head.status() == 200 {
             drain(head);
             return Ok(());
         }
         drain(expect(head, &[404], "HEAD blob")?);
+        self.spent[0] += t.elapsed();
 
         self.requests += 1;
+        let t = Instant::now();
         let post = status_of(
             self.agent
                 .post(&format!("{}/v2/{}/blobs/uploads/", self.base, self.repo))
@@ -157,12 +162,14 @@ impl Client {
             .ok_or("POST upload: no Location header")?
             .to_string();
         drain(post);
+        self.spent[1] += t.elapsed();
 
         let mut put_url = self.absolute(&location);
         put_url.push(if put_url.contains('?') { '&' } else { '?' });
         put_url.push_str("digest=");
         put_url.push_str(digest);
         self.requests += 1;
+        let t = Instant::now();
         let put = status_of(
             self.agent
                 .put(&put_url)
@@ -176,14 +183,17 @@ impl Client {
             }
         }
         drain(put);
+        self.spent[2] += t.elapsed();
         Ok(())
     }
 
     fn push_manifest(&mut self, tag: &str, body: &[u8]) -> Result<(), String> {
         let url = format!("{}/v2/{}/manifests/{}", self.base, self.repo, tag);
         self.requests += 1;
+        let t = Instant::now();
         let put = status_of(self.agent.put(&url).set("Content-Type", OCI_MANIFEST).send_bytes(body))?;
         drain(expect(put, &[201], "PUT manifest")?);
+        self.spent[3] += t.elapsed();
         Ok(())
     }
 }
@@ -199,6 +209,7 @@ fn pushes(args: PushArgs) -> Result<(), String> {
         base: args.url.clone(),
         repo: args.repo.clone(),
         requests: 0,
+        spent: [Duration::ZERO; 4],
     };
     let nonce = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -243,6 +254,15 @@ fn pushes(args: PushArgs) -> Result<(), String> {
         args.repo,
         secs,
         args.count as f64 / secs
+    );
+    let per = |i: usize, n: usize| client.spent[i].as_secs_f64() * 1e3 / n.max(1) as f64;
+    let n = args.count;
+    eprintln!(
+        "mean latency: HEAD blob {:.2} ms, POST upload {:.2} ms, PUT upload {:.2} ms, PUT manifest {:.2} ms",
+        per(0, 2 * n),
+        per(1, 2 * n),
+        per(2, 2 * n),
+        per(3, n)
     );
     println!("{secs:.3}");
     Ok(())

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
 use tokio::sync::{mpsc, oneshot};
@@ -199,24 +199,18 @@ fn pump_file(mut file: std::fs::File, offset: u64, path: &str, tx: mpsc::Sender<
         }
     }
     loop {
-        let mut buf = BytesMut::zeroed(READ_CHUNK);
-        let mut filled = 0;
-        while filled < READ_CHUNK {
-            match file.read(&mut buf[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(StorageError::io(path, e)));
-                    return;
-                }
+        // `read_to_end` into reserved capacity fills the buffer without zeroing it first.
+        let mut buf = Vec::with_capacity(READ_CHUNK);
+        match (&mut file).take(READ_CHUNK as u64).read_to_end(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                let _ = tx.blocking_send(Err(StorageError::io(path, e)));
+                return;
             }
         }
-        if filled == 0 {
-            return;
-        }
-        buf.truncate(filled);
-        if tx.blocking_send(Ok(buf.freeze())).is_err() || filled < READ_CHUNK {
+        let short = buf.len() < READ_CHUNK;
+        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() || short {
             return;
         }
     }
