@@ -53,7 +53,7 @@ pub struct Referrers {
     pub filtered: bool,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Image,
     Index,
@@ -151,10 +151,15 @@ fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
 impl Registry {
     async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
         match self.driver.get_content(path).await {
-            Ok(b) => {
-                let s = std::str::from_utf8(&b).map_err(|_| RegistryError::Storage(crate::storage::StorageError::Backend(format!("link {path} is not UTF-8"))))?;
-                Ok(Some(Digest::parse(s.trim())?))
-            }
+            // A link a crash left empty or torn reads as absent: the write it belonged to was
+            // never acknowledged.
+            Ok(b) => match std::str::from_utf8(&b).ok().and_then(|s| Digest::parse(s.trim()).ok()) {
+                Some(d) => Ok(Some(d)),
+                None => {
+                    tracing::warn!(path, "ignoring unreadable link");
+                    Ok(None)
+                }
+            },
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -229,6 +234,9 @@ impl Registry {
     }
 
     async fn check_condition(&self, repo: &RepoName, reference: &Reference, condition: &Condition) -> Result<()> {
+        if *condition == Condition::None {
+            return Ok(());
+        }
         let current = match reference {
             Reference::Tag(tag) => self.resolve_tag(repo, tag).await?,
             Reference::Digest(d) => self.exists(&paths::revision_link(repo, d)).await?.then(|| d.clone()),
@@ -268,34 +276,58 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
         };
-        for r in &parsed.references {
-            let present = match parsed.kind {
-                Kind::Image => self.blob_linked(repo, r).await? && self.exists(&paths::blob_data(r)).await?,
+        let kind = parsed.kind;
+        let checks = parsed.references.iter().map(|r| async move {
+            let present = match kind {
+                Kind::Image => {
+                    let data = paths::blob_data(r);
+                    let (linked, stored) = tokio::join!(self.blob_linked(repo, r), self.exists(&data));
+                    linked? && stored?
+                }
                 Kind::Index => self.exists(&paths::revision_link(repo, r)).await?,
             };
-            if !present {
-                return Err(RegistryError::ManifestBlobUnknown(r.clone()));
+            if present {
+                Ok(())
+            } else {
+                Err(RegistryError::ManifestBlobUnknown(r.clone()))
             }
-        }
+        });
+        futures_util::future::try_join_all(checks).await?;
         let _guard = match reference {
             Reference::Tag(tag) => Some(self.lock_tag(repo, tag).await),
             Reference::Digest(_) => None,
         };
         self.check_condition(repo, reference, condition).await?;
 
+        // Content and the links that lead to it are written together; the tag moves last, so
+        // a crash never leaves a tag pointing at a manifest that is not stored.
         let blob = paths::blob_data(&digest);
-        if !self.exists(&blob).await? {
-            self.driver.put_content(&blob, body.clone()).await?;
-        }
         let link = Bytes::from(digest.to_string());
-        self.driver.put_content(&paths::revision_link(repo, &digest), link.clone()).await?;
+        // (path, content, whether it is content that must be on disk before it is visible)
+        let mut writes = Vec::new();
+        let stored = matches!(self.driver.stat(&blob).await, Ok(info) if info.size == body.len() as u64);
+        if !stored {
+            writes.push((blob, body.clone(), true));
+        }
+        writes.push((paths::revision_link(repo, &digest), link.clone(), false));
         if let Some(subject) = &parsed.subject {
-            self.driver.put_content(&paths::referrer_link(repo, subject, &digest), link.clone()).await?;
+            writes.push((paths::referrer_link(repo, subject, &digest), link.clone(), false));
         }
         if let Reference::Tag(tag) = reference {
-            self.driver.put_content(&paths::tag_index_link(repo, tag, &digest), link.clone()).await?;
-            self.driver.put_content(&paths::tag_current_link(repo, tag), link).await?;
+            writes.push((paths::tag_index_link(repo, tag, &digest), link.clone(), false));
         }
+        futures_util::future::try_join_all(writes.into_iter().map(|(p, c, content)| async move {
+            if content {
+                self.driver.put_content(&p, c).await
+            } else {
+                self.driver.put_volatile(&p, c).await
+            }
+        }))
+        .await?;
+        if let Reference::Tag(tag) = reference {
+            self.driver.put_volatile(&paths::tag_current_link(repo, tag), link).await?;
+        }
+        self.driver.sync().await?;
         self.cache.invalidate(repo);
         tracing::debug!(%repo, %reference, %digest, media_type = parsed.media_type, "manifest stored");
         Ok(ManifestPut { digest, subject: parsed.subject })
@@ -335,6 +367,7 @@ impl Registry {
                 }
             }
         }
+        self.driver.sync().await?;
         self.cache.invalidate(repo);
         Ok(())
     }

@@ -31,7 +31,7 @@ pub type BodyStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, std::
 
 pub struct Registry {
     driver: Arc<dyn StorageDriver>,
-    uploads: uploads::Sessions,
+    uploads: Arc<uploads::Sessions>,
     cache: cache::ManifestCache,
     tag_locks: Vec<tokio::sync::Mutex<()>>,
 }
@@ -59,8 +59,10 @@ impl Registry {
 
     /// Whether the blob is linked into the repository (as a layer or as a manifest).
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        for link in [paths::layer_link(repo, digest), paths::revision_link(repo, digest)] {
-            match self.driver.get_content(&link).await {
+        let (layer_link, revision_link) = (paths::layer_link(repo, digest), paths::revision_link(repo, digest));
+        let (layer, revision) = tokio::join!(self.driver.stat(&layer_link), self.driver.stat(&revision_link));
+        for r in [layer, revision] {
+            match r {
                 Ok(_) => return Ok(true),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e.into()),
@@ -103,7 +105,7 @@ impl Registry {
     /// Unlinks a blob from the repository; the data stays until garbage collection.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         match self.driver.delete(&paths::layer_link(repo, digest)).await {
-            Ok(()) => Ok(()),
+            Ok(()) => Ok(self.driver.sync().await?),
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),
             Err(e) => Err(e.into()),
         }
@@ -124,12 +126,13 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         self.link_layer(repo, digest).await?;
+        self.driver.sync().await?;
         Ok(true)
     }
 
     async fn link_layer(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let link = paths::layer_link(repo, digest);
-        self.driver.put_content(&link, Bytes::from(digest.to_string())).await?;
+        self.driver.put_volatile(&link, Bytes::from(digest.to_string())).await?;
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! Blob uploads: sessions under `_uploads/<id>/` in the repository, hashed while they stream,
 //! moved into `blobs/` only once the digest matches, so no client ever sees a partial blob.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 use crate::storage::FileWriter;
 
 use super::digest::{Algorithm, Digest, Hasher};
+use super::paths::blob_data as blob_path;
 use super::{paths, BodyStream, Registry, RegistryError, RepoName, Result};
 
 /// Where an upload stands.
@@ -25,6 +26,8 @@ pub struct UploadStatus {
 #[derive(Default)]
 pub(super) struct Sessions {
     map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<HashState>>>>,
+    /// Completed sessions whose directories are still being removed.
+    finished: Mutex<HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -40,6 +43,10 @@ impl Sessions {
 
     fn remove(&self, id: &str) {
         self.map.lock().unwrap().remove(id);
+    }
+
+    fn is_finished(&self, id: &str) -> bool {
+        self.finished.lock().unwrap().contains(id)
     }
 }
 
@@ -93,7 +100,7 @@ impl Registry {
     pub async fn start_upload(&self, repo: &RepoName) -> Result<UploadStatus> {
         let id = new_upload_id();
         let now = Bytes::from(rfc3339(SystemTime::now()));
-        self.driver.put_content(&paths::upload_started_at(repo, &id), now).await?;
+        self.driver.put_volatile(&paths::upload_started_at(repo, &id), now).await?;
         *self.uploads.get(&id).lock().await = HashState { hasher: Some(Algorithm::Sha256.hasher()), hashed: 0 };
         Ok(UploadStatus { id, size: 0 })
     }
@@ -101,14 +108,17 @@ impl Registry {
     /// Bytes received so far by a session.
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
         check_id(id)?;
-        match self.driver.stat(&paths::upload_started_at(repo, id)).await {
-            Ok(_) => {}
-            Err(e) if e.is_not_found() => return Err(RegistryError::BlobUploadUnknown),
-            Err(e) => return Err(e.into()),
+        if self.uploads.is_finished(id) {
+            return Err(RegistryError::BlobUploadUnknown);
         }
         let size = match self.driver.stat(&paths::upload_data(repo, id)).await {
             Ok(info) => info.size,
-            Err(e) if e.is_not_found() => 0,
+            // No data yet: the session exists if it was started.
+            Err(e) if e.is_not_found() => match self.driver.stat(&paths::upload_started_at(repo, id)).await {
+                Ok(_) => 0,
+                Err(e) if e.is_not_found() => return Err(RegistryError::BlobUploadUnknown),
+                Err(e) => return Err(e.into()),
+            },
             Err(e) => return Err(e.into()),
         };
         Ok(UploadStatus { id: id.to_string(), size })
@@ -169,10 +179,16 @@ impl Registry {
     /// Finishes an upload (with an optional last chunk), verifies the digest, and moves the blob
     /// into place. A digest mismatch discards the session and stores nothing.
     pub async fn complete_upload(&self, repo: &RepoName, id: &str, digest: &Digest, body: Option<BodyStream>) -> Result<u64> {
-        self.upload_status(repo, id).await?;
+        check_id(id)?;
         let session = self.uploads.get(id);
         let mut state = session.lock().await;
-        let size = self.upload_status(repo, id).await?.size;
+        let size = match self.upload_status(repo, id).await {
+            Ok(status) => status.size,
+            Err(e) => {
+                self.uploads.remove(id);
+                return Err(e);
+            }
+        };
         if state.hashed != size {
             state.hasher = None;
         }
@@ -186,22 +202,39 @@ impl Registry {
             }
         }
         let size = w.size();
-        w.commit().await?;
         let actual = match hasher {
-            Some(h) => h.finish(),
-            None => self.hash_file(&data_path, digest.algorithm()).await?,
+            Some(h) => {
+                let actual = h.finish();
+                if &actual == digest {
+                    // Flush the data while the repository's link is written; the blob becomes
+                    // visible only with the rename below, so a crash in between leaves a link
+                    // to an unknown blob, which reads as unknown.
+                    let (committed, linked) = tokio::join!(w.commit(), self.link_layer(repo, digest));
+                    committed?;
+                    linked?;
+                } else {
+                    w.commit().await?;
+                }
+                actual
+            }
+            None => {
+                w.commit().await?;
+                let actual = self.hash_file(&data_path, digest.algorithm()).await?;
+                if &actual == digest {
+                    self.link_layer(repo, digest).await?;
+                }
+                actual
+            }
         };
         if &actual != digest {
             self.discard_upload(repo, id).await;
             return Err(RegistryError::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")));
         }
-        let blob = paths::blob_data(digest);
-        match self.driver.stat(&blob).await {
-            Ok(existing) if existing.size == size => {}
-            _ => self.driver.rename(&data_path, &blob).await?,
-        }
-        self.link_layer(repo, digest).await?;
-        self.discard_upload(repo, id).await;
+        // Replacing a blob that is already there is harmless: same digest, same bytes, and
+        // readers keep the file they opened.
+        self.driver.rename(&data_path, &blob_path(digest)).await?;
+        self.driver.sync().await?;
+        self.discard_upload_later(repo, id);
         Ok(size)
     }
 
@@ -222,6 +255,22 @@ impl Registry {
         let _guard = self.uploads.get(id);
         self.discard_upload(repo, id).await;
         Ok(())
+    }
+
+    /// Removes a finished session's debris after the answer has gone out.
+    fn discard_upload_later(&self, repo: &RepoName, id: &str) {
+        self.uploads.remove(id);
+        self.uploads.finished.lock().unwrap().insert(id.to_string());
+        let driver = self.driver.clone();
+        let dir = paths::upload_dir(repo, id);
+        let uploads = self.uploads.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = driver.delete(&dir).await {
+                tracing::warn!(path = dir, error = %e, "could not remove upload directory");
+            }
+            uploads.finished.lock().unwrap().remove(&id);
+        });
     }
 
     async fn discard_upload(&self, repo: &RepoName, id: &str) {

@@ -18,9 +18,14 @@ const READ_CHUNK: usize = 1 << 20;
 /// How far a writer gets ahead of the disk before it asks the kernel to start writeback, so the
 /// final fsync has little left to flush.
 const WRITEBACK_STEP: u64 = 16 << 20;
+/// Chunks queued for the writer thread: enough to keep the disk busy while the request task
+/// hashes, few enough that a slow disk holds little memory.
+const WRITE_QUEUE: usize = 8;
 
 pub struct FilesystemDriver {
     root: Arc<Dir>,
+    /// A plain descriptor of the root for `syncfs` (cap-std's own is an `O_PATH` one).
+    sync_handle: Arc<std::fs::File>,
 }
 
 impl FilesystemDriver {
@@ -28,7 +33,8 @@ impl FilesystemDriver {
     pub fn open(root: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(root)?;
         let dir = Dir::open_ambient_dir(root, ambient_authority())?;
-        Ok(Self { root: Arc::new(dir) })
+        let sync_handle = std::fs::File::open(root)?;
+        Ok(Self { root: Arc::new(dir), sync_handle: Arc::new(sync_handle) })
     }
 
     /// Runs blocking filesystem work off the async workers.
@@ -57,6 +63,24 @@ fn create_parent(dir: &Dir, rel: &str) -> Result<()> {
     Ok(())
 }
 
+/// Writes a sibling temporary file and renames it over `rel`, so readers never see a partial file.
+fn write_atomic(dir: &Dir, rel: &str, content: &[u8], durable: bool) -> Result<()> {
+    create_parent(dir, rel)?;
+    let tmp = temp_name(rel);
+    let write = || -> std::io::Result<()> {
+        let mut f = dir.create(&tmp)?;
+        f.write_all(content)?;
+        if durable {
+            f.sync_data()?;
+        }
+        dir.rename(&tmp, dir, rel)
+    };
+    write().map_err(|e| {
+        let _ = dir.remove_file(&tmp);
+        io_err(rel)(e)
+    })
+}
+
 /// A unique sibling name for a temporary file that will be renamed over `rel`.
 fn temp_name(rel: &str) -> String {
     format!("{rel}.tmp-{:016x}", rand::random::<u64>())
@@ -73,21 +97,28 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn put_content(&self, path: &str, content: Bytes) -> Result<()> {
-        self.blocking(path, move |dir, rel| {
-            create_parent(dir, rel)?;
-            let tmp = temp_name(rel);
-            let write = || -> std::io::Result<()> {
-                let mut f = dir.create(&tmp)?;
-                f.write_all(&content)?;
-                f.sync_data()?;
-                dir.rename(&tmp, dir, rel)
-            };
-            write().map_err(|e| {
-                let _ = dir.remove_file(&tmp);
-                io_err(rel)(e)
-            })
+        self.blocking(path, move |dir, rel| write_atomic(dir, rel, &content, true)).await
+    }
+
+    async fn put_volatile(&self, path: &str, content: Bytes) -> Result<()> {
+        self.blocking(path, move |dir, rel| write_atomic(dir, rel, &content, false)).await
+    }
+
+    /// One `syncfs` commits every name and small file written since the last one together,
+    /// which costs about what a single fsync does.
+    async fn sync(&self) -> Result<()> {
+        let handle = self.sync_handle.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::os::fd::AsRawFd;
+            // SAFETY: syncfs only reads the descriptor, which `handle` keeps open.
+            if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
+                Ok(())
+            } else {
+                Err(StorageError::io("/", std::io::Error::last_os_error()))
+            }
         })
         .await
+        .map_err(|e| StorageError::Backend(format!("blocking task failed: {e}")))?
     }
 
     async fn reader(&self, path: &str, offset: u64) -> Result<ByteStream> {
@@ -110,22 +141,23 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
-        let (file, start) = self
-            .blocking(path, move |dir, rel| {
-                create_parent(dir, rel)?;
-                let mut opts = OpenOptions::new();
-                opts.write(true).create(true);
-                if append {
-                    opts.append(true);
-                } else {
-                    opts.truncate(true);
-                }
-                let f = dir.open_with(rel, &opts).map_err(io_err(rel))?;
-                let len = f.metadata().map_err(io_err(rel))?.len();
-                Ok((f.into_std(), len))
-            })
-            .await?;
-        Ok(Box::new(FsWriter::spawn(file, start, path.to_string())))
+        validate_path(path)?;
+        let root = self.root.clone();
+        let rel = path[1..].to_string();
+        let open = move || -> Result<(std::fs::File, u64)> {
+            create_parent(&root, &rel)?;
+            let mut opts = OpenOptions::new();
+            opts.write(true).create(true);
+            if append {
+                opts.append(true);
+            } else {
+                opts.truncate(true);
+            }
+            let f = root.open_with(&rel, &opts).map_err(io_err(&rel))?;
+            let len = f.metadata().map_err(io_err(&rel))?.len();
+            Ok((f.into_std(), len))
+        };
+        Ok(Box::new(FsWriter::spawn(open, path.to_string()).await?))
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
@@ -164,14 +196,7 @@ impl StorageDriver for FilesystemDriver {
         let to = to[1..].to_string();
         self.blocking(from, move |dir, rel| {
             create_parent(dir, &to)?;
-            dir.rename(rel, dir, &to).map_err(io_err(rel))?;
-            // Make the new name durable: the blob is visible only once its directory entry is.
-            if let Some((parent, _)) = to.rsplit_once('/') {
-                if let Ok(d) = dir.open_dir(parent) {
-                    let _ = d.open(".").and_then(|f| f.sync_all());
-                }
-            }
-            Ok(())
+            dir.rename(rel, dir, &to).map_err(io_err(rel))
         })
         .await
     }
@@ -231,11 +256,26 @@ struct FsWriter {
 }
 
 impl FsWriter {
-    fn spawn(file: std::fs::File, start: u64, path: String) -> Self {
-        let (tx, mut rx) = mpsc::channel::<WriteMsg>(32);
+    /// Opens the file on the writer's own blocking thread (one hop instead of two), then
+    /// writes what arrives until commit or cancel.
+    async fn spawn<F>(open: F, path: String) -> Result<Self>
+    where
+        F: FnOnce() -> Result<(std::fs::File, u64)> + Send + 'static,
+    {
+        let (tx, mut rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
+        let (opened_tx, opened) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
         tokio::task::spawn_blocking(move || {
-            let mut file = file;
+            let (mut file, start) = match open() {
+                Ok(v) => {
+                    let _ = opened_tx.send(Ok(v.1));
+                    v
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
             let mut written = start;
             let mut synced = start;
             let result = (|| -> std::io::Result<()> {
@@ -260,7 +300,8 @@ impl FsWriter {
             })();
             let _ = done_tx.send(result.map_err(|e| StorageError::io(&path, e)));
         });
-        FsWriter { tx, done, size: start }
+        let start = opened.await.map_err(|_| StorageError::Backend("writer thread died".into()))??;
+        Ok(FsWriter { tx, done, size: start })
     }
 
     async fn finish(self, msg: WriteMsg) -> Result<()> {

@@ -73,8 +73,22 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// Whole content of a (small) file.
     async fn get_content(&self, path: &str) -> Result<Bytes>;
 
-    /// Replace a file's content atomically: readers see the old or the new content, never a mix.
+    /// Replace a file's content atomically: readers see the old or the new content, never a mix,
+    /// and the content is on stable storage before the new name appears, so a crash can never
+    /// expose a partial file. The name itself is durable after the next `sync`.
     async fn put_content(&self, path: &str, content: Bytes) -> Result<()>;
+
+    /// Like `put_content`, atomic for readers, but durable only after the next `sync`: for links
+    /// and bookkeeping, whose loss in a crash reads as "not there".
+    async fn put_volatile(&self, path: &str, content: Bytes) -> Result<()> {
+        self.put_content(path, content).await
+    }
+
+    /// Durability barrier: everything written, renamed or deleted before this call survives a
+    /// crash once it returns. The registry calls it once per operation, before answering.
+    async fn sync(&self) -> Result<()> {
+        Ok(())
+    }
 
     /// Stream a file from `offset` to its end.
     async fn reader(&self, path: &str, offset: u64) -> Result<ByteStream>;
@@ -87,7 +101,7 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// Full paths of the direct children of a directory, in no particular order.
     async fn list(&self, path: &str) -> Result<Vec<String>>;
 
-    /// Move a file into place, replacing any file already at `to`.
+    /// Move a file into place, replacing any file already at `to` (durable after `sync`).
     async fn rename(&self, from: &str, to: &str) -> Result<()>;
 
     /// Delete a file or a whole directory tree.
