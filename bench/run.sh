@@ -14,20 +14,18 @@ BERTH_BIN=${BERTH_BIN:-$ROOT/target/release/berth}
 BENCH_BIN=${BENCH_BIN:-$ROOT/target/release/berth-bench}
 DIST_BIN=${DIST_BIN:-docker-registry}
 BLOB_MIB=${BENCH_BLOB_MIB:-256}          # size of the big blob and of the skopeo image's layer
-RUNS=${BENCH_RUNS:-3}                    # blob PUT/GET, skopeo push/pull: median of this many
+RUNS=${BENCH_RUNS:-5}                    # blob PUT/GET, skopeo push/pull: median of this many
 RPS_SECS=${BENCH_RPS_SECS:-10}           # seconds per requests/s measurement
 CONNS=${BENCH_CONNECTIONS:-32}
 PUSHES=${BENCH_PUSHES:-200}
 LOADGEN=${BENCH_LOADGEN:-wrk}            # wrk: wrk for GETs, berth-bench load for HEAD; berth-bench: it for all
 BENCH_LOG_LEVEL=${BENCH_LOG_LEVEL:-warn} # both servers log at this level (distribution: access log off)
 NCPU=$(nproc)
-if [ "$NCPU" -ge 2 ]; then
-  SERVER_CPUS=${BENCH_SERVER_CPUS:-0}    # the registry under test
-  CLIENT_CPUS=${BENCH_CLIENT_CPUS:-1}    # curl, wrk, berth-bench, skopeo
-else
-  SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
-  CLIENT_CPUS=${BENCH_CLIENT_CPUS:-0}
-fi
+# By default nothing is pinned: each server may use the whole machine, as it would in
+# production, and the clients share it. BENCH_SERVER_CPUS / BENCH_CLIENT_CPUS pin them
+# (e.g. 0 and 1 to give each server one core and the load generator the other).
+SERVER_CPUS=${BENCH_SERVER_CPUS:-0-$((NCPU - 1))}
+CLIENT_CPUS=${BENCH_CLIENT_CPUS:-0-$((NCPU - 1))}
 
 say() { printf '\033[1m== %s\033[0m\n' "$*" >&2; }
 die() { echo "bench: $*" >&2; exit 2; }
@@ -188,6 +186,7 @@ declare -A RUNLIST
 for i in $(seq 1 "$RUNS"); do
   for s in "${SERVERS[@]}"; do
     alive "$s" || { RUNLIST[put:$s]+="ERR "; continue; }
+    sync  # start from a clean page cache: no run pays for the previous server's unflushed data
     v=$(put_blob "${URL[$s]}" "${BLOB[$i]}" "${DIGEST[$i]}" bench/blobs) || { note "$s: blob PUT run $i failed"; v=ERR; }
     RUNLIST[put:$s]+="$v "
     echo "  $s run $i: $v MB/s" >&2
@@ -218,6 +217,7 @@ done
 say "$PUSHES small image pushes (berth-bench, sequential, keep-alive)"
 for s in "${SERVERS[@]}"; do
   alive "$s" || { R[pushes:$s]=ERR; continue; }
+  sync
   if v=$(client "$BENCH_BIN" pushes --url "${URL[$s]}" --count "$PUSHES" --repo bench/pushes 2>"$WORK/pushes-$s.err"); then
     R[pushes:$s]=$v
   else
@@ -285,6 +285,7 @@ for i in $(seq 1 "$RUNS"); do
   for s in "${SERVERS[@]}"; do
     alive "$s" || { RUNLIST[spush:$s]+="ERR "; continue; }
     host=${URL[$s]#http://}
+    sync
     t0=$(now)
     if client "${SKOPEO[@]}" -q --dest-tls-verify=false "oci:$WORK/image$i:big" "docker://$host/bench/big$i:big" \
          >"$WORK/skopeo-push-$s-$i.log" 2>&1; then
@@ -299,6 +300,7 @@ for i in $(seq 1 "$RUNS"); do
     alive "$s" || { RUNLIST[spull:$s]+="ERR "; continue; }
     host=${URL[$s]#http://}
     dest="$WORK/pull-$s-$i"
+    sync
     t0=$(now)
     if client "${SKOPEO[@]}" -q --src-tls-verify=false "docker://$host/bench/big$i:big" "oci:$dest:big" \
          >"$WORK/skopeo-pull-$s-$i.log" 2>&1; then

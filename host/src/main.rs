@@ -34,6 +34,7 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
@@ -90,4 +91,14 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// glibc gives every thread that allocates its own arena, each keeping freed blob buffers for
+/// reuse; two arenas keep the resident set small with no measurable cost on the hot paths.
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt is called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
 }

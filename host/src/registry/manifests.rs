@@ -316,6 +316,7 @@ impl Registry {
         if let Reference::Tag(tag) = reference {
             writes.push((paths::tag_index_link(repo, tag, &digest), link.clone(), false));
         }
+        let mut written: Vec<String> = writes.iter().map(|(p, _, _)| p.clone()).collect();
         futures_util::future::try_join_all(writes.into_iter().map(|(p, c, content)| async move {
             if content {
                 self.driver.put_content(&p, c).await
@@ -325,9 +326,11 @@ impl Registry {
         }))
         .await?;
         if let Reference::Tag(tag) = reference {
-            self.driver.put_volatile(&paths::tag_current_link(repo, tag), link).await?;
+            let current = paths::tag_current_link(repo, tag);
+            self.driver.put_volatile(&current, link).await?;
+            written.push(current);
         }
-        self.driver.sync().await?;
+        self.driver.sync(&written).await?;
         self.cache.invalidate(repo);
         tracing::debug!(%repo, %reference, %digest, media_type = parsed.media_type, "manifest stored");
         Ok(ManifestPut { digest, subject: parsed.subject })
@@ -336,6 +339,7 @@ impl Registry {
     /// Deletes a tag, or a manifest with every tag that points at it.
     pub async fn delete_manifest(&self, repo: &RepoName, reference: &Reference, condition: &Condition) -> Result<()> {
         let unknown = || RegistryError::ManifestUnknown(format!("{repo}:{reference}"));
+        let mut deleted = Vec::new();
         match reference {
             Reference::Tag(tag) => {
                 let _guard = self.lock_tag(repo, tag).await;
@@ -343,7 +347,9 @@ impl Registry {
                 if self.resolve_tag(repo, tag).await?.is_none() {
                     return Err(unknown());
                 }
-                self.driver.delete(&paths::tag(repo, tag)).await?;
+                let dir = paths::tag(repo, tag);
+                self.driver.delete(&dir).await?;
+                deleted.push(dir);
             }
             Reference::Digest(digest) => {
                 self.check_condition(repo, reference, condition).await?;
@@ -351,15 +357,18 @@ impl Registry {
                 let subject = serde_json::from_slice::<Value>(&m.content)
                     .ok()
                     .and_then(|v| v.get("subject").and_then(|s| descriptor_digest(s, "subject").ok()));
-                match self.driver.delete(&paths::revision_link(repo, digest)).await {
-                    Ok(()) => {}
+                let revision = paths::revision_link(repo, digest);
+                match self.driver.delete(&revision).await {
+                    Ok(()) => deleted.push(revision),
                     Err(e) if e.is_not_found() => return Err(unknown()),
                     Err(e) => return Err(e.into()),
                 }
                 for tag in self.all_tags(repo).await? {
                     let _guard = self.lock_tag(repo, &tag).await;
                     if self.resolve_tag(repo, &tag).await?.as_ref() == Some(digest) {
-                        self.driver.delete(&paths::tag(repo, &tag)).await?;
+                        let dir = paths::tag(repo, &tag);
+                        self.driver.delete(&dir).await?;
+                        deleted.push(dir);
                     }
                 }
                 if let Some(subject) = subject {
@@ -367,7 +376,7 @@ impl Registry {
                 }
             }
         }
-        self.driver.sync().await?;
+        self.driver.sync(&deleted).await?;
         self.cache.invalidate(repo);
         Ok(())
     }

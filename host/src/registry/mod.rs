@@ -104,8 +104,9 @@ impl Registry {
 
     /// Unlinks a blob from the repository; the data stays until garbage collection.
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        match self.driver.delete(&paths::layer_link(repo, digest)).await {
-            Ok(()) => Ok(self.driver.sync().await?),
+        let link = paths::layer_link(repo, digest);
+        match self.driver.delete(&link).await {
+            Ok(()) => Ok(self.driver.sync(&[link]).await?),
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),
             Err(e) => Err(e.into()),
         }
@@ -126,7 +127,7 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         self.link_layer(repo, digest).await?;
-        self.driver.sync().await?;
+        self.driver.sync(&[paths::layer_link(repo, digest)]).await?;
         Ok(true)
     }
 

@@ -232,8 +232,9 @@ impl Registry {
         }
         // Replacing a blob that is already there is harmless: same digest, same bytes, and
         // readers keep the file they opened.
-        self.driver.rename(&data_path, &blob_path(digest)).await?;
-        self.driver.sync().await?;
+        let blob = blob_path(digest);
+        self.driver.rename(&data_path, &blob).await?;
+        self.driver.sync(&[blob, paths::layer_link(repo, digest)]).await?;
         self.discard_upload_later(repo, id);
         Ok(size)
     }
@@ -252,7 +253,9 @@ impl Registry {
 
     pub async fn cancel_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         self.upload_status(repo, id).await?;
-        let _guard = self.uploads.get(id);
+        // Wait for a chunk in flight to finish before the directory goes.
+        let session = self.uploads.get(id);
+        let _guard = session.lock().await;
         self.discard_upload(repo, id).await;
         Ok(())
     }

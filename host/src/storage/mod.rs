@@ -4,6 +4,7 @@
 
 mod fs;
 mod memory;
+mod sink;
 #[cfg(test)]
 pub(crate) mod suite;
 
@@ -84,10 +85,11 @@ pub trait StorageDriver: Send + Sync + 'static {
         self.put_content(path, content).await
     }
 
-    /// Durability barrier: everything written, renamed or deleted before this call survives a
-    /// crash once it returns. The registry calls it once per operation, before answering.
-    async fn sync(&self) -> Result<()> {
-        Ok(())
+    /// Durability barrier for `paths` (files written with `put_volatile` or `rename`, or paths
+    /// just deleted): once it returns, their content and their directory entries survive a
+    /// crash. The registry calls it once per operation, with everything the operation touched.
+    async fn sync(&self, paths: &[String]) -> Result<()> {
+        paths.iter().try_for_each(|p| validate_path(p))
     }
 
     /// Stream a file from `offset` to its end.

@@ -21,6 +21,7 @@ pub async fn run_all(d: &dyn StorageDriver) {
     rename_replaces(d).await;
     delete_tree(d).await;
     bad_paths(d).await;
+    sync_barrier(d).await;
 }
 
 async fn content_round_trip(d: &dyn StorageDriver) {
@@ -127,4 +128,15 @@ async fn bad_paths(d: &dyn StorageDriver) {
         assert!(matches!(err, StorageError::InvalidPath(_)), "{bad}: {err}");
         assert!(matches!(d.put_content(bad, Bytes::new()).await.unwrap_err(), StorageError::InvalidPath(_)));
     }
+}
+
+async fn sync_barrier(d: &dyn StorageDriver) {
+    d.put_volatile("/s/a/link", Bytes::from_static(b"x")).await.unwrap();
+    d.put_content("/s/b", Bytes::from_static(b"y")).await.unwrap();
+    d.rename("/s/b", "/s/c/data").await.unwrap();
+    // Files, renamed files, and paths already deleted (their directory is synced) are all fine.
+    d.sync(&["/s/a/link".into(), "/s/c/data".into(), "/s/b".into()]).await.unwrap();
+    assert_eq!(&d.get_content("/s/a/link").await.unwrap()[..], b"x");
+    assert!(matches!(d.sync(&["/../x".into()]).await.unwrap_err(), StorageError::InvalidPath(_)));
+    d.delete("/s").await.unwrap();
 }
