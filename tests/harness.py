@@ -15,6 +15,29 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BERTH_BIN = Path(os.environ.get("BERTH_BIN", ROOT / "target" / "release" / "berth"))
+# Where the plugins workspace leaves its components (`cd plugins && cargo build --target
+# wasm32-wasip2 --release`); BERTH_PLUGIN_DIR overrides.
+PLUGIN_DIR = Path(os.environ.get("BERTH_PLUGIN_DIR", ROOT / "plugins" / "target" / "wasm32-wasip2" / "release"))
+# BERTH_TEST_STORAGE=storage-fs runs every start_berth on the storage-fs component instead of the
+# native filesystem driver (same root directory, preopened read-write as /data).
+TEST_STORAGE = os.environ.get("BERTH_TEST_STORAGE", "")
+
+
+def plugin_wasm(name: str) -> Path:
+    """The built component of first-party plugin `name` (e.g. storage-fs)."""
+    return PLUGIN_DIR / f"berth_{name.replace('-', '_')}.wasm"
+
+
+def plugin_storage_config(name: str, root: Path | None = None, **extra) -> dict:
+    """Config fragment selecting storage plugin `name`; with `root`, preopened rw as /data."""
+    entry: dict = {"path": str(plugin_wasm(name))}
+    if root is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        entry["grants"] = {"dirs": [{"host": str(root), "guest": "/data", "mode": "rw"}]}
+        entry["config"] = {"root": "/data"}
+        entry["instances"] = 2
+    entry.update(extra)
+    return {"plugins": {name: entry}, "storage": {"plugin": {"name": name}}}
 
 
 def free_port() -> int:
@@ -93,6 +116,15 @@ def start_berth(workdir: Path, root: Path | None = None, config: dict | None = N
     }
     if config and "storage" in config and "inmemory" in config["storage"]:
         root = None
+    elif config and "storage" in config and "plugin" in config["storage"]:
+        root = root or (workdir / "data")
+    elif (TEST_STORAGE and TEST_STORAGE != "filesystem" and "filesystem" not in (config or {}).get("storage", {})
+          and not any(k.startswith(("BERTH_STORAGE_FILESYSTEM", "BERTH_STORAGE_INMEMORY")) for k in (env or {}))):
+        # Tests about the native driver's own keys keep it.
+        root = root or workdir / "data"
+        plugin = plugin_storage_config(TEST_STORAGE, root)
+        _merge(plugin, config or {})
+        config = plugin
     else:
         root = root or workdir / "data"
         cfg["storage"]["filesystem"] = {"rootdirectory": str(root)}

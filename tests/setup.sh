@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the test suite and the benchmark use, skipping what is already there:
+# Installs what the test suite and the benchmark use, skipping what is already there: the
+# wasm32-wasip2 target for the plugins,
 # skopeo and distribution (the interop/benchmark peer) from Debian, wrk for load, the
 # Python test client's packages from PyPI.
 set -euo pipefail
@@ -15,3 +16,5 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 python3 -c 'import pytest, requests, yaml' 2>/dev/null || python3 -m pip install -q -r tests/requirements.txt
+# Plugins are WebAssembly components built for WASI preview 2.
+rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2

@@ -17,11 +17,19 @@ pub struct Config {
     pub log: Log,
     pub http: Http,
     pub storage: Storage,
+    /// WebAssembly plugins by name, and their `defaults`.
+    pub plugins: Plugins,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { version: None, log: Log::default(), http: Http::default(), storage: Storage::default() }
+        Config {
+            version: None,
+            log: Log::default(),
+            http: Http::default(),
+            storage: Storage::default(),
+            plugins: Plugins::default(),
+        }
     }
 }
 
@@ -78,6 +86,8 @@ impl Default for Http {
 pub struct Storage {
     pub filesystem: Option<Filesystem>,
     pub inmemory: Option<InMemory>,
+    /// A storage driver plugin (a WebAssembly component configured under `plugins`).
+    pub plugin: Option<StoragePlugin>,
     pub delete: Delete,
     pub maintenance: Maintenance,
 }
@@ -96,6 +106,131 @@ impl Default for Filesystem {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct InMemory {}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoragePlugin {
+    /// The plugin's name under `plugins`.
+    pub name: String,
+}
+
+/// The `plugins` section: `defaults`, and every other key names a plugin.
+#[derive(Debug, Clone, Default)]
+pub struct Plugins {
+    pub defaults: PluginDefaults,
+    pub entries: BTreeMap<String, PluginConfig>,
+}
+
+impl<'de> Deserialize<'de> for Plugins {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let raw: BTreeMap<String, Value> = BTreeMap::deserialize(d)?;
+        let mut out = Plugins::default();
+        for (name, v) in raw {
+            let shown = name.clone();
+            let field = move |e: serde_yaml::Error| D::Error::custom(format!("{shown}: {e}"));
+            if name == "defaults" {
+                out.defaults = if v.is_null() { PluginDefaults::default() } else { serde_yaml::from_value(v).map_err(field)? };
+            } else {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+                    return Err(D::Error::custom(format!("{name:?}: plugin names are made of [A-Za-z0-9._-]")));
+                }
+                out.entries.insert(name, serde_yaml::from_value(v).map_err(field)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginDefaults {
+    /// Deadline of one plugin call, enforced by epoch interruption.
+    pub deadline_ms: u64,
+    /// Linear memory cap of one plugin instance.
+    pub memory_mib: u64,
+    /// Where compiled components are cached (default `$XDG_CACHE_HOME/berth/components`).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PluginDefaults {
+    fn default() -> Self {
+        PluginDefaults { deadline_ms: 5000, memory_mib: 64, cache_dir: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The component (`.wasm`).
+    pub path: PathBuf,
+    /// Optional pin: the file must have this sha256 (hex, optionally `sha256:`-prefixed).
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Warm instances serving calls in parallel (default 1). Only a plugin that keeps no state
+    /// in its own memory (storage-fs) may use more than one.
+    #[serde(default)]
+    pub instances: Option<u32>,
+    /// Re-hash every completed upload from what the plugin stored (default true).
+    #[serde(default = "yes")]
+    pub verify_uploads: bool,
+    #[serde(default)]
+    pub grants: Grants,
+    /// Free-form map handed to the plugin's `init`; scalar values are passed as strings.
+    #[serde(default, deserialize_with = "string_map")]
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Directories preopened for the plugin.
+    #[serde(default)]
+    pub dirs: Vec<DirGrantConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirGrantConfig {
+    pub host: PathBuf,
+    pub guest: String,
+    #[serde(default)]
+    pub mode: DirMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DirMode {
+    #[default]
+    Ro,
+    Rw,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn string_map<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    use serde::de::Error;
+    let raw: Option<BTreeMap<String, Value>> = Option::deserialize(d)?;
+    raw.unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => s,
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                Value::Null => String::new(),
+                _ => return Err(D::Error::custom(format!("config.{k}: values must be scalars"))),
+            };
+            Ok((k, s))
+        })
+        .collect()
+}
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
@@ -126,6 +261,8 @@ pub struct ReadOnly {
 pub enum Driver {
     Filesystem(PathBuf),
     InMemory,
+    /// A storage driver plugin, by name.
+    Plugin(String),
 }
 
 /// A problem in a configuration, naming the key it is about.
@@ -146,6 +283,9 @@ pub struct Loaded {
 
 impl Config {
     pub fn driver(&self) -> Driver {
+        if let Some(p) = &self.storage.plugin {
+            return Driver::Plugin(p.name.clone());
+        }
         match (&self.storage.filesystem, &self.storage.inmemory) {
             (_, Some(_)) => Driver::InMemory,
             (Some(fs), None) => Driver::Filesystem(fs.rootdirectory.clone()),
@@ -189,6 +329,47 @@ impl Config {
                 key: "storage".into(),
                 message: "configure exactly one storage driver (filesystem or inmemory), not both".into(),
             });
+        }
+        if let Some(p) = &self.storage.plugin {
+            if self.storage.filesystem.is_some() || self.storage.inmemory.is_some() {
+                return Err(ConfigError {
+                    key: "storage".into(),
+                    message: "configure exactly one storage driver (filesystem, inmemory or plugin)".into(),
+                });
+            }
+            if !self.plugins.entries.contains_key(&p.name) {
+                return Err(ConfigError {
+                    key: "storage.plugin.name".into(),
+                    message: format!("no plugin {:?} under plugins", p.name),
+                });
+            }
+        }
+        let d = &self.plugins.defaults;
+        for (name, p) in std::iter::once(("defaults", (Some(d.deadline_ms), Some(d.memory_mib))))
+            .chain(self.plugins.entries.iter().map(|(n, p)| (n.as_str(), (p.deadline_ms, p.memory_mib))))
+        {
+            if p.0 == Some(0) || p.0.is_some_and(|v| v > 600_000) {
+                return Err(ConfigError { key: format!("plugins.{name}.deadline_ms"), message: "must be 1..=600000".into() });
+            }
+            if p.1.is_some_and(|v| !(2..=1024).contains(&v)) {
+                return Err(ConfigError { key: format!("plugins.{name}.memory_mib"), message: "must be 2..=1024".into() });
+            }
+        }
+        for (name, p) in &self.plugins.entries {
+            if p.instances.is_some_and(|n| !(1..=64).contains(&n)) {
+                return Err(ConfigError { key: format!("plugins.{name}.instances"), message: "must be 1..=64".into() });
+            }
+            if p.path.as_os_str().is_empty() {
+                return Err(ConfigError { key: format!("plugins.{name}.path"), message: "must not be empty".into() });
+            }
+            for (i, g) in p.grants.dirs.iter().enumerate() {
+                if g.guest.is_empty() || g.host.as_os_str().is_empty() {
+                    return Err(ConfigError {
+                        key: format!("plugins.{name}.grants.dirs[{i}]"),
+                        message: "host and guest must not be empty".into(),
+                    });
+                }
+            }
         }
         if let Some(fs) = &self.storage.filesystem {
             if fs.rootdirectory.as_os_str().is_empty() {
@@ -250,6 +431,28 @@ mod tests {
     }
 
     #[test]
+    fn plugins_section() {
+        let l = load(
+            "plugins:\n  defaults: {deadline_ms: 2000}\n  storage-fs:\n    path: p.wasm\n    memory_mib: 32\n    grants:\n      dirs: [{host: ./d, guest: /data, mode: rw}]\n    config: {root: /data, n: 3, on: true}\nstorage:\n  plugin: {name: storage-fs}\n",
+            &[],
+        )
+        .unwrap();
+        let c = &l.config;
+        assert!(l.unknown_keys.is_empty(), "{:?}", l.unknown_keys);
+        assert_eq!(c.driver(), Driver::Plugin("storage-fs".into()));
+        assert_eq!(c.plugins.defaults.deadline_ms, 2000);
+        assert_eq!(c.plugins.defaults.memory_mib, 64);
+        let p = &c.plugins.entries["storage-fs"];
+        assert_eq!(p.memory_mib, Some(32));
+        assert_eq!(p.grants.dirs[0].mode, DirMode::Rw);
+        assert_eq!(p.config["n"], "3");
+        assert_eq!(p.config["on"], "true");
+        let spec = crate::plugins::PluginSpec::from_config(c, "storage-fs").unwrap();
+        assert_eq!(spec.deadline.as_millis(), 2000);
+        assert_eq!(spec.memory_bytes, 32 << 20);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let e = load("http:\n  addr: not-an-address\n", &[]).unwrap_err();
         assert_eq!(e.key, "http.addr", "{e}");
@@ -257,6 +460,12 @@ mod tests {
         assert_eq!(e.key, "storage.delete.enabled", "{e}");
         let e = load("storage:\n  filesystem: {}\n  inmemory: {}\n", &[]).unwrap_err();
         assert_eq!(e.key, "storage");
+        let e = load("storage:\n  plugin: {name: nope}\n", &[]).unwrap_err();
+        assert_eq!(e.key, "storage.plugin.name", "{e}");
+        let e = load("plugins:\n  p:\n    path: x.wasm\n    memory_mib: 1\n", &[]).unwrap_err();
+        assert_eq!(e.key, "plugins.p.memory_mib", "{e}");
+        let e = load("plugins:\n  p:\n    path: x.wasm\n    bogus: 1\n", &[]).unwrap_err();
+        assert!(e.message.contains("bogus"), "{e}");
         let e = load("log:\n  level: loud\n", &[]).unwrap_err();
         assert_eq!(e.key, "log.level", "{e}");
     }

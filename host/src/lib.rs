@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod config;
+pub mod plugins;
 pub mod registry;
 pub mod server;
 pub mod storage;

@@ -25,6 +25,17 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// WebAssembly plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Report which Berth plugin world a component implements and whether it links.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -38,6 +49,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Plugin { command: PluginCommand::Check { file } } => match berth::plugins::check_file(&file) {
+            Ok(world) => {
+                println!("{}: {} (links: ok)", file.display(), world.name());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Config { command: ConfigCommand::Check { file } } => match Config::load(Some(&file), std::env::vars()) {
             Ok(loaded) => {
                 for k in &loaded.unknown_keys {
@@ -71,13 +92,14 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
-        let app = match berth::server::build(&config) {
+        let app = match berth::server::build_with_plugins(&config, config_path).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::error!(error = %e, "cannot open storage");
                 return ExitCode::FAILURE;
             }
         };
+        berth::server::spawn_sighup_reload(app.clone());
         let listener = match tokio::net::TcpListener::bind(config.http.addr).await {
             Ok(l) => l,
             Err(e) => {

@@ -11,28 +11,119 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+use std::path::PathBuf;
+
 use crate::api::{ApiOptions, App};
 use crate::config::{Config, Driver};
+use crate::plugins::PluginSpec;
 use crate::registry::Registry;
-use crate::storage::{FilesystemDriver, InMemoryDriver, StorageDriver};
+use crate::storage::{ComponentDriver, FilesystemDriver, InMemoryDriver, StorageDriver};
 
 /// How long shutdown waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Builds the application (storage, registry, HTTP layer) from a configuration.
+/// Builds the application (storage, registry, HTTP layer) from a configuration with a native
+/// storage driver (`build_with_plugins` also takes plugin drivers).
 pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
     let driver: Arc<dyn StorageDriver> = match config.driver() {
         Driver::Filesystem(root) => Arc::new(FilesystemDriver::open(&root).map_err(|e| {
             std::io::Error::new(e.kind(), format!("storage.filesystem.rootdirectory {}: {e}", root.display()))
         })?),
         Driver::InMemory => Arc::new(InMemoryDriver::default()),
+        Driver::Plugin(name) => {
+            return Err(std::io::Error::other(format!("storage.plugin {name}: plugin drivers need build_with_plugins")))
+        }
     };
+    Ok(app(config, driver))
+}
+
+/// Builds the application, loading a storage driver plugin if the configuration names one, and
+/// installs the reload hook (`POST /admin/reload`, and SIGHUP through `spawn_sighup_reload`)
+/// that re-reads `config_path` and the plugin files.
+pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -> std::io::Result<Arc<App>> {
+    let (app, plugin) = match config.driver() {
+        Driver::Plugin(name) => {
+            let spec = PluginSpec::from_config(config, &name).map_err(std::io::Error::other)?;
+            let driver = Arc::new(ComponentDriver::load(spec).await.map_err(std::io::Error::other)?);
+            let p = driver.plugin();
+            tracing::info!(plugin = %p.name(), sha256 = %p.sha256, path = %p.spec.path.display(), "storage plugin loaded");
+            (app(config, driver.clone()), Some(driver))
+        }
+        _ => (build(config)?, None),
+    };
+    let reloader = Arc::new(Reloader { config_path, driver: plugin, app: Arc::downgrade(&app), lock: tokio::sync::Mutex::new(()) });
+    app.set_reload(Arc::new(move || {
+        let r = reloader.clone();
+        Box::pin(async move { r.reload().await })
+    }));
+    Ok(app)
+}
+
+/// Re-reads the configuration and the plugin files; swaps in what loads, keeps the rest.
+struct Reloader {
+    config_path: Option<PathBuf>,
+    driver: Option<Arc<ComponentDriver>>,
+    app: std::sync::Weak<App>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    async fn reload(&self) -> Result<String, String> {
+        let _one_at_a_time = self.lock.lock().await;
+        let result = self.reload_inner().await;
+        match &result {
+            Ok(what) => tracing::info!(%what, "reload done"),
+            Err(e) => tracing::error!(error = %e, "reload refused; the running configuration keeps serving"),
+        }
+        result
+    }
+
+    async fn reload_inner(&self) -> Result<String, String> {
+        let loaded = Config::load(self.config_path.as_deref(), std::env::vars()).map_err(|e| format!("invalid configuration: {e}"))?;
+        let config = loaded.config;
+        let Some(driver) = &self.driver else {
+            return Ok("no plugins in use; nothing reloaded".into());
+        };
+        let Driver::Plugin(name) = config.driver() else {
+            return Err("switching from a storage plugin to a native driver needs a restart".into());
+        };
+        let spec = PluginSpec::from_config(&config, &name)?;
+        let what = driver.reload(spec).await?;
+        // Cached manifests came from the previous backend.
+        if let Some(app) = self.app.upgrade() {
+            app.registry.storage_changed();
+        }
+        Ok(format!("storage plugin {what}"))
+    }
+}
+
+/// Reloads on every SIGHUP.
+pub fn spawn_sighup_reload(app: Arc<App>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload with POST /admin/reload");
+            return;
+        }
+    };
+    let app = Arc::downgrade(&app);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let Some(app) = app.upgrade() else { return };
+            tracing::info!("SIGHUP: reloading");
+            let _ = app.reload().await;
+        }
+    });
+}
+
+fn app(config: &Config, driver: Arc<dyn StorageDriver>) -> Arc<App> {
     let options = ApiOptions {
         read_only: config.storage.maintenance.readonly.enabled,
         delete_enabled: config.storage.delete.enabled,
         relative_urls: config.http.relativeurls,
     };
-    Ok(App::new(Registry::new(driver), options))
+    App::new(Registry::new(driver), options)
 }
 
 /// Serves until `shutdown` resolves, then drains connections.
@@ -52,7 +143,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let svc = service_fn(move |req| app.clone().serve(req));
+                let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(peer);
+                    app.clone().serve(req)
+                });
                 let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {

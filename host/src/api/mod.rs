@@ -6,8 +6,9 @@ mod handlers;
 mod routes;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -33,10 +34,14 @@ pub struct ApiOptions {
     pub relative_urls: bool,
 }
 
+/// Reloads the configuration and plugin files; `Ok` describes what now serves.
+pub type ReloadFn = Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<String, String>> + Send + Sync>;
+
 pub struct App {
     pub registry: Registry,
     pub options: ApiOptions,
     next_id: AtomicU64,
+    reload: OnceLock<ReloadFn>,
 }
 
 pub(crate) fn full(b: impl Into<Bytes>) -> Body {
@@ -69,7 +74,43 @@ fn error_response(err: ApiError, request_id: &str) -> Response<Body> {
 
 impl App {
     pub fn new(registry: Registry, options: ApiOptions) -> Arc<Self> {
-        Arc::new(App { registry, options, next_id: AtomicU64::new(rand::random::<u32>() as u64) })
+        Arc::new(App { registry, options, next_id: AtomicU64::new(rand::random::<u32>() as u64), reload: OnceLock::new() })
+    }
+
+    /// Installs the reload hook behind `POST /admin/reload` and SIGHUP (once).
+    pub fn set_reload(&self, f: ReloadFn) {
+        let _ = self.reload.set(f);
+    }
+
+    /// Runs the reload hook, if any.
+    pub async fn reload(&self) -> Result<String, String> {
+        match self.reload.get() {
+            Some(f) => f().await,
+            None => Ok("nothing to reload".into()),
+        }
+    }
+
+    /// `POST /admin/reload`, from a loopback client only.
+    async fn admin_reload(&self, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+        let peer = req.extensions().get::<SocketAddr>().copied();
+        if !peer.is_some_and(|p| p.ip().is_loopback()) {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", "the admin endpoint answers loopback clients only"));
+        }
+        if req.method() != Method::POST {
+            return Err(ApiError::unsupported("use POST /admin/reload"));
+        }
+        match self.reload().await {
+            Ok(what) => {
+                let mut r = Response::new(full(serde_json::json!({"reloaded": true, "serving": what}).to_string()));
+                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Ok(r)
+            }
+            Err(e) => {
+                let mut err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", format!("reload refused: {e}"));
+                err.detail = serde_json::json!({"reloaded": false});
+                Err(err)
+            }
+        }
     }
 
     /// Entry point for every request: one span, one log line, errors shaped as OCI JSON.
@@ -98,6 +139,9 @@ impl App {
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let path = req.uri().path().to_string();
+        if path == "/admin/reload" {
+            return self.admin_reload(&req).await;
+        }
         let route = Route::parse(&path);
         let method = req.method().clone();
         let write = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);

@@ -54,6 +54,14 @@ impl ManifestCache {
         inner.repos.entry(repo.clone()).or_default().insert(reference.to_string(), m);
     }
 
+    /// Forget everything (the storage backend changed under the registry).
+    pub fn clear(&self) {
+        let mut inner = self.inner.write().unwrap();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        inner.repos.clear();
+        inner.bytes = 0;
+    }
+
     /// Forget a repository's manifests; call after (and before) changing them.
     pub fn invalidate(&self, repo: &RepoName) {
         let mut inner = self.inner.write().unwrap();

@@ -57,6 +57,11 @@ impl Registry {
         &*self.driver
     }
 
+    /// The driver's backend was swapped (a storage plugin reload): drop cached manifests.
+    pub fn storage_changed(&self) {
+        self.cache.clear();
+    }
+
     /// Whether the blob is linked into the repository (as a layer or as a manifest).
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let (layer_link, revision_link) = (paths::layer_link(repo, digest), paths::revision_link(repo, digest));

@@ -2,6 +2,7 @@
 //! `storagedriver.StorageDriver`. The registry owns the layout; a driver only stores bytes at
 //! slash-separated paths such as `/docker/registry/v2/blobs/sha256/ab/<hex>/data`.
 
+mod component;
 mod fs;
 mod memory;
 mod sink;
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
+pub use component::ComponentDriver;
 pub use fs::FilesystemDriver;
 pub use memory::InMemoryDriver;
 
@@ -70,6 +72,12 @@ pub struct FileInfo {
 pub trait StorageDriver: Send + Sync + 'static {
     /// Short name for logs and metrics.
     fn name(&self) -> &'static str;
+
+    /// Whether the registry should re-hash what the driver stored before accepting an upload
+    /// (true for untrusted drivers: plugins), instead of trusting the hash of what it streamed.
+    fn verify_uploads(&self) -> bool {
+        false
+    }
 
     /// Whole content of a (small) file.
     async fn get_content(&self, path: &str) -> Result<Bytes>;

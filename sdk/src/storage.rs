@@ -1,0 +1,326 @@
+//! Storage drivers: a filesystem-like store of bytes at paths, modelled on distribution's
+//! `StorageDriver`. Implement [`Driver`] (and a [`Writer`] for uploads), then export it:
+//!
+//! ```ignore
+//! use berth_plugin_sdk::storage::{Driver, FileInfo, Path, StorageError, Writer};
+//! use berth_plugin_sdk::{Config, InitError};
+//!
+//! struct MyDriver;
+//! impl Driver for MyDriver {
+//!     type Writer = MyWriter;
+//!     fn init(config: Config) -> Result<Self, InitError> { Ok(MyDriver) }
+//!     fn get_content(&self, path: &Path) -> Result<Vec<u8>, StorageError> { todo!() }
+//!     fn put_content(&self, path: &Path, content: Vec<u8>) -> Result<(), StorageError> { todo!() }
+//!     fn open_writer(&self, path: &Path, append: bool) -> Result<MyWriter, StorageError> { todo!() }
+//!     fn stat(&self, path: &Path) -> Result<FileInfo, StorageError> { todo!() }
+//!     fn list(&self, path: &Path) -> Result<Vec<String>, StorageError> { todo!() }
+//!     fn rename(&self, from: &Path, to: &Path) -> Result<(), StorageError> { todo!() }
+//!     fn delete(&self, path: &Path) -> Result<(), StorageError> { todo!() }
+//! }
+//! berth_plugin_sdk::export_storage_driver!(MyDriver);
+//! ```
+//!
+//! # What the host expects
+//!
+//! * **Paths** are absolute, `/`-separated, components of `[A-Za-z0-9._-]`, never `.` or `..`
+//!   (e.g. `/docker/registry/v2/blobs/sha256/ab/<hex>/data`). The host validates them, and the
+//!   SDK validates them again before your code sees them (a bad one is answered with
+//!   `invalid-path` without calling you), so a [`Path`] is always well-formed. The host owns the
+//!   layout; a driver only stores bytes where it is told.
+//! * **Missing paths** are [`StorageError::PathNotFound`]: Berth relies on "not found" meaning
+//!   exactly that (unknown blob, unknown tag, empty repository...). Return anything else for a
+//!   missing path and the registry answers 500 instead of 404.
+//! * **Reads**: [`Driver::get_content`] for small objects (links, manifests), and
+//!   [`Driver::open_reader`] for blobs. `open_reader` should return a host stream
+//!   (`wasi:filesystem`'s `read-via-stream` on a preopened file, for instance) so the host pumps
+//!   the bytes natively without copying them through the plugin. A driver that has no host stream
+//!   to hand out (an in-memory store) keeps the default, which answers
+//!   [`StorageError::Unsupported`]: the host then falls back to `get_content` and serves the
+//!   bytes from `offset` itself.
+//! * **Writes**: [`Driver::put_content`] replaces an object atomically (readers see old or new,
+//!   never a mix) and durably. Uploads go through [`Driver::open_writer`]: the host asks the
+//!   writer for [`Writer::body`], an output stream it pumps the upload into (the fast path, e.g.
+//!   a `wasi:filesystem` `write-via-stream`); a writer without one keeps the default
+//!   (`Unsupported`) and receives [`Writer::write`] calls of at most 1 MiB instead. The host then
+//!   reads [`Writer::size`] and calls [`Writer::commit`] (durable) or [`Writer::cancel`]
+//!   (discard what this writer wrote, leaving what was there before an append).
+//! * **Listing** returns the *full paths* of the direct children of a directory; a missing
+//!   directory is `PathNotFound`. `rename` replaces the target and creates its parent
+//!   directories; `delete` removes a file or a whole tree.
+
+use std::fmt;
+use std::ops::Deref;
+
+pub use crate::bindings::common::wasi::io::streams::{InputStream, OutputStream};
+pub use crate::bindings::storage::exports::berth::plugin::storage_driver::{FileInfo, StorageError};
+pub use crate::{Config, InitError};
+
+/// A validated driver path: absolute, `/`-separated, each component of `[A-Za-z0-9._-]`,
+/// never empty, `.` or `..`. The root `/` itself is not a path.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Path(String);
+
+impl Path {
+    /// Checks `path` and wraps it; an [`StorageError::InvalidPath`] if it is not well-formed.
+    pub fn parse(path: impl Into<String>) -> Result<Path, StorageError> {
+        let path = path.into();
+        if is_valid(&path) {
+            Ok(Path(path))
+        } else {
+            Err(StorageError::InvalidPath(path))
+        }
+    }
+
+    /// The path, with its leading `/`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The path without its leading `/`: relative to a driver's root directory.
+    pub fn relative(&self) -> &str {
+        &self.0[1..]
+    }
+
+    /// The components, first to last.
+    pub fn components(&self) -> impl DoubleEndedIterator<Item = &str> + '_ {
+        self.0[1..].split('/')
+    }
+
+    /// The last component.
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or_default()
+    }
+
+    /// The parent directory, `None` for a top-level path such as `/docker`.
+    pub fn parent(&self) -> Option<Path> {
+        match self.0.rfind('/') {
+            Some(0) | None => None,
+            Some(i) => Some(Path(self.0[..i].to_string())),
+        }
+    }
+
+    /// `self/name`, validated (`name` may hold several `/`-separated components).
+    pub fn join(&self, name: &str) -> Result<Path, StorageError> {
+        Path::parse(format!("{}/{}", self.0, name))
+    }
+
+    /// True if `self` is `other` or lies below it (component-wise: `/ab` is not below `/a`).
+    pub fn starts_with(&self, other: &Path) -> bool {
+        self.0 == other.0 || (self.0.starts_with(&other.0) && self.0.as_bytes()[other.0.len()] == b'/')
+    }
+
+    /// The owned string.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+fn is_valid(path: &str) -> bool {
+    path.len() > 1
+        && path.starts_with('/')
+        && path[1..].split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        })
+}
+
+impl Deref for Path {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Path {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl StorageError {
+    /// `path-not-found` for `path`.
+    pub fn not_found(path: &Path) -> Self {
+        StorageError::PathNotFound(path.to_string())
+    }
+
+    /// `other` with a message.
+    pub fn other(message: impl Into<String>) -> Self {
+        StorageError::Other(message.into())
+    }
+
+    /// True for `path-not-found`.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::PathNotFound(_))
+    }
+}
+
+impl FileInfo {
+    /// A regular file of `size` bytes.
+    pub fn file(path: &Path, size: u64, modified_millis: u64) -> Self {
+        FileInfo { path: path.to_string(), size, modified_millis, is_dir: false }
+    }
+
+    /// A directory.
+    pub fn dir(path: &Path, modified_millis: u64) -> Self {
+        FileInfo { path: path.to_string(), size: 0, modified_millis, is_dir: true }
+    }
+}
+
+/// A storage driver. One value lives in the plugin instance from `init` on; the host calls it
+/// one call at a time, so use `Cell`/`RefCell` for state that changes.
+///
+/// Every method gets validated [`Path`]s. Return [`StorageError::PathNotFound`] for anything
+/// missing (see the [module docs](self)).
+pub trait Driver: Sized + 'static {
+    /// The upload handle [`Driver::open_writer`] returns.
+    type Writer: Writer;
+
+    /// Builds the driver from its `config` map in Berth's configuration. An error refuses the
+    /// plugin (at start or on reload).
+    fn init(config: Config) -> Result<Self, InitError>;
+
+    /// Whole content of a small object (links, manifests).
+    fn get_content(&self, path: &Path) -> Result<Vec<u8>, StorageError>;
+
+    /// Replace an object atomically (readers see old or new, never a mix) and durably.
+    fn put_content(&self, path: &Path, content: Vec<u8>) -> Result<(), StorageError>;
+
+    /// The object from `offset` to its end as a stream the host reads natively;
+    /// [`StorageError::InvalidOffset`] when `offset` is past the end.
+    ///
+    /// The default answers [`StorageError::Unsupported`], which makes the host read the object
+    /// with [`Driver::get_content`] and skip `offset` bytes itself: fine for small stores
+    /// (in-memory), slow for large blobs.
+    fn open_reader(&self, path: &Path, offset: u64) -> Result<InputStream, StorageError> {
+        let _ = (path, offset);
+        Err(StorageError::Unsupported)
+    }
+
+    /// A writer for `path`; with `append` it continues an existing object (and
+    /// [`Writer::size`] starts at its size), otherwise it starts empty.
+    fn open_writer(&self, path: &Path, append: bool) -> Result<Self::Writer, StorageError>;
+
+    /// Size, modification time and kind of `path`.
+    fn stat(&self, path: &Path) -> Result<FileInfo, StorageError>;
+
+    /// Full paths of the direct children of the directory `path`, in any order.
+    fn list(&self, path: &Path) -> Result<Vec<String>, StorageError>;
+
+    /// Move `from` to `to`, replacing `to` and creating its parent directories.
+    fn rename(&self, from: &Path, to: &Path) -> Result<(), StorageError>;
+
+    /// Delete a file or a whole tree.
+    fn delete(&self, path: &Path) -> Result<(), StorageError>;
+
+    /// A URL clients may fetch `path` from directly (valid for `ttl_seconds`), or `None` to
+    /// have the host stream it. The default is `None`.
+    fn redirect_url(&self, path: &Path, ttl_seconds: u32) -> Result<Option<String>, StorageError> {
+        let _ = (path, ttl_seconds);
+        Ok(None)
+    }
+}
+
+/// An object being written (an upload chunk). The host takes [`Writer::body`] or calls
+/// [`Writer::write`], then reads [`Writer::size`] and ends with exactly one of
+/// [`Writer::commit`] or [`Writer::cancel`]; the SDK refuses calls after that. If the host
+/// drops the writer without either, the value is simply dropped (keep what arrived, as
+/// distribution does, so the object's size stays the truth about the upload).
+pub trait Writer: 'static {
+    /// A stream the host pumps the body into, so bytes flow from the socket to the backend
+    /// without a copy through the plugin. The host finishes with it (flushes and drops it)
+    /// before calling anything else on this writer. The default answers
+    /// [`StorageError::Unsupported`]: the host then uses [`Writer::write`].
+    fn body(&mut self) -> Result<OutputStream, StorageError> {
+        Err(StorageError::Unsupported)
+    }
+
+    /// Fallback: append one chunk (at most 1 MiB).
+    fn write(&mut self, chunk: Vec<u8>) -> Result<(), StorageError>;
+
+    /// Bytes in the object so far, including what was there before an append and what the
+    /// host pumped through [`Writer::body`].
+    fn size(&mut self) -> u64;
+
+    /// Flush and make the content durable.
+    fn commit(&mut self) -> Result<(), StorageError>;
+
+    /// Discard what this writer wrote (truncate back to the size it started at).
+    fn cancel(&mut self) -> Result<(), StorageError>;
+}
+
+/// Exports a [`Driver`] as the plugin's `storage-driver` (world `storage-driver-plugin`:
+/// import `host`, export `lifecycle` and `storage-driver`). Use it once, at the crate root of
+/// a `cdylib`:
+///
+/// ```ignore
+/// berth_plugin_sdk::export_storage_driver!(MyDriver);
+/// ```
+#[macro_export]
+macro_rules! export_storage_driver {
+    ($driver:ty) => {
+        const _: () = {
+            type __BerthStorageDriverExport = $crate::__private::StorageAdapter<$driver>;
+            $crate::bindings::lifecycle::__export_lifecycle!(
+                __BerthStorageDriverExport with_types_in $crate::bindings::lifecycle
+            );
+            $crate::bindings::storage::__export_storage_driver!(
+                __BerthStorageDriverExport with_types_in $crate::bindings::storage
+            );
+        };
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn valid_paths() {
+        for good in ["/a", "/a/b.c/_d-e", "/docker/registry/v2/blobs/sha256/ab/abcdef/data", "/.x", "/a..b"] {
+            assert!(Path::parse(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn invalid_paths() {
+        for bad in [
+            "", "/", "a/b", "relative", "/a//b", "/a/../b", "/..", "/../etc/passwd", "/a/.", "/./a", "/a/b/", "/a b",
+            "/a\\b", "/a/b\0", "/é", "//a",
+        ] {
+            assert!(matches!(Path::parse(bad), Err(StorageError::InvalidPath(p)) if p == bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn path_helpers() {
+        let p = Path::parse("/a/b/c").unwrap();
+        assert_eq!(p.relative(), "a/b/c");
+        assert_eq!(p.file_name(), "c");
+        assert_eq!(p.components().collect::<Vec<_>>(), ["a", "b", "c"]);
+        assert_eq!(p.parent().unwrap().as_str(), "/a/b");
+        assert_eq!(Path::parse("/a").unwrap().parent(), None);
+        assert_eq!(p.join("d").unwrap().as_str(), "/a/b/c/d");
+        assert!(p.join("..").is_err());
+        assert!(p.join("x/y").is_ok()); // two valid components
+        assert!(p.join("").is_err());
+        let a = Path::parse("/a").unwrap();
+        assert!(p.starts_with(&a));
+        assert!(a.starts_with(&a));
+        assert!(!Path::parse("/ab").unwrap().starts_with(&a));
+        assert!(!a.starts_with(&p));
+    }
+}
