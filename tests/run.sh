@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 (cd plugins && cargo build --target wasm32-wasip2 --release)
 cargo build --release -p berth
+# The plugins were just built: a test that finds one missing must fail, not skip.
+export BERTH_REQUIRE_PLUGINS=1
 cargo test --release -p berth
 cd tests
 echo "== black-box suite, native filesystem driver"
 python3 -m pytest -q -p no:cacheprovider "$@"
 echo "== registry API suite, storage-fs component driver"
-BERTH_TEST_STORAGE=storage-fs python3 -m pytest -q -p no:cacheprovider test_api_*.py test_interop.py "$@"
+BERTH_TEST_STORAGE=storage-fs python3 -m pytest -q -p no:cacheprovider test_api_*.py test_interop.py test_skopeo.py "$@"

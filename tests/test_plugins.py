@@ -28,6 +28,8 @@ HOSTILE_DEADLINE_MS = 1000
 def need(name: str) -> Path:
     p = plugin_wasm(name)
     if not p.is_file():
+        if os.environ.get("BERTH_REQUIRE_PLUGINS"):
+            pytest.fail(f"{p} is not built, and BERTH_REQUIRE_PLUGINS is set")
         pytest.skip(f"{p} is not built (cd plugins && cargo build --target wasm32-wasip2 --release)")
     return p
 

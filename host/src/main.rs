@@ -36,6 +36,13 @@ enum Command {
 enum PluginCommand {
     /// Report which Berth plugin world a component implements and whether it links.
     Check { file: PathBuf },
+    /// Measure a storage-driver plugin that needs no grants (e.g. storage-memory): a fresh
+    /// instance from `InstancePre` (store, instantiate, init) and a trivial call on a warm one.
+    Bench {
+        file: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        iterations: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -49,6 +56,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Plugin { command: PluginCommand::Bench { file, iterations } } => plugin_bench(file, iterations),
         Command::Plugin { command: PluginCommand::Check { file } } => match berth::plugins::check_file(&file) {
             Ok(world) => {
                 println!("{}: {} (links: ok)", file.display(), world.name());
@@ -123,4 +131,60 @@ fn limit_malloc_arenas() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
     }
+}
+
+fn plugin_bench(file: PathBuf, iterations: u32) -> ExitCode {
+    use std::time::{Duration, Instant};
+
+    use berth::plugins::PluginSpec;
+    use berth::storage::{ComponentDriver, StorageDriver};
+
+    let spec = PluginSpec {
+        name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        path: file,
+        sha256: None,
+        deadline: Duration::from_secs(5),
+        memory_bytes: 64 << 20,
+        instances: 1,
+        verify_uploads: true,
+        dirs: Vec::new(),
+        config: Vec::new(),
+        cache_dir: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async move {
+        let driver = match ComponentDriver::load(spec).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let plugin = driver.plugin();
+        // Warm up: compile caches, the pooling allocator's slots, the first call.
+        for _ in 0..50 {
+            let _ = plugin.instantiate().await;
+            let _ = driver.stat("/warm-up").await;
+        }
+        let t = Instant::now();
+        for _ in 0..iterations {
+            if let Err(e) = plugin.instantiate().await {
+                eprintln!("error: instantiate: {}", e.0);
+                return ExitCode::FAILURE;
+            }
+        }
+        let instantiate = t.elapsed() / iterations;
+        let calls = iterations * 10;
+        let t = Instant::now();
+        for _ in 0..calls {
+            if driver.stat("/bench/not-there").await.is_ok() {
+                eprintln!("error: stat of a missing path succeeded");
+                return ExitCode::FAILURE;
+            }
+        }
+        let call = t.elapsed() / calls;
+        println!("instantiate_us {:.1}", instantiate.as_secs_f64() * 1e6);
+        println!("call_us {:.2}", call.as_secs_f64() * 1e6);
+        ExitCode::SUCCESS
+    })
 }
