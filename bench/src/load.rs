@@ -41,14 +41,10 @@ pub fn parse_args(mut args: impl Iterator<Item = String>) -> Result<LoadArgs, St
             "--connections" | "-c" => {
                 out.connections = val("--connections")?.parse().map_err(|e| format!("--connections: {e}"))?
             }
-            "--threads" | "-t" => {
-                out.threads = val("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?
-            }
+            "--threads" | "-t" => out.threads = val("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--duration" | "-d" => {
-                let s: f64 = val("--duration")?
-                    .trim_end_matches('s')
-                    .parse()
-                    .map_err(|e| format!("--duration: {e}"))?;
+                let s: f64 =
+                    val("--duration")?.trim_end_matches('s').parse().map_err(|e| format!("--duration: {e}"))?;
                 out.duration = Duration::from_secs_f64(s);
             }
             "--header" | "-H" => out.headers.push(val("--header")?),
@@ -85,18 +81,12 @@ impl Counts {
 
 /// Split `http://host:port/path?q` into (host:port, path?q).
 fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are supported")?;
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let authority = if authority.contains(':') {
-        authority.to_string()
-    } else {
-        format!("{authority}:80")
-    };
+    let authority = if authority.contains(':') { authority.to_string() } else { format!("{authority}:80") };
     Ok((authority, path.to_string()))
 }
 
@@ -117,10 +107,8 @@ fn parse_head(buf: &[u8], head: bool) -> Result<Option<(u16, usize, usize, bool)
     if !version.starts_with("HTTP/1.") {
         return Err(format!("bad status line {status_line:?}"));
     }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let status: u16 =
+        parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad status line {status_line:?}"))?;
     let mut content_length = None;
     let mut close = version == "HTTP/1.0";
     for line in lines {
@@ -144,12 +132,7 @@ fn parse_head(buf: &[u8], head: bool) -> Result<Option<(u16, usize, usize, bool)
     Ok(Some((status, end, body, close)))
 }
 
-async fn connection(
-    addr: std::net::SocketAddr,
-    request: Arc<Vec<u8>>,
-    head: bool,
-    stop: Arc<AtomicBool>,
-) -> Counts {
+async fn connection(addr: std::net::SocketAddr, request: Arc<Vec<u8>>, head: bool, stop: Arc<AtomicBool>) -> Counts {
     let mut c = Counts::default();
     let mut buf = vec![0u8; 64 * 1024];
     'outer: while !stop.load(Ordering::Relaxed) {
@@ -244,10 +227,7 @@ pub fn run(args: LoadArgs) -> Result<(), String> {
         let request = request.clone();
         let stop = stop.clone();
         handles.push(std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_io()
-                .build()
-                .expect("tokio runtime");
+            let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().expect("tokio runtime");
             rt.block_on(async move {
                 let tasks: Vec<_> = (0..conns)
                     .map(|_| tokio::task::spawn(connection(addr, request.clone(), head, stop.clone())))

@@ -49,12 +49,7 @@ struct PushArgs {
 }
 
 fn parse_push_args(mut args: impl Iterator<Item = String>) -> Result<PushArgs, String> {
-    let mut out = PushArgs {
-        url: String::new(),
-        count: 200,
-        repo: "bench/pushes".into(),
-        layer_size: 2048,
-    };
+    let mut out = PushArgs { url: String::new(), count: 200, repo: "bench/pushes".into(), layer_size: 2048 };
     while let Some(a) = args.next() {
         let mut val = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match a.as_str() {
@@ -62,9 +57,7 @@ fn parse_push_args(mut args: impl Iterator<Item = String>) -> Result<PushArgs, S
             "--count" => out.count = val("--count")?.parse().map_err(|e| format!("--count: {e}"))?,
             "--repo" => out.repo = val("--repo")?,
             "--layer-size" => {
-                out.layer_size = val("--layer-size")?
-                    .parse()
-                    .map_err(|e| format!("--layer-size: {e}"))?
+                out.layer_size = val("--layer-size")?.parse().map_err(|e| format!("--layer-size: {e}"))?
             }
             other => return Err(format!("unknown argument {other}")),
         }
@@ -157,10 +150,7 @@ impl Client {
                 .call(),
         )?;
         let post = expect(post, &[202], "POST upload")?;
-        let location = post
-            .header("Location")
-            .ok_or("POST upload: no Location header")?
-            .to_string();
+        let location = post.header("Location").ok_or("POST upload: no Location header")?.to_string();
         drain(post);
         self.spent[1] += t.elapsed();
 
@@ -170,12 +160,7 @@ impl Client {
         put_url.push_str(digest);
         self.requests += 1;
         let t = Instant::now();
-        let put = status_of(
-            self.agent
-                .put(&put_url)
-                .set("Content-Type", "application/octet-stream")
-                .send_bytes(data),
-        )?;
+        let put = status_of(self.agent.put(&put_url).set("Content-Type", "application/octet-stream").send_bytes(data))?;
         let put = expect(put, &[201], "PUT upload")?;
         if let Some(d) = put.header("Docker-Content-Digest") {
             if d != digest {
@@ -204,17 +189,9 @@ fn pushes(args: PushArgs) -> Result<(), String> {
         .max_idle_connections_per_host(4)
         .redirects(0)
         .build();
-    let mut client = Client {
-        agent,
-        base: args.url.clone(),
-        repo: args.repo.clone(),
-        requests: 0,
-        spent: [Duration::ZERO; 4],
-    };
-    let nonce = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let mut client =
+        Client { agent, base: args.url.clone(), repo: args.repo.clone(), requests: 0, spent: [Duration::ZERO; 4] };
+    let nonce = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
 
     // Prepare all content up front so only the HTTP work is timed.
     let mut images = Vec::with_capacity(args.count);

@@ -130,9 +130,12 @@ impl<'de> Deserialize<'de> for Plugins {
             let shown = name.clone();
             let field = move |e: serde_yaml::Error| D::Error::custom(format!("{shown}: {e}"));
             if name == "defaults" {
-                out.defaults = if v.is_null() { PluginDefaults::default() } else { serde_yaml::from_value(v).map_err(field)? };
+                out.defaults =
+                    if v.is_null() { PluginDefaults::default() } else { serde_yaml::from_value(v).map_err(field)? };
             } else {
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+                if name.is_empty()
+                    || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+                {
                     return Err(D::Error::custom(format!("{name:?}: plugin names are made of [A-Za-z0-9._-]")));
                 }
                 out.entries.insert(name, serde_yaml::from_value(v).map_err(field)?);
@@ -297,28 +300,34 @@ impl Config {
     pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, ConfigError> {
         let mut doc = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| ConfigError { key: "(file)".into(), message: format!("cannot read {}: {e}", p.display()) })?;
+                let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                    key: "(file)".into(),
+                    message: format!("cannot read {}: {e}", p.display()),
+                })?;
                 if text.trim().is_empty() {
                     Value::Mapping(Default::default())
                 } else {
-                    serde_yaml::from_str(&text).map_err(|e| ConfigError { key: "(file)".into(), message: format!("not valid YAML: {e}") })?
+                    serde_yaml::from_str(&text)
+                        .map_err(|e| ConfigError { key: "(file)".into(), message: format!("not valid YAML: {e}") })?
                 }
             }
             None => Value::Mapping(Default::default()),
         };
-        let overrides: BTreeMap<String, String> =
-            env.into_iter().filter(|(k, _)| k.starts_with("BERTH_") && !matches!(k.as_str(), "BERTH_BIN" | "BERTH_CONFIG")).collect();
+        let overrides: BTreeMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("BERTH_") && !matches!(k.as_str(), "BERTH_BIN" | "BERTH_CONFIG"))
+            .collect();
         for (k, v) in overrides {
             let keys: Vec<String> = k["BERTH_".len()..].split('_').map(str::to_lowercase).collect();
             let value: Value = serde_yaml::from_str(&v).unwrap_or(Value::String(v.clone()));
             set_path(&mut doc, &keys, value).map_err(|message| ConfigError { key: k.clone(), message })?;
         }
         let mut unknown_keys = Vec::new();
-        let config: Config = serde_path_to_error::deserialize(serde_ignored::Deserializer::new(doc, &mut |p: serde_ignored::Path| {
-            unknown_keys.push(p.to_string())
-        }))
-        .map_err(|e| ConfigError { key: e.path().to_string(), message: e.inner().to_string() })?;
+        let config: Config =
+            serde_path_to_error::deserialize(serde_ignored::Deserializer::new(doc, &mut |p: serde_ignored::Path| {
+                unknown_keys.push(p.to_string())
+            }))
+            .map_err(|e| ConfigError { key: e.path().to_string(), message: e.inner().to_string() })?;
         config.validate()?;
         Ok(Loaded { config, unknown_keys })
     }
@@ -349,10 +358,16 @@ impl Config {
             .chain(self.plugins.entries.iter().map(|(n, p)| (n.as_str(), (p.deadline_ms, p.memory_mib))))
         {
             if p.0 == Some(0) || p.0.is_some_and(|v| v > 600_000) {
-                return Err(ConfigError { key: format!("plugins.{name}.deadline_ms"), message: "must be 1..=600000".into() });
+                return Err(ConfigError {
+                    key: format!("plugins.{name}.deadline_ms"),
+                    message: "must be 1..=600000".into(),
+                });
             }
             if p.1.is_some_and(|v| !(2..=1024).contains(&v)) {
-                return Err(ConfigError { key: format!("plugins.{name}.memory_mib"), message: "must be 2..=1024".into() });
+                return Err(ConfigError {
+                    key: format!("plugins.{name}.memory_mib"),
+                    message: "must be 2..=1024".into(),
+                });
             }
         }
         for (name, p) in &self.plugins.entries {
@@ -373,7 +388,10 @@ impl Config {
         }
         if let Some(fs) = &self.storage.filesystem {
             if fs.rootdirectory.as_os_str().is_empty() {
-                return Err(ConfigError { key: "storage.filesystem.rootdirectory".into(), message: "must not be empty".into() });
+                return Err(ConfigError {
+                    key: "storage.filesystem.rootdirectory".into(),
+                    message: "must not be empty".into(),
+                });
             }
         }
         Ok(())
@@ -386,7 +404,9 @@ fn set_path(doc: &mut Value, keys: &[String], value: Value) -> Result<(), String
         if cur.is_null() {
             *cur = Value::Mapping(Default::default());
         }
-        let map = cur.as_mapping_mut().ok_or_else(|| format!("cannot set {} inside a non-mapping value", keys[..i].join(".")))?;
+        let map = cur
+            .as_mapping_mut()
+            .ok_or_else(|| format!("cannot set {} inside a non-mapping value", keys[..i].join(".")))?;
         if i == keys.len() - 1 {
             map.insert(Value::String(k.clone()), value);
             return Ok(());

@@ -67,7 +67,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Config { command: ConfigCommand::Check { file } } => match Config::load(Some(&file), std::env::vars()) {
+        Command::Config { command: ConfigCommand::Check { file } } => match Config::load(Some(&file), std::env::vars())
+        {
             Ok(loaded) => {
                 for k in &loaded.unknown_keys {
                     println!("warning: {k}: unknown key, ignored");

@@ -51,7 +51,12 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
         }
         _ => (build(config)?, None),
     };
-    let reloader = Arc::new(Reloader { config_path, driver: plugin, app: Arc::downgrade(&app), lock: tokio::sync::Mutex::new(()) });
+    let reloader = Arc::new(Reloader {
+        config_path,
+        driver: plugin,
+        app: Arc::downgrade(&app),
+        lock: tokio::sync::Mutex::new(()),
+    });
     app.set_reload(Arc::new(move || {
         let r = reloader.clone();
         Box::pin(async move { r.reload().await })
@@ -79,7 +84,8 @@ impl Reloader {
     }
 
     async fn reload_inner(&self) -> Result<String, String> {
-        let loaded = Config::load(self.config_path.as_deref(), std::env::vars()).map_err(|e| format!("invalid configuration: {e}"))?;
+        let loaded = Config::load(self.config_path.as_deref(), std::env::vars())
+            .map_err(|e| format!("invalid configuration: {e}"))?;
         let config = loaded.config;
         let Some(driver) = &self.driver else {
             return Ok("no plugins in use; nothing reloaded".into());

@@ -31,7 +31,10 @@ fn instance<T: 'static>() -> Option<Rc<T>> {
 
 const NOT_INITIALISED: &str = "plugin not initialised (init was not called or failed)";
 
-fn init_with<T: 'static>(config: Vec<(String, String)>, build: fn(Config) -> Result<T, InitError>) -> Result<(), InitError> {
+fn init_with<T: 'static>(
+    config: Vec<(String, String)>,
+    build: fn(Config) -> Result<T, InitError>,
+) -> Result<(), InitError> {
     INSTANCE.with(|slot| *slot.borrow_mut() = None);
     install(build(Config::new(config))?);
     Ok(())
@@ -114,7 +117,11 @@ impl<W: Writer> WriterAdapter<W> {
         }
     }
 
-    fn finish(&self, how: &'static str, f: impl FnOnce(&mut W) -> Result<(), StorageError>) -> Result<(), StorageError> {
+    fn finish(
+        &self,
+        how: &'static str,
+        f: impl FnOnce(&mut W) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
         let result = self.open(f);
         if self.finished.get().is_none() {
             self.finished.set(Some(how));

@@ -32,7 +32,12 @@ pub trait AuthPolicy: Sized + 'static {
     /// Decides who the caller is and which of the `requested` scopes they get. An
     /// `identity` of `None` makes the host answer 401 with a challenge; an empty `granted`
     /// makes it answer 403. An error denies the request (fail closed) and is logged.
-    fn authorize(&self, credentials: Credentials, requested: Vec<Scope>, request: RequestInfo) -> Result<Decision, String>;
+    fn authorize(
+        &self,
+        credentials: Credentials,
+        requested: Vec<Scope>,
+        request: RequestInfo,
+    ) -> Result<Decision, String>;
 }
 
 /// Exports an [`AuthPolicy`] (world `auth-policy-plugin`). Use once, at the crate root.

@@ -298,8 +298,22 @@ mod tests {
     #[test]
     fn invalid_paths() {
         for bad in [
-            "", "/", "a/b", "relative", "/a//b", "/a/../b", "/..", "/../etc/passwd", "/a/.", "/./a", "/a/b/", "/a b",
-            "/a\\b", "/a/b\0", "/é", "//a",
+            "",
+            "/",
+            "a/b",
+            "relative",
+            "/a//b",
+            "/a/../b",
+            "/..",
+            "/../etc/passwd",
+            "/a/.",
+            "/./a",
+            "/a/b/",
+            "/a b",
+            "/a\\b",
+            "/a/b\0",
+            "/é",
+            "//a",
         ] {
             assert!(matches!(Path::parse(bad), Err(StorageError::InvalidPath(p)) if p == bad), "{bad}");
         }

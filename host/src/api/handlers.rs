@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::{body_stream, empty, full, stream, ApiError, App, Body, Route};
-use crate::registry::{Condition, MAX_MANIFEST_SIZE, Digest, Page, RangeSpec, Reference, RegistryError, RepoName};
+use crate::registry::{Condition, Digest, Page, RangeSpec, Reference, RegistryError, RepoName, MAX_MANIFEST_SIZE};
 
 type Result<T = Response<Body>> = std::result::Result<T, ApiError>;
 
@@ -150,11 +150,21 @@ fn pagination(req: &Request<Incoming>) -> Result<(Option<usize>, Option<String>)
     Ok((n, param(&q, "last").filter(|l| !l.is_empty()).map(str::to_string)))
 }
 
-fn json_page(app: &App, req: &Request<Incoming>, path: &str, body: serde_json::Value, page: &Page, n: Option<usize>) -> Response<Body> {
+fn json_page(
+    app: &App,
+    req: &Request<Incoming>,
+    path: &str,
+    body: serde_json::Value,
+    page: &Page,
+    n: Option<usize>,
+) -> Response<Body> {
     let mut r = Response::new(full(body.to_string()));
     set(&mut r, "content-type", "application/json");
     if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
-        let next = format!("{path}?n={n}&last={}", percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC));
+        let next = format!(
+            "{path}?n={n}&last={}",
+            percent_encoding::utf8_percent_encode(last, percent_encoding::NON_ALPHANUMERIC)
+        );
         set(&mut r, "link", format!("<{}>; rel=\"next\"", app.url(req.headers(), &next)));
     }
     r
@@ -192,7 +202,10 @@ fn condition(headers: &HeaderMap) -> Condition {
     }
     match header_str(headers, "if-match") {
         Some(v) => Condition::Matches(
-            v.split(',').map(|t| t.trim().trim_start_matches("W/").trim_matches('"').to_string()).filter(|t| !t.is_empty()).collect(),
+            v.split(',')
+                .map(|t| t.trim().trim_start_matches("W/").trim_matches('"').to_string())
+                .filter(|t| !t.is_empty())
+                .collect(),
         ),
         None => Condition::None,
     }
@@ -205,7 +218,8 @@ async fn get_manifest(app: &App, name: &RepoName, reference: &Reference, req: &R
         m = app.registry.negotiate(name, m, &accepted(req.headers())).await?;
     }
     let len = m.content.len();
-    let mut r = if req.method() == Method::HEAD { empty(StatusCode::OK) } else { Response::new(full(m.content.clone())) };
+    let mut r =
+        if req.method() == Method::HEAD { empty(StatusCode::OK) } else { Response::new(full(m.content.clone())) };
     set(&mut r, "content-type", &m.media_type);
     set(&mut r, "content-length", len.to_string());
     set(&mut r, "docker-content-digest", m.digest.to_string());
@@ -266,7 +280,14 @@ async fn get_blob(app: &App, name: &RepoName, d: &Digest, req: &Request<Incoming
     Ok(r)
 }
 
-fn upload_response(app: &App, headers: &HeaderMap, status: StatusCode, name: &RepoName, id: &str, size: u64) -> Response<Body> {
+fn upload_response(
+    app: &App,
+    headers: &HeaderMap,
+    status: StatusCode,
+    name: &RepoName,
+    id: &str,
+    size: u64,
+) -> Response<Body> {
     let mut r = empty(status);
     set(&mut r, "location", app.url(headers, &format!("/v2/{name}/blobs/uploads/{id}")));
     set(&mut r, "range", format!("0-{}", size.saturating_sub(1)));
@@ -338,7 +359,8 @@ async fn finish_upload(app: &App, name: &RepoName, id: &str, req: Request<Incomi
         Some(v) => digest(v)?,
         None => return Err(RegistryError::DigestInvalid("the digest query parameter is required".into()).into()),
     };
-    let has_body = header_str(&headers, "content-length").map_or(headers.contains_key(header::TRANSFER_ENCODING), |l| l.trim() != "0");
+    let has_body = header_str(&headers, "content-length")
+        .map_or(headers.contains_key(header::TRANSFER_ENCODING), |l| l.trim() != "0");
     let body = has_body.then(|| body_stream(req.into_body()));
     app.registry.complete_upload(name, id, &d, body).await?;
     Ok(blob_created(app, &headers, name, &d))

@@ -14,7 +14,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, BodyDataStream, Full, StreamBody};
+use http_body_util::{combinators::UnsyncBoxBody, BodyDataStream, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tracing::Instrument;
 
@@ -74,7 +74,12 @@ fn error_response(err: ApiError, request_id: &str) -> Response<Body> {
 
 impl App {
     pub fn new(registry: Registry, options: ApiOptions) -> Arc<Self> {
-        Arc::new(App { registry, options, next_id: AtomicU64::new(rand::random::<u32>() as u64), reload: OnceLock::new() })
+        Arc::new(App {
+            registry,
+            options,
+            next_id: AtomicU64::new(rand::random::<u32>() as u64),
+            reload: OnceLock::new(),
+        })
     }
 
     /// Installs the reload hook behind `POST /admin/reload` and SIGHUP (once).
@@ -94,7 +99,11 @@ impl App {
     async fn admin_reload(&self, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let peer = req.extensions().get::<SocketAddr>().copied();
         if !peer.is_some_and(|p| p.ip().is_loopback()) {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", "the admin endpoint answers loopback clients only"));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                "the admin endpoint answers loopback clients only",
+            ));
         }
         if req.method() != Method::POST {
             return Err(ApiError::unsupported("use POST /admin/reload"));
@@ -106,7 +115,8 @@ impl App {
                 Ok(r)
             }
             Err(e) => {
-                let mut err = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", format!("reload refused: {e}"));
+                let mut err =
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", format!("reload refused: {e}"));
                 err.detail = serde_json::json!({"reloaded": false});
                 Err(err)
             }
@@ -132,7 +142,12 @@ impl App {
         }
         let bytes = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
         span.in_scope(|| {
-            tracing::info!(status = resp.status().as_u16(), duration_us = started.elapsed().as_micros() as u64, bytes, "served")
+            tracing::info!(
+                status = resp.status().as_u16(),
+                duration_us = started.elapsed().as_micros() as u64,
+                bytes,
+                "served"
+            )
         });
         Ok(resp)
     }
@@ -161,7 +176,9 @@ impl App {
         if self.options.relative_urls {
             return path.to_string();
         }
-        let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string());
+        let get = |k: &str| {
+            headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string())
+        };
         let proto = get("x-forwarded-proto").filter(|p| !p.is_empty()).unwrap_or_else(|| "http".into());
         match get("x-forwarded-host").filter(|h| !h.is_empty()).or_else(|| get("host")) {
             Some(host) => format!("{proto}://{host}{path}"),

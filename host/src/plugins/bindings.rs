@@ -70,7 +70,10 @@ impl host::Host for State {
     }
 
     async fn now_millis(&mut self) -> wasmtime::Result<u64> {
-        Ok(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0))
+        Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0))
     }
 }
 

@@ -60,7 +60,8 @@ pub enum World {
 }
 
 impl World {
-    pub const ALL: [World; 4] = [World::StorageDriver, World::AuthPolicy, World::NotificationSink, World::CleanupPolicy];
+    pub const ALL: [World; 4] =
+        [World::StorageDriver, World::AuthPolicy, World::NotificationSink, World::CleanupPolicy];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -109,7 +110,11 @@ pub struct DirGrant {
 impl PluginSpec {
     /// The spec of plugin `name` from a validated configuration.
     pub fn from_config(config: &Config, name: &str) -> Result<PluginSpec, String> {
-        let p = config.plugins.entries.get(name).ok_or_else(|| format!("plugin {name:?} is not configured under plugins"))?;
+        let p = config
+            .plugins
+            .entries
+            .get(name)
+            .ok_or_else(|| format!("plugin {name:?} is not configured under plugins"))?;
         let d = &config.plugins.defaults;
         Ok(PluginSpec {
             name: name.to_string(),
@@ -256,7 +261,12 @@ pub enum LoadError {
 
 /// Reads, checks and compiles a component, using (and filling) the on-disk cache of
 /// precompiled artifacts when `cache_dir` is given.
-pub fn compile(engine: &Engine, path: &Path, pin: Option<&str>, cache_dir: Option<&Path>) -> Result<Compiled, LoadError> {
+pub fn compile(
+    engine: &Engine,
+    path: &Path,
+    pin: Option<&str>,
+    cache_dir: Option<&Path>,
+) -> Result<Compiled, LoadError> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|e| LoadError::Read(shown.clone(), e))?;
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
@@ -285,11 +295,14 @@ pub fn compile(engine: &Engine, path: &Path, pin: Option<&str>, cache_dir: Optio
             // configuration, and wasmtime checks the engine compatibility again.
             match unsafe { Component::deserialize_file(engine, file) } {
                 Ok(component) => return Ok(Compiled { component, sha256 }),
-                Err(e) => tracing::warn!(file = %file.display(), error = %e, "ignoring unusable compiled-component cache entry"),
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), error = %e, "ignoring unusable compiled-component cache entry")
+                }
             }
         }
     }
-    let artifact = engine.precompile_component(&bytes).map_err(|e| LoadError::Invalid(shown.clone(), format!("{e:#}")))?;
+    let artifact =
+        engine.precompile_component(&bytes).map_err(|e| LoadError::Invalid(shown.clone(), format!("{e:#}")))?;
     if let Some(file) = &cached {
         let tmp = file.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
         let written = std::fs::write(&tmp, &artifact).and_then(|_| std::fs::rename(&tmp, file));
@@ -299,7 +312,8 @@ pub fn compile(engine: &Engine, path: &Path, pin: Option<&str>, cache_dir: Optio
         }
     }
     // SAFETY: `artifact` was produced just now by this engine's `precompile_component`.
-    let component = unsafe { Component::deserialize(engine, &artifact) }.map_err(|e| LoadError::Invalid(shown, format!("{e:#}")))?;
+    let component = unsafe { Component::deserialize(engine, &artifact) }
+        .map_err(|e| LoadError::Invalid(shown, format!("{e:#}")))?;
     Ok(Compiled { component, sha256 })
 }
 
@@ -335,14 +349,22 @@ pub fn detect_world(engine: &Engine, component: &Component, path: &str) -> Resul
     }
     Err(LoadError::UnknownWorld {
         path: path.to_string(),
-        exports: if exports.is_empty() { "it exports nothing".into() } else { format!("exports: {}", exports.join(", ")) },
+        exports: if exports.is_empty() {
+            "it exports nothing".into()
+        } else {
+            format!("exports: {}", exports.join(", "))
+        },
     })
 }
 
 /// Checks that a component of world `world` links against the host and has the exports the
 /// world requires, with the right types.
 pub fn check_links(engine: &Engine, component: &Component, world: World, path: &str) -> Result<(), LoadError> {
-    let link = |error: wasmtime::Error| LoadError::Link { path: path.to_string(), world: world.name(), error: format!("{error:#}") };
+    let link = |error: wasmtime::Error| LoadError::Link {
+        path: path.to_string(),
+        world: world.name(),
+        error: format!("{error:#}"),
+    };
     let pre = linker(engine).map_err(link)?.instantiate_pre(component).map_err(link)?;
     match world {
         World::StorageDriver => bindings::storage::StorageDriverPluginPre::new(pre).map(drop),
@@ -368,7 +390,9 @@ pub fn describe_error(e: &wasmtime::Error, spec: &PluginSpec) -> String {
     let root = first_line(&e.root_cause().to_string());
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::Interrupt) => format!("deadline of {} ms exceeded", spec.deadline.as_millis()),
-        _ if format!("{e:?}").contains("growing memory") => format!("memory cap of {} MiB reached ({root})", spec.memory_bytes >> 20),
+        _ if format!("{e:?}").contains("growing memory") => {
+            format!("memory cap of {} MiB reached ({root})", spec.memory_bytes >> 20)
+        }
         Some(trap) => format!("trapped: {trap}"),
         None => root,
     }

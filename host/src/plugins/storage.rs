@@ -82,9 +82,17 @@ impl StoragePlugin {
             let compiled = super::compile(&e2, &s2.path, s2.sha256.as_deref(), s2.cache_dir.as_deref())?;
             let world = super::detect_world(&e2, &compiled.component, &shown)?;
             if world != World::StorageDriver {
-                return Err(LoadError::WrongWorld { path: shown, found: world.name(), wanted: World::StorageDriver.name() });
+                return Err(LoadError::WrongWorld {
+                    path: shown,
+                    found: world.name(),
+                    wanted: World::StorageDriver.name(),
+                });
             }
-            let link = |error: wasmtime::Error| LoadError::Link { path: shown.clone(), world: world.name(), error: format!("{error:#}") };
+            let link = |error: wasmtime::Error| LoadError::Link {
+                path: shown.clone(),
+                world: world.name(),
+                error: format!("{error:#}"),
+            };
             let pre = super::linker(&e2).map_err(link)?.instantiate_pre(&compiled.component).map_err(link)?;
             let pre = StorageDriverPluginPre::new(pre).map_err(link)?;
             Ok((compiled.sha256, pre))
@@ -116,13 +124,17 @@ impl StoragePlugin {
             Ok(Ok((bindings, Ok(())))) => Ok(Instance { store, bindings, id: NEXT_ID.fetch_add(1, Ordering::Relaxed) }),
             Ok(Ok((_, Err(e)))) => {
                 let why = match e {
-                    InitError::InvalidConfig((key, problem)) => format!("init refused the configuration: config.{key}: {problem}"),
+                    InitError::InvalidConfig((key, problem)) => {
+                        format!("init refused the configuration: config.{key}: {problem}")
+                    }
                     InitError::Failed(m) => format!("init failed: {m}"),
                 };
                 Err(self.fail("init", why))
             }
             Ok(Err(e)) => Err(self.fail("instantiate", describe_error(&e, &self.spec))),
-            Err(_) => Err(self.fail("instantiate", format!("deadline of {} ms exceeded", self.spec.deadline.as_millis()))),
+            Err(_) => {
+                Err(self.fail("instantiate", format!("deadline of {} ms exceeded", self.spec.deadline.as_millis())))
+            }
         }
     }
 
@@ -146,7 +158,12 @@ impl StoragePlugin {
         let current = guard.as_ref().map(|i| i.id);
         match (id, current) {
             (Some(want), Some(have)) if want == have => {}
-            (Some(_), _) => return Err(Failure(format!("plugin {}: the instance of this stream was discarded after a failure", self.name()))),
+            (Some(_), _) => {
+                return Err(Failure(format!(
+                    "plugin {}: the instance of this stream was discarded after a failure",
+                    self.name()
+                )))
+            }
             (None, Some(_)) => {}
             (None, None) => *guard = Some(self.instantiate().await?),
         }

@@ -129,7 +129,15 @@ mod tests {
         assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
         let d5 = Digest::of(Algorithm::Sha512, b"abc");
         assert_eq!(Digest::parse(&d5.to_string()).unwrap(), d5);
-        for bad in ["", "sha256", "sha256:", "md5:abc", "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855", "sha256:e3b0", "sha256:../../x"] {
+        for bad in [
+            "",
+            "sha256",
+            "sha256:",
+            "md5:abc",
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855",
+            "sha256:e3b0",
+            "sha256:../../x",
+        ] {
             assert!(Digest::parse(bad).is_err(), "{bad}");
         }
     }

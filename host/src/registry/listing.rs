@@ -74,7 +74,10 @@ mod tests {
     fn pages() {
         let all: Vec<String> = ["c", "a", "b", "d"].map(String::from).to_vec();
         assert_eq!(paginate(all.clone(), Some(2), None), Page { items: vec!["a".into(), "b".into()], more: true });
-        assert_eq!(paginate(all.clone(), Some(2), Some("b")), Page { items: vec!["c".into(), "d".into()], more: false });
+        assert_eq!(
+            paginate(all.clone(), Some(2), Some("b")),
+            Page { items: vec!["c".into(), "d".into()], more: false }
+        );
         assert_eq!(paginate(all.clone(), None, Some("bb")).items, ["c", "d"]);
         assert_eq!(paginate(all, Some(0), None), Page { items: vec![], more: true });
     }

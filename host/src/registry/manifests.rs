@@ -105,7 +105,8 @@ fn descriptor_digest(d: &Value, what: &str) -> Result<Digest> {
 fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
     let v: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
     let obj = v.as_object().ok_or_else(|| invalid("not a JSON object"))?;
-    let body_mt = obj.get("mediaType").map(|m| m.as_str().ok_or_else(|| invalid("mediaType is not a string"))).transpose()?;
+    let body_mt =
+        obj.get("mediaType").map(|m| m.as_str().ok_or_else(|| invalid("mediaType is not a string"))).transpose()?;
     let ct = content_type.map(bare_media_type).filter(|c| KNOWN.contains(c));
     if let (Some(b), Some(c)) = (body_mt, ct) {
         if b != c {
@@ -127,7 +128,10 @@ fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
         Kind::Image => {
             let config = obj.get("config").ok_or_else(|| invalid("image manifest has no config"))?;
             references.push(descriptor_digest(config, "config")?);
-            let layers = obj.get("layers").and_then(Value::as_array).ok_or_else(|| invalid("image manifest has no layers array"))?;
+            let layers = obj
+                .get("layers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("image manifest has no layers array"))?;
             for (i, layer) in layers.iter().enumerate() {
                 let d = descriptor_digest(layer, &format!("layers[{i}]"))?;
                 // Foreign (non-distributable) layers live elsewhere, at their URLs.
@@ -138,7 +142,10 @@ fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
             }
         }
         Kind::Index => {
-            let manifests = obj.get("manifests").and_then(Value::as_array).ok_or_else(|| invalid("index has no manifests array"))?;
+            let manifests = obj
+                .get("manifests")
+                .and_then(Value::as_array)
+                .ok_or_else(|| invalid("index has no manifests array"))?;
             for (i, m) in manifests.iter().enumerate() {
                 references.push(descriptor_digest(m, &format!("manifests[{i}]"))?);
             }
@@ -199,7 +206,9 @@ impl Registry {
             Err(e) if e.is_not_found() => return Err(unknown()),
             Err(e) => return Err(e.into()),
         };
-        let media_type = serde_json::from_slice::<Value>(&content).map(|v| detect_media_type(&v)).unwrap_or_else(|_| OCI_MANIFEST.into());
+        let media_type = serde_json::from_slice::<Value>(&content)
+            .map(|v| detect_media_type(&v))
+            .unwrap_or_else(|_| OCI_MANIFEST.into());
         let m = Arc::new(StoredManifest { digest, media_type, content });
         self.cache.insert(generation, repo, &key, m.clone());
         Ok(m)
@@ -208,7 +217,12 @@ impl Registry {
     /// Picks the representation a client accepts. An index the client cannot take is replaced
     /// by its linux/amd64 image (as distribution does for old Docker clients); a manifest whose
     /// type the client rules out is unknown to it.
-    pub async fn negotiate(&self, repo: &RepoName, m: Arc<StoredManifest>, accept: &[String]) -> Result<Arc<StoredManifest>> {
+    pub async fn negotiate(
+        &self,
+        repo: &RepoName,
+        m: Arc<StoredManifest>,
+        accept: &[String],
+    ) -> Result<Arc<StoredManifest>> {
         let accepts = |mt: &str| accept.iter().any(|a| a == mt || a == "*/*");
         let lists_known = accept.iter().any(|a| KNOWN.contains(&a.as_str()));
         if accept.is_empty() || !lists_known || accepts(&m.media_type) {
@@ -244,7 +258,9 @@ impl Registry {
         match (condition, current) {
             (Condition::None, _) => Ok(()),
             (Condition::Absent, None) => Ok(()),
-            (Condition::Absent, Some(d)) => Err(RegistryError::PreconditionFailed(format!("{reference} already exists (at {d})"))),
+            (Condition::Absent, Some(d)) => {
+                Err(RegistryError::PreconditionFailed(format!("{reference} already exists (at {d})")))
+            }
             (Condition::Matches(want), Some(d)) if want.iter().any(|w| w == "*" || *w == d.to_string()) => Ok(()),
             (Condition::Matches(want), current) => Err(RegistryError::PreconditionFailed(format!(
                 "{reference} points at {}, not {}",
@@ -263,7 +279,10 @@ impl Registry {
         condition: &Condition,
     ) -> Result<ManifestPut> {
         if body.len() > MAX_MANIFEST_SIZE {
-            return Err(RegistryError::TooLarge(format!("manifest is {} bytes, the limit is {MAX_MANIFEST_SIZE}", body.len())));
+            return Err(RegistryError::TooLarge(format!(
+                "manifest is {} bytes, the limit is {MAX_MANIFEST_SIZE}",
+                body.len()
+            )));
         }
         let parsed = parse_manifest(content_type, &body)?;
         let digest = match reference {
@@ -455,7 +474,8 @@ mod tests {
         // Mismatched Content-Type, missing fields, bad digests, schema 1, not JSON.
         assert!(parse_manifest(Some(DOCKER_MANIFEST), m.to_string().as_bytes()).is_err());
         assert!(parse_manifest(Some(OCI_MANIFEST), br#"{"schemaVersion":2}"#).is_err());
-        let bad = json!({"schemaVersion": 2, "config": {"mediaType": "c", "digest": "sha256:zz", "size": 1}, "layers": []});
+        let bad =
+            json!({"schemaVersion": 2, "config": {"mediaType": "c", "digest": "sha256:zz", "size": 1}, "layers": []});
         assert!(parse_manifest(Some(OCI_MANIFEST), bad.to_string().as_bytes()).is_err());
         assert!(parse_manifest(None, br#"{"schemaVersion":1,"fsLayers":[]}"#).is_err());
         assert!(parse_manifest(None, b"nope").is_err());

@@ -178,7 +178,8 @@ impl RangeSpec {
 
     /// The inclusive `(start, end)` within a blob of `size` bytes.
     pub fn resolve(self, size: u64) -> Result<(u64, u64)> {
-        let unsatisfiable = || RegistryError::RangeNotSatisfiable { message: format!("{self:?} of {size} bytes"), size };
+        let unsatisfiable =
+            || RegistryError::RangeNotSatisfiable { message: format!("{self:?} of {size} bytes"), size };
         let (start, end) = match self {
             RangeSpec::FromTo(a, b) if a <= b => (a, b.min(size.saturating_sub(1))),
             RangeSpec::FromTo(..) => return Err(unsatisfiable()),
@@ -195,23 +196,20 @@ impl RangeSpec {
 
 /// Cuts a stream off after `limit` bytes.
 fn take_bytes(stream: ByteStream, limit: u64) -> ByteStream {
-    Box::pin(
-        stream
-            .scan(limit, |left, item| {
-                let out = match item {
-                    Ok(_) if *left == 0 => None,
-                    Ok(mut b) => {
-                        if b.len() as u64 > *left {
-                            b.truncate(*left as usize);
-                        }
-                        *left -= b.len() as u64;
-                        Some(Ok(b))
-                    }
-                    Err(e) => Some(Err(e)),
-                };
-                std::future::ready(out)
-            }),
-    )
+    Box::pin(stream.scan(limit, |left, item| {
+        let out = match item {
+            Ok(_) if *left == 0 => None,
+            Ok(mut b) => {
+                if b.len() as u64 > *left {
+                    b.truncate(*left as usize);
+                }
+                *left -= b.len() as u64;
+                Some(Ok(b))
+            }
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(out)
+    }))
 }
 
 #[cfg(test)]

@@ -148,7 +148,9 @@ mod tests {
             assert!(RepoName::parse(ok).is_ok(), "{ok}");
         }
         let long = "a".repeat(256);
-        for bad in ["", "A", "a/B", "../a", "a/../b", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-", "a.", "a b", &long] {
+        for bad in
+            ["", "A", "a/B", "../a", "a/../b", "a//b", "/a", "a/", "a..b", "a___b", "-a", "a-", "a.", "a b", &long]
+        {
             assert!(RepoName::parse(bad).is_err(), "{bad}");
         }
         assert!(RepoName::parse(&"a".repeat(255)).is_ok());

@@ -178,7 +178,13 @@ impl Registry {
 
     /// Finishes an upload (with an optional last chunk), verifies the digest, and moves the blob
     /// into place. A digest mismatch discards the session and stores nothing.
-    pub async fn complete_upload(&self, repo: &RepoName, id: &str, digest: &Digest, body: Option<BodyStream>) -> Result<u64> {
+    pub async fn complete_upload(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        digest: &Digest,
+        body: Option<BodyStream>,
+    ) -> Result<u64> {
         check_id(id)?;
         let session = self.uploads.get(id);
         let mut state = session.lock().await;
@@ -244,8 +250,7 @@ impl Registry {
     /// Pushes a whole blob in one request (`POST ?digest=`).
     pub async fn upload_monolithic(&self, repo: &RepoName, digest: &Digest, body: BodyStream) -> Result<u64> {
         let status = self.start_upload(repo).await?;
-        *self.uploads.get(&status.id).lock().await =
-            HashState { hasher: Some(digest.algorithm().hasher()), hashed: 0 };
+        *self.uploads.get(&status.id).lock().await = HashState { hasher: Some(digest.algorithm().hasher()), hashed: 0 };
         let result = self.complete_upload(repo, &status.id, digest, Some(body)).await;
         if result.is_err() {
             self.discard_upload(repo, &status.id).await;

@@ -99,7 +99,13 @@ impl StorageDriver for ComponentDriver {
         validate_path(path)?;
         let p = self.plugin();
         let arg = path.to_string();
-        let r = p.call("get-content", |i| Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_get_content(&mut i.store, &arg).await })).await?;
+        let r = p
+            .call("get-content", |i| {
+                Box::pin(
+                    async move { i.bindings.berth_plugin_storage_driver().call_get_content(&mut i.store, &arg).await },
+                )
+            })
+            .await?;
         r.map(Bytes::from).map_err(|e| plugin_error(&p, "get-content", path, e))
     }
 
@@ -108,7 +114,11 @@ impl StorageDriver for ComponentDriver {
         let p = self.plugin();
         let arg = path.to_string();
         let r = p
-            .call("put-content", |i| Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_put_content(&mut i.store, &arg, &content).await }))
+            .call("put-content", |i| {
+                Box::pin(async move {
+                    i.bindings.berth_plugin_storage_driver().call_put_content(&mut i.store, &arg, &content).await
+                })
+            })
             .await?;
         r.map_err(|e| plugin_error(&p, "put-content", path, e))
     }
@@ -121,7 +131,9 @@ impl StorageDriver for ComponentDriver {
         let arg = path.to_string();
         let opened = p
             .run(&mut held, "open-reader", |i| {
-                Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_open_reader(&mut i.store, &arg, offset).await })
+                Box::pin(async move {
+                    i.bindings.berth_plugin_storage_driver().call_open_reader(&mut i.store, &arg, offset).await
+                })
             })
             .await?;
         match opened {
@@ -135,7 +147,9 @@ impl StorageDriver for ComponentDriver {
                 let arg = path.to_string();
                 let r = p
                     .run(&mut held, "get-content", |i| {
-                        Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_get_content(&mut i.store, &arg).await })
+                        Box::pin(async move {
+                            i.bindings.berth_plugin_storage_driver().call_get_content(&mut i.store, &arg).await
+                        })
                     })
                     .await?;
                 drop(held);
@@ -158,18 +172,24 @@ impl StorageDriver for ComponentDriver {
         let arg = path.to_string();
         let opened = p
             .run(&mut held, "open-writer", |i| {
-                Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_open_writer(&mut i.store, &arg, append).await })
+                Box::pin(async move {
+                    i.bindings.berth_plugin_storage_driver().call_open_writer(&mut i.store, &arg, append).await
+                })
             })
             .await?;
         let handle = opened.map_err(|e| plugin_error(&p, "open-writer", path, e))?;
         let size = p
             .run(&mut held, "writer.size", |i| {
-                Box::pin(async move { i.bindings.berth_plugin_storage_driver().writer().call_size(&mut i.store, handle).await })
+                Box::pin(async move {
+                    i.bindings.berth_plugin_storage_driver().writer().call_size(&mut i.store, handle).await
+                })
             })
             .await?;
         let body = p
             .run(&mut held, "writer.body", |i| {
-                Box::pin(async move { i.bindings.berth_plugin_storage_driver().writer().call_body(&mut i.store, handle).await })
+                Box::pin(async move {
+                    i.bindings.berth_plugin_storage_driver().writer().call_body(&mut i.store, handle).await
+                })
             })
             .await?;
         let body = match body {
@@ -190,7 +210,11 @@ impl StorageDriver for ComponentDriver {
         validate_path(path)?;
         let p = self.plugin();
         let arg = path.to_string();
-        let r = p.call("stat", |i| Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_stat(&mut i.store, &arg).await })).await?;
+        let r = p
+            .call("stat", |i| {
+                Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_stat(&mut i.store, &arg).await })
+            })
+            .await?;
         let info = r.map_err(|e| plugin_error(&p, "stat", path, e))?;
         Ok(FileInfo {
             path: path.to_string(),
@@ -204,12 +228,17 @@ impl StorageDriver for ComponentDriver {
         validate_path(path)?;
         let p = self.plugin();
         let arg = path.to_string();
-        let r = p.call("list", |i| Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_list(&mut i.store, &arg).await })).await?;
+        let r = p
+            .call("list", |i| {
+                Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_list(&mut i.store, &arg).await })
+            })
+            .await?;
         let mut entries = r.map_err(|e| plugin_error(&p, "list", path, e))?;
         // Only direct children, well formed: a plugin cannot make the registry look elsewhere.
         let before = entries.len();
         entries.retain(|e| {
-            e.strip_prefix(path).and_then(|r| r.strip_prefix('/')).is_some_and(|name| !name.contains('/')) && validate_path(e).is_ok()
+            e.strip_prefix(path).and_then(|r| r.strip_prefix('/')).is_some_and(|name| !name.contains('/'))
+                && validate_path(e).is_ok()
         });
         if entries.len() != before {
             tracing::warn!(plugin = %p.name(), path, dropped = before - entries.len(), "plugin listed paths that are not children; ignored");
@@ -222,7 +251,13 @@ impl StorageDriver for ComponentDriver {
         validate_path(to)?;
         let p = self.plugin();
         let (a, b) = (from.to_string(), to.to_string());
-        let r = p.call("rename", |i| Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_rename(&mut i.store, &a, &b).await })).await?;
+        let r = p
+            .call("rename", |i| {
+                Box::pin(
+                    async move { i.bindings.berth_plugin_storage_driver().call_rename(&mut i.store, &a, &b).await },
+                )
+            })
+            .await?;
         r.map_err(|e| plugin_error(&p, "rename", from, e))
     }
 
@@ -230,7 +265,11 @@ impl StorageDriver for ComponentDriver {
         validate_path(path)?;
         let p = self.plugin();
         let arg = path.to_string();
-        let r = p.call("delete", |i| Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_delete(&mut i.store, &arg).await })).await?;
+        let r = p
+            .call("delete", |i| {
+                Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_delete(&mut i.store, &arg).await })
+            })
+            .await?;
         r.map_err(|e| plugin_error(&p, "delete", path, e))
     }
 }
@@ -363,7 +402,10 @@ impl PluginWriter {
     async fn end(mut self: Box<Self>, commit: bool) -> Result<()> {
         let p = self.plugin.clone();
         let slot = self.slot.clone();
-        let handle = self.handle.take().ok_or_else(|| StorageError::Backend(format!("plugin {}: writer already finished", p.name())))?;
+        let handle = self
+            .handle
+            .take()
+            .ok_or_else(|| StorageError::Backend(format!("plugin {}: writer already finished", p.name())))?;
         let mut held = p.hold(&slot, Some(self.id)).await?;
         // Drop the host's end of the body stream first, so the guest sees all of it.
         if let Some(b) = self.body.take() {
@@ -382,7 +424,9 @@ impl FileWriter for PluginWriter {
     async fn write(&mut self, data: Bytes) -> Result<()> {
         let n = data.len() as u64;
         let p = self.plugin.clone();
-        let handle = self.handle.ok_or_else(|| StorageError::Backend(format!("plugin {}: writer already finished", p.name())))?;
+        let handle = self
+            .handle
+            .ok_or_else(|| StorageError::Backend(format!("plugin {}: writer already finished", p.name())))?;
         let mut held = p.hold(&self.slot, Some(self.id)).await?;
         if let Some(body) = &self.body {
             let body = Resource::<DynOutputStream>::new_borrow(body.rep());
@@ -401,7 +445,13 @@ impl FileWriter for PluginWriter {
                 let chunk = rest.split_to(rest.len().min(WRITE_CHUNK));
                 let r = p
                     .run(&mut held, "writer.write", |i| {
-                        Box::pin(async move { i.bindings.berth_plugin_storage_driver().writer().call_write(&mut i.store, handle, &chunk).await })
+                        Box::pin(async move {
+                            i.bindings
+                                .berth_plugin_storage_driver()
+                                .writer()
+                                .call_write(&mut i.store, handle, &chunk)
+                                .await
+                        })
                     })
                     .await?;
                 r.map_err(|e| plugin_error(&p, "writer.write", &self.path, e))?;
@@ -437,8 +487,15 @@ mod tests {
         if p.is_file() {
             Some(p)
         } else {
-            assert!(std::env::var_os("BERTH_REQUIRE_PLUGINS").is_none(), "{} is not built, and BERTH_REQUIRE_PLUGINS is set", p.display());
-            eprintln!("SKIPPED: {} is not built (cd plugins && cargo build --target wasm32-wasip2 --release)", p.display());
+            assert!(
+                std::env::var_os("BERTH_REQUIRE_PLUGINS").is_none(),
+                "{} is not built, and BERTH_REQUIRE_PLUGINS is set",
+                p.display()
+            );
+            eprintln!(
+                "SKIPPED: {} is not built (cd plugins && cargo build --target wasm32-wasip2 --release)",
+                p.display()
+            );
             None
         }
     }
@@ -452,7 +509,10 @@ mod tests {
             memory_bytes: 64 << 20,
             instances,
             verify_uploads: true,
-            dirs: root.map(|r| DirGrant { host: r.to_path_buf(), guest: "/data".into(), read_only: false }).into_iter().collect(),
+            dirs: root
+                .map(|r| DirGrant { host: r.to_path_buf(), guest: "/data".into(), read_only: false })
+                .into_iter()
+                .collect(),
             config: root.map(|_| ("root".to_string(), "/data".to_string())).into_iter().collect(),
             cache_dir: None,
         }

@@ -141,9 +141,7 @@ impl StorageDriver for FilesystemDriver {
         let (tx, rx) = mpsc::channel::<Result<Bytes>>(2);
         let path = path.to_string();
         tokio::task::spawn_blocking(move || pump_file(file, offset, &path, tx));
-        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
-        })))
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
     }
 
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {

@@ -38,12 +38,7 @@ impl InMemoryDriver {
     /// Every object at or below `prefix`, which is how a "directory" exists in an object store.
     async fn objects_under(&self, path: &str) -> Result<Vec<ObjPath>> {
         let prefix = key(path)?;
-        self.store
-            .list(Some(&prefix))
-            .map_ok(|m| m.location)
-            .try_collect()
-            .await
-            .map_err(map_err(path))
+        self.store.list(Some(&prefix)).map_ok(|m| m.location).try_collect().await.map_err(map_err(path))
     }
 }
 
@@ -95,12 +90,9 @@ impl StorageDriver for InMemoryDriver {
     async fn stat(&self, path: &str) -> Result<FileInfo> {
         let k = key(path)?;
         match self.store.head(&k).await {
-            Ok(m) => Ok(FileInfo {
-                path: path.to_string(),
-                size: m.size,
-                modified: m.last_modified.into(),
-                is_dir: false,
-            }),
+            Ok(m) => {
+                Ok(FileInfo { path: path.to_string(), size: m.size, modified: m.last_modified.into(), is_dir: false })
+            }
             Err(object_store::Error::NotFound { .. }) => {
                 if self.objects_under(path).await?.is_empty() {
                     Err(StorageError::NotFound(path.to_string()))

@@ -133,7 +133,12 @@ impl Driver for Hostile {
             }
         };
         log::warn(format!("hostile plugin loaded in mode {mode:?}"));
-        Ok(Hostile { mode, inner: MemoryDriver::init(config)?, scratch: fs::preopens().into_iter().next(), counter: Cell::new(0) })
+        Ok(Hostile {
+            mode,
+            inner: MemoryDriver::init(config)?,
+            scratch: fs::preopens().into_iter().next(),
+            counter: Cell::new(0),
+        })
     }
 
     fn get_content(&self, path: &Path) -> Result<Vec<u8>, StorageError> {
@@ -162,7 +167,12 @@ impl Driver for Hostile {
         let name = format!(".hostile-bad-data-{n}");
         let io = |e: fs::ErrorCode| StorageError::other(format!("scratch file: {e}"));
         let file = dir
-            .open_at(PathFlags::empty(), &name, OpenFlags::CREATE | OpenFlags::TRUNCATE, DescriptorFlags::READ | DescriptorFlags::WRITE)
+            .open_at(
+                PathFlags::empty(),
+                &name,
+                OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                DescriptorFlags::READ | DescriptorFlags::WRITE,
+            )
             .map_err(io)?;
         fs::write_all(&file, &data, 0).map_err(io)?;
         let stream = file.read_via_stream(offset).map_err(io)?;

@@ -146,8 +146,11 @@ impl Driver for FsDriver {
         let root_path = config.get_or("root", "/data");
         let sync_dirs = config.parse_or("sync_dirs", true)?;
         let root = fs::open_dir(root_path, true).map_err(|e| InitError::invalid("root", e))?;
-        let driver =
-            FsDriver { root: Rc::new(Root { dir: root, sync_dirs }), temp_counter: Cell::new(0), temp_seed: random_seed() };
+        let driver = FsDriver {
+            root: Rc::new(Root { dir: root, sync_dirs }),
+            temp_counter: Cell::new(0),
+            temp_seed: random_seed(),
+        };
         // Say so at load time, not on the first push, if the grant is read-only (a read-only
         // store is legitimate, e.g. a mirror served from a read-only volume).
         let probe = driver.temp_name(".berth-probe");
@@ -210,7 +213,14 @@ impl Driver for FsDriver {
         }
         // A new name needs its directory synced on commit; an append continues a known file.
         let new_name = !append;
-        Ok(FsWriter { root: self.root.clone(), file, path: path.clone(), start: stat.size, pos: Some(stat.size), new_name })
+        Ok(FsWriter {
+            root: self.root.clone(),
+            file,
+            path: path.clone(),
+            start: stat.size,
+            pos: Some(stat.size),
+            new_name,
+        })
     }
 
     fn stat(&self, path: &Path) -> Result<FileInfo, StorageError> {
