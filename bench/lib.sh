@@ -9,6 +9,17 @@ median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {if (NR==0) print 
 now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.3f\n", b-a}'; }
 
+# RUNS random blobs of BLOB_MIB MiB in $WORK: BLOB[i] (file) and DIGEST[i].
+declare -a BLOB DIGEST
+make_blobs() {
+  local i
+  for i in $(seq 1 "$RUNS"); do
+    BLOB[$i]="$WORK/blob$i.bin"
+    head -c "${BLOB_MIB}M" /dev/urandom >"${BLOB[$i]}"
+    DIGEST[$i]="sha256:$(sha256sum "${BLOB[$i]}" | cut -d' ' -f1)"
+  done
+}
+
 # 1. monolithic blob upload: POST /blobs/uploads/ then PUT <location>?digest= with the whole body.
 #    (distribution 2.8.2 ignores POST ?digest= with a body, so both get the two-request form.)
 put_blob() { # server file digest repo -> MB/s on stdout

@@ -75,12 +75,7 @@ plugins:
     config: {root: /data}"
 
 say "generating $RUNS x $BLOB_MIB MiB blobs"
-declare -a BLOB DIGEST
-for i in $(seq 1 "$RUNS"); do
-  BLOB[$i]="$WORK/blob$i.bin"
-  head -c "${BLOB_MIB}M" /dev/urandom >"${BLOB[$i]}"
-  DIGEST[$i]="sha256:$(sha256sum "${BLOB[$i]}" | cut -d' ' -f1)"
-done
+make_blobs
 
 declare -A RUNLIST
 for i in $(seq 1 "$RUNS"); do

@@ -139,12 +139,7 @@ hwm_snapshot start
 
 # ---------------------------------------------------------------------------------------------
 say "generating test data: $RUNS x $BLOB_MIB MiB blobs and $RUNS $BLOB_MIB MiB OCI images"
-declare -a BLOB DIGEST
-for i in $(seq 1 "$RUNS"); do
-  BLOB[$i]="$WORK/blob$i.bin"
-  head -c "${BLOB_MIB}M" /dev/urandom >"${BLOB[$i]}"
-  DIGEST[$i]="sha256:$(sha256sum "${BLOB[$i]}" | cut -d' ' -f1)"
-done
+make_blobs
 for i in $(seq 1 "$RUNS"); do  # one distinct image per run, so no push can reuse an earlier one's blobs
   python3 "$ROOT/tests/ocilayout.py" big "$WORK/image$i" --tag big --size-mib "$BLOB_MIB" --seed "$i" >/dev/null
 done
