@@ -205,3 +205,40 @@ def test_default_config_without_file(tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_maxinflight_sheds_load_with_toomanyrequests(berth_factory):
+    """http.maxinflight: past the limit a request gets 429 TOOMANYREQUESTS and Retry-After, not a
+    queue; once the slow request is done the registry serves again."""
+    import threading
+    import time
+
+    import requests
+
+    srv = berth_factory(config={"http": {"maxinflight": 1}})
+    loc = requests.post(f"{srv.url}/v2/slow/up/blobs/uploads/", timeout=10).headers["Location"]
+    loc = loc if loc.startswith("http") else srv.url + loc
+    started = threading.Event()
+
+    def body():
+        for _ in range(6):
+            started.set()
+            yield b"x" * 1024
+            time.sleep(0.25)
+
+    done = {}
+
+    def upload():
+        done["status"] = requests.patch(loc, data=body(), timeout=30).status_code
+
+    t = threading.Thread(target=upload)
+    t.start()
+    assert started.wait(10)
+    time.sleep(0.2)
+    r = requests.get(f"{srv.url}/v2/", timeout=10)
+    assert r.status_code == 429, r.text
+    assert r.headers["Retry-After"] == "1"
+    assert error_codes(r) == ["TOOMANYREQUESTS"]
+    t.join(30)
+    assert done["status"] == 202
+    assert requests.get(f"{srv.url}/v2/", timeout=10).status_code == 200

@@ -73,11 +73,13 @@ pub struct Http {
     pub addr: SocketAddr,
     /// Answer with relative `Location` URLs instead of absolute ones.
     pub relativeurls: bool,
+    /// Requests handled at once; past it, 429 TOOMANYREQUESTS with `Retry-After`. 0: no limit.
+    pub maxinflight: usize,
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Http { addr: SocketAddr::from(([127, 0, 0, 1], 5000)), relativeurls: false }
+        Http { addr: SocketAddr::from(([127, 0, 0, 1], 5000)), relativeurls: false, maxinflight: 0 }
     }
 }
 

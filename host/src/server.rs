@@ -128,6 +128,7 @@ fn app(config: &Config, driver: Arc<dyn StorageDriver>) -> Arc<App> {
         read_only: config.storage.maintenance.readonly.enabled,
         delete_enabled: config.storage.delete.enabled,
         relative_urls: config.http.relativeurls,
+        max_in_flight: config.http.maxinflight,
     };
     App::new(Registry::new(driver), options)
 }

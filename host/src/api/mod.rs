@@ -32,6 +32,8 @@ pub struct ApiOptions {
     pub read_only: bool,
     pub delete_enabled: bool,
     pub relative_urls: bool,
+    /// Requests handled at once (0: unlimited); the rest get 429 TOOMANYREQUESTS.
+    pub max_in_flight: usize,
 }
 
 /// Reloads the configuration and plugin files; `Ok` describes what now serves.
@@ -42,6 +44,7 @@ pub struct App {
     pub options: ApiOptions,
     next_id: AtomicU64,
     reload: OnceLock<ReloadFn>,
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 pub(crate) fn full(b: impl Into<Bytes>) -> Body {
@@ -76,9 +79,10 @@ impl App {
     pub fn new(registry: Registry, options: ApiOptions) -> Arc<Self> {
         Arc::new(App {
             registry,
-            options,
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
             reload: OnceLock::new(),
+            in_flight: (options.max_in_flight > 0).then(|| Arc::new(tokio::sync::Semaphore::new(options.max_in_flight))),
+            options,
         })
     }
 
@@ -130,7 +134,17 @@ impl App {
         let path = req.uri().path().to_string();
         let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
         let started = Instant::now();
-        let result = self.route(req).instrument(span.clone()).await;
+        // Shed load instead of queueing without bound: the client retries after a second.
+        let permit = self.in_flight.as_ref().map(|s| s.clone().try_acquire_owned());
+        let result = match permit {
+            Some(Err(_)) => {
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", "too many requests in flight");
+                e.headers.push(("retry-after", HeaderValue::from_static("1")));
+                Err(e)
+            }
+            _ => self.route(req).instrument(span.clone()).await,
+        };
+        drop(permit);
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => error_response(e, &id),
