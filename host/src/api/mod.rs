@@ -81,7 +81,8 @@ impl App {
             registry,
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
             reload: OnceLock::new(),
-            in_flight: (options.max_in_flight > 0).then(|| Arc::new(tokio::sync::Semaphore::new(options.max_in_flight))),
+            in_flight: (options.max_in_flight > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_in_flight))),
             options,
         })
     }
@@ -138,7 +139,8 @@ impl App {
         let permit = self.in_flight.as_ref().map(|s| s.clone().try_acquire_owned());
         let result = match permit {
             Some(Err(_)) => {
-                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", "too many requests in flight");
+                let mut e =
+                    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", "too many requests in flight");
                 e.headers.push(("retry-after", HeaderValue::from_static("1")));
                 Err(e)
             }
