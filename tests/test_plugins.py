@@ -267,3 +267,54 @@ def test_plugin_config_errors_name_the_key(tmp_path):
     r = subprocess.run([str(BERTH_BIN), "serve", "--config", str(cfg)], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert "missing.wasm" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("granted", [False, True], ids=["no-grant", "granted"])
+def test_network_only_where_granted(tmp_path, client, granted):
+    """A plugin reaches the network only at addresses its config grants: without a grant its
+    connection attempt fails inside the sandbox (and nothing arrives at the listener); with
+    `grants.network: [ip:port]` it connects to exactly that address."""
+    import socket
+    import threading
+
+    need("hostile")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    listener.settimeout(0.2)
+    addr = f"127.0.0.1:{listener.getsockname()[1]}"
+    accepted = []
+    stop = threading.Event()
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            accepted.append(conn)
+            conn.sendall(b"hello from the network")
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    cfg = hostile_config(tmp_path, "connect")
+    cfg["plugins"]["hostile"]["config"]["target"] = addr
+    if granted:
+        cfg["plugins"]["hostile"]["grants"]["network"] = [addr]
+    srv = start_berth(tmp_path, config=cfg)
+    try:
+        r = client.get(f"{srv.url}/v2/hostile/net/manifests/latest")
+        if granted:
+            # The plugin read the listener's greeting back as a (meaningless) tag link: the
+            # registry treats it as no link, so the manifest is unknown, but it got through.
+            assert r.status_code == 404, r.text
+        else:
+            assert_clean_500(r)
+        assert client.get(f"{srv.url}/v2/").status_code == 200
+    finally:
+        srv.stop()
+        stop.set()
+        t.join(5)
+        listener.close()
+    assert len(accepted) == (1 if granted else 0)

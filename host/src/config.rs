@@ -196,6 +196,9 @@ pub struct Grants {
     /// Directories preopened for the plugin.
     #[serde(default)]
     pub dirs: Vec<DirGrantConfig>,
+    /// Outbound socket addresses (`ip:port`) the plugin may connect to; nothing else is reachable.
+    #[serde(default)]
+    pub network: Vec<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

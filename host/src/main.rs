@@ -149,6 +149,7 @@ fn plugin_bench(file: PathBuf, iterations: u32) -> ExitCode {
         instances: 1,
         verify_uploads: true,
         dirs: Vec::new(),
+        network: Vec::new(),
         config: Vec::new(),
         cache_dir: None,
     };

@@ -18,6 +18,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::config::{Config, DirMode};
@@ -96,6 +97,8 @@ pub struct PluginSpec {
     /// Re-hash uploads from what the plugin stored.
     pub verify_uploads: bool,
     pub dirs: Vec<DirGrant>,
+    /// Socket addresses the plugin may connect to (empty: no network at all).
+    pub network: Vec<std::net::SocketAddr>,
     pub config: Vec<(String, String)>,
     pub cache_dir: Option<PathBuf>,
 }
@@ -130,6 +133,7 @@ impl PluginSpec {
                 .iter()
                 .map(|g| DirGrant { host: g.host.clone(), guest: g.guest.clone(), read_only: g.mode == DirMode::Ro })
                 .collect(),
+            network: p.grants.network.clone(),
             config: p.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             cache_dir: d.cache_dir.clone().or_else(default_cache_dir),
         })
@@ -205,7 +209,8 @@ pub fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
     Ok(l)
 }
 
-/// A new store for `spec`: WASI with only its preopens, stderr into the host's, a memory cap.
+/// A new store for `spec`: WASI with only its preopens and granted addresses, stderr into the
+/// host's, a memory cap.
 pub fn new_store(engine: &Engine, spec: &PluginSpec) -> wasmtime::Result<Store<State>> {
     let mut b = WasiCtxBuilder::new();
     b.inherit_stderr().allow_blocking_current_thread(true);
@@ -213,6 +218,19 @@ pub fn new_store(engine: &Engine, spec: &PluginSpec) -> wasmtime::Result<Store<S
         let perms = if d.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
         b.preopened_dir(&d.host, &d.guest, perms)
             .map_err(|e| wasmtime::format_err!("grant {} -> {}: {e:#}", d.host.display(), d.guest))?;
+    }
+    // No network unless granted: TCP is off, and with grants only the granted addresses are
+    // reachable (plus the implicit ephemeral bind that a connect needs).
+    if !spec.network.is_empty() {
+        let allowed: Arc<[std::net::SocketAddr]> = spec.network.clone().into();
+        b.allow_tcp(true).socket_addr_check(move |addr, how| {
+            let ok = match how {
+                SocketAddrUse::TcpBind => addr.ip().is_unspecified() && addr.port() == 0,
+                SocketAddrUse::TcpConnect => allowed.contains(&addr),
+                _ => false,
+            };
+            Box::pin(async move { ok })
+        });
     }
     let limits = StoreLimitsBuilder::new()
         .memory_size(spec.memory_bytes)

@@ -513,6 +513,7 @@ mod tests {
                 .map(|r| DirGrant { host: r.to_path_buf(), guest: "/data".into(), read_only: false })
                 .into_iter()
                 .collect(),
+            network: Vec::new(),
             config: root.map(|_| ("root".to_string(), "/data".to_string())).into_iter().collect(),
             cache_dir: None,
         }

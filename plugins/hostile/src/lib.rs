@@ -11,6 +11,7 @@
 //! | `panic` | panics in `get-content` and `stat` | treat the trap as an error, keep serving |
 //! | `bad-data` | blob reads (`.../data`) come back corrupted, `stat` reports wrong sizes | refuse the blob (digest / size check) |
 //! | `init-fail` | `init` returns `invalid-config` | refuse to load (or reload) the plugin |
+//! | `connect` | `get-content` opens a TCP connection to config `target` (`ip:port`) and returns what it read, or the error as `other` | deny it unless `grants.network` lists the address |
 //!
 //! `bad-data` corrupts `get-content` of any path ending in `/data` (one byte flipped) and
 //! `open-reader` of those paths: with a granted directory it writes the corrupted bytes to a
@@ -36,10 +37,13 @@ enum Mode {
     Escape,
     Panic,
     BadData,
+    Connect,
 }
 
 pub struct Hostile {
     mode: Mode,
+    /// `connect`: the `ip:port` it dials.
+    target: String,
     inner: MemoryDriver,
     /// The first granted directory, if any (`escape` tries to climb out of it; `bad-data`
     /// writes its scratch files there).
@@ -54,7 +58,7 @@ impl Hostile {
             Mode::Loop => spin(),
             Mode::Oom => exhaust_memory(),
             Mode::Panic => panic!("hostile plugin: panic mode ({path})"),
-            Mode::None | Mode::Escape | Mode::BadData => {}
+            Mode::None | Mode::Escape | Mode::BadData | Mode::Connect => {}
         }
     }
 
@@ -94,6 +98,20 @@ impl Hostile {
     }
 }
 
+impl Hostile {
+    /// Dials `target` over TCP and returns the first bytes it reads (an allowed connection), or
+    /// the refusal as an error.
+    fn connect(&self) -> Result<Vec<u8>, StorageError> {
+        use std::io::Read;
+        let mut stream = std::net::TcpStream::connect(self.target.as_str())
+            .map_err(|e| StorageError::Other(format!("connect {}: {e}", self.target)))?;
+        let mut buf = vec![0u8; 64];
+        let n = stream.read(&mut buf).map_err(|e| StorageError::Other(format!("read {}: {e}", self.target)))?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
 /// Loops forever (only the host's deadline ends it).
 fn spin() -> ! {
     let mut n: u64 = 0;
@@ -124,16 +142,19 @@ impl Driver for Hostile {
             "escape" => Mode::Escape,
             "panic" => Mode::Panic,
             "bad-data" => Mode::BadData,
+            "connect" => Mode::Connect,
             "init-fail" => return Err(InitError::invalid("mode", "init-fail: refusing to start, as asked")),
             other => {
                 return Err(InitError::invalid(
                     "mode",
-                    format!("unknown mode {other:?} (none, loop, oom, escape, panic, bad-data, init-fail)"),
+                    format!("unknown mode {other:?} (none, loop, oom, escape, panic, bad-data, connect, init-fail)"),
                 ))
             }
         };
         log::warn(format!("hostile plugin loaded in mode {mode:?}"));
+        let target = config.get_or("target", "").to_string();
         Ok(Hostile {
+            target,
             mode,
             inner: MemoryDriver::init(config)?,
             scratch: fs::preopens().into_iter().next(),
@@ -145,6 +166,9 @@ impl Driver for Hostile {
         self.strike(path);
         if self.mode == Mode::Escape {
             return self.escape();
+        }
+        if self.mode == Mode::Connect {
+            return self.connect();
         }
         let data = self.inner.get_content(path)?;
         Ok(if self.mode == Mode::BadData { Self::corrupt(path, data) } else { data })
