@@ -144,16 +144,8 @@ impl StorageDriver for ComponentDriver {
             }
             Err(sd::StorageError::Unsupported) => {
                 // A backend that cannot hand out streams (an in-memory one): whole content.
-                let arg = path.to_string();
-                let r = p
-                    .run(&mut held, "get-content", |i| {
-                        Box::pin(async move {
-                            i.bindings.berth_plugin_storage_driver().call_get_content(&mut i.store, &arg).await
-                        })
-                    })
-                    .await?;
                 drop(held);
-                let data = Bytes::from(r.map_err(|e| plugin_error(&p, "get-content", path, e))?);
+                let data = self.get_content(path).await?;
                 if offset > data.len() as u64 {
                     return Err(StorageError::InvalidOffset { path: path.to_string(), offset });
                 }
