@@ -85,6 +85,9 @@ fn stream_error(plugin: &StoragePlugin, op: &str, path: &str, e: impl std::fmt::
     StorageError::Backend(format!("plugin {}: {op} {path}: {e}", plugin.name()))
 }
 
+/// How long a plugin's redirect URL should stay valid: long enough to start a download.
+const REDIRECT_TTL_SECS: u32 = 1200;
+
 #[async_trait]
 impl StorageDriver for ComponentDriver {
     fn name(&self) -> &'static str {
@@ -251,6 +254,24 @@ impl StorageDriver for ComponentDriver {
             })
             .await?;
         r.map_err(|e| plugin_error(&p, "rename", from, e))
+    }
+
+    async fn redirect_url(&self, path: &str) -> Result<Option<String>> {
+        validate_path(path)?;
+        let p = self.plugin();
+        let arg = path.to_string();
+        let r = p
+            .call("redirect-url", |i| {
+                Box::pin(async move {
+                    i.bindings.berth_plugin_storage_driver().call_redirect_url(&mut i.store, &arg, REDIRECT_TTL_SECS).await
+                })
+            })
+            .await?;
+        match r {
+            Ok(url) => Ok(url),
+            Err(sd::StorageError::Unsupported) => Ok(None),
+            Err(e) => Err(plugin_error(&p, "redirect-url", path, e)),
+        }
     }
 
     async fn delete(&self, path: &str) -> Result<()> {

@@ -79,6 +79,20 @@ pub trait StorageDriver: Send + Sync + 'static {
         false
     }
 
+    /// Whether a fresh (non-append) writer's bytes become visible only at `commit` and leave
+    /// nothing behind on `cancel` (object stores' multipart uploads). The registry then streams
+    /// an upload whose digest it already knows straight to the blob's final path, with no copy.
+    fn atomic_writers(&self) -> bool {
+        false
+    }
+
+    /// A URL a client may fetch `path` from directly for a short while (a pre-signed object
+    /// store URL), or `None` to have the registry stream it.
+    async fn redirect_url(&self, path: &str) -> Result<Option<String>> {
+        validate_path(path)?;
+        Ok(None)
+    }
+
     /// Whole content of a (small) file.
     async fn get_content(&self, path: &str) -> Result<Bytes>;
 
