@@ -75,11 +75,49 @@ pub struct Http {
     pub relativeurls: bool,
     /// Requests handled at once; past it, 429 TOOMANYREQUESTS with `Retry-After`. 0: no limit.
     pub maxinflight: usize,
+    /// Serve HTTPS with this certificate and key (PEM) instead of plain HTTP.
+    pub tls: Option<Tls>,
+    /// The debug server: health, vars and Prometheus metrics on a separate address.
+    pub debug: Option<Debug>,
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Http { addr: SocketAddr::from(([127, 0, 0, 1], 5000)), relativeurls: false, maxinflight: 0 }
+        Http {
+            addr: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            relativeurls: false,
+            maxinflight: 0,
+            tls: None,
+            debug: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Tls {
+    /// PEM certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Debug {
+    pub addr: SocketAddr,
+    #[serde(default)]
+    pub prometheus: Prometheus,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Prometheus {
+    pub enabled: bool,
+    pub path: String,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus { enabled: true, path: "/metrics".into() }
     }
 }
 
@@ -90,8 +128,65 @@ pub struct Storage {
     pub inmemory: Option<InMemory>,
     /// A storage driver plugin (a WebAssembly component configured under `plugins`).
     pub plugin: Option<StoragePlugin>,
+    pub s3: Option<S3>,
+    pub azure: Option<Azure>,
+    pub gcs: Option<Gcs>,
     pub delete: Delete,
+    pub redirect: Redirect,
     pub maintenance: Maintenance,
+}
+
+/// S3 and S3-compatible services, with distribution's keys. Without `accesskey`/`secretkey`
+/// credentials come from the environment (`AWS_*`), the web identity or the instance role.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct S3 {
+    pub accesskey: Option<String>,
+    pub secretkey: Option<String>,
+    pub sessiontoken: Option<String>,
+    pub bucket: String,
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible service, e.g. `http://127.0.0.1:9000`.
+    pub regionendpoint: Option<String>,
+    /// Path-style URLs (`endpoint/bucket/key`), which most S3-compatible services need; on by
+    /// default when `regionendpoint` is set.
+    pub forcepathstyle: Option<bool>,
+    pub rootdirectory: Option<String>,
+    /// Multipart part size in bytes (at least 5 MiB; default 10 MiB).
+    pub chunksize: Option<u64>,
+}
+
+/// Azure Blob Storage, with distribution's keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Azure {
+    pub accountname: String,
+    pub accountkey: Option<String>,
+    pub container: String,
+    /// Domain of the service (default `core.windows.net`).
+    pub realm: Option<String>,
+    /// Full service URL instead of `https://<account>.blob.<realm>`, e.g. Azurite's
+    /// `http://127.0.0.1:10000/devstoreaccount1`.
+    pub serviceurl: Option<String>,
+    pub rootdirectory: Option<String>,
+}
+
+/// Google Cloud Storage, with distribution's keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct Gcs {
+    pub bucket: String,
+    /// Service account key file; without it, application default credentials.
+    pub keyfile: Option<PathBuf>,
+    pub rootdirectory: Option<String>,
+    pub chunksize: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Redirect {
+    /// Stream blobs through the registry instead of redirecting clients to the object store.
+    pub disable: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -256,6 +351,69 @@ impl Default for Delete {
 #[serde(default)]
 pub struct Maintenance {
     pub readonly: ReadOnly,
+    pub uploadpurging: UploadPurging,
+}
+
+/// Removal of upload sessions abandoned for longer than `age`, checked every `interval`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct UploadPurging {
+    pub enabled: bool,
+    #[serde(with = "duration")]
+    pub age: std::time::Duration,
+    #[serde(with = "duration")]
+    pub interval: std::time::Duration,
+    /// Log what would be removed, remove nothing.
+    pub dryrun: bool,
+}
+
+impl Default for UploadPurging {
+    fn default() -> Self {
+        UploadPurging {
+            enabled: true,
+            age: std::time::Duration::from_secs(168 * 3600),
+            interval: std::time::Duration::from_secs(24 * 3600),
+            dryrun: false,
+        }
+    }
+}
+
+/// Go-style durations as distribution writes them: `168h`, `1h30m`, `500ms`, `10s`.
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a duration like 168h, 30m or 10s")))
+    }
+
+    pub fn parse(s: &str) -> Option<Duration> {
+        let mut rest = s.trim();
+        if rest.is_empty() {
+            return None;
+        }
+        let mut total = Duration::ZERO;
+        while !rest.is_empty() {
+            let n = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+            let value: f64 = rest[..n].parse().ok()?;
+            rest = &rest[n..];
+            let u = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            let unit = match &rest[..u] {
+                "ns" => 1e-9,
+                "us" | "µs" => 1e-6,
+                "ms" => 1e-3,
+                "s" => 1.0,
+                "m" => 60.0,
+                "h" => 3600.0,
+                _ => return None,
+            };
+            rest = &rest[u..];
+            total += Duration::try_from_secs_f64(value * unit).ok()?;
+        }
+        Some(total)
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -271,6 +429,9 @@ pub enum Driver {
     InMemory,
     /// A storage driver plugin, by name.
     Plugin(String),
+    S3(S3),
+    Azure(Azure),
+    Gcs(Gcs),
 }
 
 /// A problem in a configuration, naming the key it is about.
@@ -293,6 +454,15 @@ impl Config {
     pub fn driver(&self) -> Driver {
         if let Some(p) = &self.storage.plugin {
             return Driver::Plugin(p.name.clone());
+        }
+        if let Some(s3) = &self.storage.s3 {
+            return Driver::S3(s3.clone());
+        }
+        if let Some(a) = &self.storage.azure {
+            return Driver::Azure(a.clone());
+        }
+        if let Some(g) = &self.storage.gcs {
+            return Driver::Gcs(g.clone());
         }
         match (&self.storage.filesystem, &self.storage.inmemory) {
             (_, Some(_)) => Driver::InMemory,
@@ -330,7 +500,8 @@ impl Config {
         let mut unknown_keys = Vec::new();
         let config: Config =
             serde_path_to_error::deserialize(serde_ignored::Deserializer::new(doc, &mut |p: serde_ignored::Path| {
-                unknown_keys.push(p.to_string())
+                // serde_ignored shows an `Option` level as `?`: not part of the key the user wrote.
+                unknown_keys.push(p.to_string().replace(".?", ""))
             }))
             .map_err(|e| ConfigError { key: e.path().to_string(), message: e.inner().to_string() })?;
         config.validate()?;
@@ -338,19 +509,70 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.storage.filesystem.is_some() && self.storage.inmemory.is_some() {
+        let st = &self.storage;
+        let drivers = [
+            st.filesystem.is_some(),
+            st.inmemory.is_some(),
+            st.plugin.is_some(),
+            st.s3.is_some(),
+            st.azure.is_some(),
+            st.gcs.is_some(),
+        ];
+        if drivers.iter().filter(|d| **d).count() > 1 {
             return Err(ConfigError {
                 key: "storage".into(),
-                message: "configure exactly one storage driver (filesystem or inmemory), not both".into(),
+                message: "configure exactly one storage driver (filesystem, inmemory, s3, azure, gcs or plugin)".into(),
+            });
+        }
+        let need = |key: &str, v: &str| {
+            if v.trim().is_empty() {
+                Err(ConfigError { key: key.into(), message: "is required".into() })
+            } else {
+                Ok(())
+            }
+        };
+        let chunk = |key: &str, v: Option<u64>| match v {
+            Some(n) if !(5 << 20..=5 << 30).contains(&n) => Err(ConfigError {
+                key: key.into(),
+                message: format!("{n} is outside 5 MiB..5 GiB, the sizes object stores take for a part"),
+            }),
+            _ => Ok(()),
+        };
+        if let Some(s3) = &st.s3 {
+            need("storage.s3.bucket", &s3.bucket)?;
+            chunk("storage.s3.chunksize", s3.chunksize)?;
+            if s3.accesskey.is_some() != s3.secretkey.is_some() {
+                return Err(ConfigError {
+                    key: "storage.s3.secretkey".into(),
+                    message: "accesskey and secretkey go together (omit both to use the environment or instance role)"
+                        .into(),
+                });
+            }
+            if let Some(e) = &s3.regionendpoint {
+                if !(e.starts_with("http://") || e.starts_with("https://")) {
+                    return Err(ConfigError {
+                        key: "storage.s3.regionendpoint".into(),
+                        message: format!("{e:?} is not an http:// or https:// URL"),
+                    });
+                }
+            }
+        }
+        if let Some(a) = &st.azure {
+            need("storage.azure.accountname", &a.accountname)?;
+            need("storage.azure.container", &a.container)?;
+        }
+        if let Some(g) = &st.gcs {
+            need("storage.gcs.bucket", &g.bucket)?;
+            chunk("storage.gcs.chunksize", g.chunksize)?;
+        }
+        let purge = &st.maintenance.uploadpurging;
+        if purge.enabled && (purge.age.is_zero() || purge.interval.is_zero()) {
+            return Err(ConfigError {
+                key: "storage.maintenance.uploadpurging".into(),
+                message: "age and interval must be more than zero".into(),
             });
         }
         if let Some(p) = &self.storage.plugin {
-            if self.storage.filesystem.is_some() || self.storage.inmemory.is_some() {
-                return Err(ConfigError {
-                    key: "storage".into(),
-                    message: "configure exactly one storage driver (filesystem, inmemory or plugin)".into(),
-                });
-            }
             if !self.plugins.entries.contains_key(&p.name) {
                 return Err(ConfigError {
                     key: "storage.plugin.name".into(),
@@ -475,6 +697,36 @@ mod tests {
         let spec = crate::plugins::PluginSpec::from_config(c, "storage-fs").unwrap();
         assert_eq!(spec.deadline.as_millis(), 2000);
         assert_eq!(spec.memory_bytes, 32 << 20);
+    }
+
+    #[test]
+    fn object_stores_and_maintenance() {
+        let l = load(
+            "storage:\n  s3:\n    accesskey: a\n    secretkey: b\n    bucket: reg\n    region: us-east-1\n    regionendpoint: http://127.0.0.1:9000\n    rootdirectory: /r\n    chunksize: 10485760\n    v4auth: true\n  redirect:\n    disable: true\n  maintenance:\n    uploadpurging: {enabled: true, age: 1h30m, interval: 10s, dryrun: true}\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(l.unknown_keys, ["storage.s3.v4auth"]);
+        let Driver::S3(s3) = l.config.driver() else { panic!("not s3") };
+        assert_eq!(s3.bucket, "reg");
+        assert_eq!(s3.chunksize, Some(10 << 20));
+        assert!(l.config.storage.redirect.disable);
+        let p = &l.config.storage.maintenance.uploadpurging;
+        assert_eq!(p.age.as_secs(), 5400);
+        assert_eq!(p.interval.as_secs(), 10);
+        assert!(p.dryrun);
+        assert_eq!(duration::parse("500ms").unwrap().as_millis(), 500);
+        assert!(duration::parse("5 days").is_none());
+        let e = load("storage:\n  s3: {bucket: b, chunksize: 1024}\n", &[]).unwrap_err();
+        assert_eq!(e.key, "storage.s3.chunksize", "{e}");
+        let e = load("storage:\n  s3: {region: x}\n", &[]).unwrap_err();
+        assert_eq!(e.key, "storage.s3.bucket", "{e}");
+        let e = load("storage:\n  s3: {bucket: b}\n  filesystem: {}\n", &[]).unwrap_err();
+        assert_eq!(e.key, "storage", "{e}");
+        let e = load("storage:\n  maintenance:\n    uploadpurging: {age: forever}\n", &[]).unwrap_err();
+        assert_eq!(e.key, "storage.maintenance.uploadpurging.age", "{e}");
+        let e = load("storage:\n  azure: {accountname: a}\n", &[]).unwrap_err();
+        assert_eq!(e.key, "storage.azure.container", "{e}");
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
         Driver::Plugin(name) => {
             return Err(std::io::Error::other(format!("storage.plugin {name}: plugin drivers need build_with_plugins")))
         }
+        Driver::S3(_) | Driver::Azure(_) | Driver::Gcs(_) => {
+            return Err(std::io::Error::other("object store drivers: not wired yet"))
+        }
     };
     Ok(app(config, driver))
 }
