@@ -20,7 +20,22 @@ BERTH_BIN = Path(os.environ.get("BERTH_BIN", ROOT / "target" / "release" / "bert
 PLUGIN_DIR = Path(os.environ.get("BERTH_PLUGIN_DIR", ROOT / "plugins" / "target" / "wasm32-wasip2" / "release"))
 # BERTH_TEST_STORAGE=storage-fs runs every start_berth on the storage-fs component instead of the
 # native filesystem driver (same root directory, preopened read-write as /data).
+# BERTH_TEST_STORAGE=s3 or azure runs them on a real S3-compatible server (moto) or Azurite
+# instead, each root directory mapped to its own key prefix in the bucket.
 TEST_STORAGE = os.environ.get("BERTH_TEST_STORAGE", "")
+OBJECT_STORES = ("s3", "azure")
+
+
+def object_store_config(kind: str, root: Path, **extra) -> dict:
+    """`storage.<kind>` for an object store, rooted at a key prefix unique to `root`."""
+    import hashlib
+
+    import objectstores
+
+    prefix = "/berth-" + hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    if kind == "s3":
+        return {"s3": objectstores.s3_config(prefix, **extra)}
+    return {"azure": objectstores.azure_config(prefix, **extra)}
 
 
 def plugin_wasm(name: str) -> Path:
@@ -118,13 +133,22 @@ def start_berth(workdir: Path, root: Path | None = None, config: dict | None = N
         root = None
     elif config and "storage" in config and "plugin" in config["storage"]:
         root = root or (workdir / "data")
+    elif config and "storage" in config and any(k in config["storage"] for k in ("s3", "azure", "gcs")):
+        root = None
     elif (TEST_STORAGE and TEST_STORAGE != "filesystem" and "filesystem" not in (config or {}).get("storage", {})
           and not any(k.startswith(("BERTH_STORAGE_FILESYSTEM", "BERTH_STORAGE_INMEMORY")) for k in (env or {}))):
         # Tests about the native driver's own keys keep it.
         root = root or workdir / "data"
-        plugin = plugin_storage_config(TEST_STORAGE, root)
-        _merge(plugin, config or {})
-        config = plugin
+        if TEST_STORAGE in OBJECT_STORES:
+            # Blobs stream through berth, so the suite sees berth's own headers; the redirects
+            # have their own tests (test_object_storage.py).
+            cfg["storage"].update(object_store_config(TEST_STORAGE, root))
+            cfg["storage"]["redirect"] = {"disable": True}
+            root = None
+        else:
+            plugin = plugin_storage_config(TEST_STORAGE, root)
+            _merge(plugin, config or {})
+            config = plugin
     else:
         root = root or workdir / "data"
         cfg["storage"]["filesystem"] = {"rootdirectory": str(root)}
@@ -143,21 +167,26 @@ def start_berth(workdir: Path, root: Path | None = None, config: dict | None = N
 
 
 def start_distribution(workdir: Path, root: Path, port: int | None = None) -> Server:
-    """Start distribution 2.8.2 (Debian's docker-registry) on `root`."""
+    """Start distribution 2.8.2 (Debian's docker-registry) on `root`; under BERTH_TEST_STORAGE=s3
+    on the same bucket prefix a berth with that root uses."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
+    storage = object_store_config("s3", root) if TEST_STORAGE == "s3" else {"filesystem": {"rootdirectory": str(root)}}
     cfg = {
         "version": 0.1,
         "log": {"level": "warn"},
         "http": {"addr": f"127.0.0.1:{port}"},
-        "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
+        "storage": {**storage, "delete": {"enabled": True}, "redirect": {"disable": True}},
     }
     config_path = workdir / f"distribution-{port}.yml"
     config_path.write_text(yaml.safe_dump(cfg))
     log_path = workdir / f"distribution-{port}.log"
     with open(log_path, "wb") as log:
+        # distribution's AWS SDK refuses a custom CA bundle with its own transport; loopback
+        # S3 needs none.
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         proc = subprocess.Popen(["docker-registry", "serve", str(config_path)],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+                                stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
     server = Server(proc, port, root, log_path, config_path)
     _wait_ready(proc, server.url, log_path)
     return server

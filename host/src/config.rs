@@ -490,7 +490,13 @@ impl Config {
         };
         let overrides: BTreeMap<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("BERTH_") && !matches!(k.as_str(), "BERTH_BIN" | "BERTH_CONFIG"))
+            // Only variables naming a config section: BERTH_BIN, BERTH_TEST_* and the like are
+            // for tools, not configuration.
+            .filter(|(k, _)| {
+                ["BERTH_VERSION", "BERTH_LOG_", "BERTH_HTTP_", "BERTH_STORAGE_", "BERTH_PLUGINS_"]
+                    .iter()
+                    .any(|p| k.starts_with(p))
+            })
             .collect();
         for (k, v) in overrides {
             let keys: Vec<String> = k["BERTH_".len()..].split('_').map(str::to_lowercase).collect();

@@ -1,9 +1,13 @@
 //! Berth: an OCI container registry. `api` speaks HTTP, `registry` holds the domain, `storage`
-//! stores bytes; `server` wires them to a socket and `config` says how.
+//! stores bytes; `server` wires them to a socket (`tls` for HTTPS) and `config` says how;
+//! `debug` serves health, vars and `metrics` to operators.
 
 pub mod api;
 pub mod config;
+pub mod debug;
+pub mod metrics;
 pub mod plugins;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod tls;

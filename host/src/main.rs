@@ -73,6 +73,17 @@ fn main() -> ExitCode {
                 for k in &loaded.unknown_keys {
                     println!("warning: {k}: unknown key, ignored");
                 }
+                // The files the configuration names must load too, as `serve` would load them.
+                let problems = match &loaded.config.http.tls {
+                    Some(tls) => berth::tls::server_config(tls).err().unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                for e in &problems {
+                    eprintln!("error: {e}");
+                }
+                if !problems.is_empty() {
+                    return ExitCode::FAILURE;
+                }
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
@@ -93,6 +104,15 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         }
     };
     let config = loaded.config;
+    let tls = match config.http.tls.as_ref().map(berth::tls::acceptor).transpose() {
+        Ok(t) => t,
+        Err(problems) => {
+            for e in problems {
+                eprintln!("berth: invalid configuration: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.as_str()));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
@@ -116,9 +136,22 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        if let Some(debug_config) = config.http.debug.clone() {
+            let listener = match tokio::net::TcpListener::bind(debug_config.addr).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(addr = %debug_config.addr, error = %e, "http.debug.addr: cannot listen");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+            tracing::info!(%addr, "debug server listening");
+            tokio::spawn(berth::debug::serve(app.clone(), debug_config, listener));
+        }
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-        tracing::info!(%addr, driver = app.registry.driver().name(), read_only = app.options.read_only, "berth listening");
-        berth::server::serve(app, listener, berth::server::shutdown_signal()).await;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, scheme, driver = app.registry.driver().name(), read_only = app.options.read_only, "berth listening");
+        berth::server::serve(app, listener, tls, berth::server::shutdown_signal()).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })

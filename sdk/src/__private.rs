@@ -80,8 +80,8 @@ impl<D: Driver> storage_wit::Guest for StorageAdapter<D> {
         driver::<D>()?.stat(&Path::parse(path)?)
     }
 
-    fn list(path: String) -> Result<Vec<String>, StorageError> {
-        driver::<D>()?.list(&Path::parse(path)?)
+    fn list(path: String, start_after: Option<String>, limit: u32) -> Result<storage_wit::ListPage, StorageError> {
+        driver::<D>()?.list_page(&Path::parse(path)?, start_after.as_deref(), limit)
     }
 
     fn rename(source: String, destination: String) -> Result<(), StorageError> {
@@ -131,6 +131,10 @@ impl<W: Writer> WriterAdapter<W> {
 }
 
 impl<W: Writer> storage_wit::GuestWriter for WriterAdapter<W> {
+    fn file(&self) -> Result<storage_wit::Descriptor, StorageError> {
+        self.open(W::file)
+    }
+
     fn body(&self) -> Result<storage_wit::OutputStream, StorageError> {
         self.open(W::body)
     }

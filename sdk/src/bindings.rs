@@ -74,6 +74,8 @@ pub mod storage {
             "wasi:io/streams@0.2.12": crate::bindings::common::wasi::io::streams,
             "wasi:io/error@0.2.12": crate::bindings::common::wasi::io::error,
             "wasi:io/poll@0.2.12": crate::bindings::common::wasi::io::poll,
+            "wasi:filesystem/types@0.2.12": crate::bindings::common::wasi::filesystem::types,
+            "wasi:clocks/wall-clock@0.2.12": crate::bindings::common::wasi::clocks::wall_clock,
         },
         pub_export_macro: true,
         export_macro_name: "__export_storage_driver",

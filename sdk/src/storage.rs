@@ -41,18 +41,24 @@
 //!   never a mix) and durably. Uploads go through [`Driver::open_writer`]: the host asks the
 //!   writer for [`Writer::body`], an output stream it pumps the upload into (the fast path, e.g.
 //!   a `wasi:filesystem` `write-via-stream`); a writer without one keeps the default
-//!   (`Unsupported`) and receives [`Writer::write`] calls of at most 1 MiB instead. The host then
+//!   (`Unsupported`) and receives [`Writer::write`] calls of at most 1 MiB instead. A driver
+//!   that writes a file in a granted directory does better still with [`Writer::file`]: it
+//!   hands the host the file itself, which the host writes and starts flushing as it goes. The host then
 //!   reads [`Writer::size`] and calls [`Writer::commit`] (durable) or [`Writer::cancel`]
 //!   (discard what this writer wrote, leaving what was there before an append).
 //! * **Listing** returns the *full paths* of the direct children of a directory; a missing
-//!   directory is `PathNotFound`. `rename` replaces the target and creates its parent
+//!   directory is `PathNotFound`. The host asks for pages ([`Driver::list_page`]: at most
+//!   `limit` entries after a continuation token); the default pages over [`Driver::list`]
+//!   sorted by name, so a simple driver implements `list` only, and one whose backend pages
+//!   natively (an object store's continuation token, a sorted map) overrides `list_page`. `rename` replaces the target and creates its parent
 //!   directories; `delete` removes a file or a whole tree.
 
 use std::fmt;
 use std::ops::Deref;
 
+pub use crate::bindings::common::wasi::filesystem::types::Descriptor;
 pub use crate::bindings::common::wasi::io::streams::{InputStream, OutputStream};
-pub use crate::bindings::storage::exports::berth::plugin::storage_driver::{FileInfo, StorageError};
+pub use crate::bindings::storage::exports::berth::plugin::storage_driver::{FileInfo, ListPage, StorageError};
 pub use crate::{Config, InitError};
 
 /// A validated driver path: absolute, `/`-separated, each component of `[A-Za-z0-9._-]`,
@@ -180,6 +186,23 @@ impl FileInfo {
     }
 }
 
+impl ListPage {
+    /// The page of `entries` (full paths, any order) that follows `start_after`: the `limit`
+    /// smallest names above it, with the last of them as the next token if more remain. The
+    /// default [`Driver::list_page`] uses it; so can a driver that gathers a directory whole.
+    pub fn of(mut entries: Vec<String>, start_after: Option<&str>, limit: u32) -> ListPage {
+        if let Some(after) = start_after {
+            entries.retain(|e| e.as_str() > after);
+        }
+        entries.sort_unstable();
+        entries.dedup();
+        let limit = limit.max(1) as usize;
+        let next = (entries.len() > limit).then(|| entries[limit - 1].clone());
+        entries.truncate(limit);
+        ListPage { entries, next }
+    }
+}
+
 /// A storage driver. One value lives in the plugin instance from `init` on; the host calls it
 /// one call at a time, so use `Cell`/`RefCell` for state that changes.
 ///
@@ -220,6 +243,17 @@ pub trait Driver: Sized + 'static {
     /// Full paths of the direct children of the directory `path`, in any order.
     fn list(&self, path: &Path) -> Result<Vec<String>, StorageError>;
 
+    /// One page of [`Driver::list`]: at most `limit` children after the token `start_after`
+    /// (`None`: from the start), and the token of the next page (`None` on the last). Tokens
+    /// are opaque to the host; never return the same one twice in a listing.
+    ///
+    /// The default lists the whole directory and pages it by name ([`ListPage::of`], the
+    /// last name of a page is the token): correct for any driver, but it reads the directory
+    /// once per page. Override it when the backend can resume a listing itself.
+    fn list_page(&self, path: &Path, start_after: Option<&str>, limit: u32) -> Result<ListPage, StorageError> {
+        Ok(ListPage::of(self.list(path)?, start_after, limit))
+    }
+
     /// Move `from` to `to`, replacing `to` and creating its parent directories.
     fn rename(&self, from: &Path, to: &Path) -> Result<(), StorageError>;
 
@@ -240,6 +274,16 @@ pub trait Driver: Sized + 'static {
 /// drops the writer without either, the value is simply dropped (keep what arrived, as
 /// distribution does, so the object's size stays the truth about the upload).
 pub trait Writer: 'static {
+    /// The file this writer writes (a regular file opened for writing, e.g. a second
+    /// `open_at` of the object's path with [`DescriptorFlags::WRITE`](crate::fs::DescriptorFlags)),
+    /// for a driver that stores objects as files in a granted directory. The host then writes
+    /// the upload into it itself, from [`Writer::size`] on, and starts the kernel's writeback
+    /// as it goes, so [`Writer::commit`]'s sync has little left to do: the fastest path. It is
+    /// asked before [`Writer::body`]; the default answers [`StorageError::Unsupported`].
+    fn file(&mut self) -> Result<Descriptor, StorageError> {
+        Err(StorageError::Unsupported)
+    }
+
     /// A stream the host pumps the body into, so bytes flow from the socket to the backend
     /// without a copy through the plugin. The host finishes with it (flushes and drops it)
     /// before calling anything else on this writer. The default answers
@@ -317,6 +361,20 @@ mod tests {
         ] {
             assert!(matches!(Path::parse(bad), Err(StorageError::InvalidPath(p)) if p == bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn list_pages() {
+        let all: Vec<String> = ["/d/c", "/d/a", "/d/e", "/d/b", "/d/d"].map(String::from).into();
+        let first = ListPage::of(all.clone(), None, 2);
+        assert_eq!(first.entries, ["/d/a", "/d/b"]);
+        assert_eq!(first.next.as_deref(), Some("/d/b"));
+        let second = ListPage::of(all.clone(), first.next.as_deref(), 2);
+        assert_eq!(second.entries, ["/d/c", "/d/d"]);
+        let last = ListPage::of(all.clone(), second.next.as_deref(), 2);
+        assert_eq!((last.entries, last.next), (vec!["/d/e".to_string()], None));
+        let exact = ListPage::of(all, None, 5);
+        assert_eq!((exact.entries.len(), exact.next), (5, None));
     }
 
     #[test]

@@ -252,6 +252,14 @@ async fn put_manifest(app: &App, name: &RepoName, reference: &Reference, req: Re
 async fn get_blob(app: &App, name: &RepoName, d: &Digest, req: &Request<Incoming>) -> Result {
     let range = header_str(req.headers(), "range").and_then(RangeSpec::parse);
     let head = req.method() == Method::HEAD;
+    if !head {
+        if let Some(url) = app.registry.blob_redirect(name, d).await? {
+            let mut r = empty(StatusCode::TEMPORARY_REDIRECT);
+            set(&mut r, "location", url);
+            set(&mut r, "docker-content-digest", d.to_string());
+            return Ok(r);
+        }
+    }
     let (status, content_len, content_range, body) = if head && range.is_none() {
         let size = app.registry.stat_blob(name, d).await?;
         (StatusCode::OK, size, None, None)

@@ -7,7 +7,7 @@ mod routes;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -16,8 +16,11 @@ use futures_util::TryStreamExt;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyDataStream, BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use tracing::Instrument;
 
+use crate::metrics::{self, RouteLabels};
 use crate::registry::{BodyStream, Registry};
 use crate::storage::ByteStream;
 
@@ -34,16 +37,22 @@ pub struct ApiOptions {
     pub relative_urls: bool,
     /// Requests handled at once (0: unlimited); the rest get 429 TOOMANYREQUESTS.
     pub max_in_flight: usize,
+    /// The listener serves HTTPS: absolute URLs say `https` unless a proxy says otherwise.
+    pub tls: bool,
 }
 
 /// Reloads the configuration and plugin files; `Ok` describes what now serves.
 pub type ReloadFn = Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<String, String>> + Send + Sync>;
+
+/// Describes the loaded plugins (name → facts) for the debug server's health and vars.
+pub type PluginReportFn = Arc<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
 
 pub struct App {
     pub registry: Registry,
     pub options: ApiOptions,
     next_id: AtomicU64,
     reload: OnceLock<ReloadFn>,
+    plugin_report: OnceLock<PluginReportFn>,
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
 }
 
@@ -55,8 +64,46 @@ pub(crate) fn stream(s: ByteStream) -> Body {
     StreamBody::new(s.map_ok(Frame::data).map_err(std::io::Error::other)).boxed_unsync()
 }
 
+/// Counts a request's body bytes as a handler streams them (uploads); a body read otherwise is
+/// counted from its Content-Length.
+#[derive(Clone)]
+struct RequestBytes {
+    counter: Counter,
+    streamed: Arc<AtomicBool>,
+}
+
+tokio::task_local! {
+    static REQUEST_BYTES: RequestBytes;
+}
+
+/// Holds the in-flight gauge up while a request is handled, including one whose client went away
+/// (hyper then drops the handler's future midway).
+struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(g: &'a Gauge) -> Self {
+        g.inc();
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 pub(crate) fn body_stream(b: Incoming) -> BodyStream {
-    Box::pin(BodyDataStream::new(b).map_err(std::io::Error::other))
+    let stream = BodyDataStream::new(b).map_err(std::io::Error::other);
+    match REQUEST_BYTES.try_with(|m| m.clone()) {
+        Ok(m) => {
+            m.streamed.store(true, Ordering::Relaxed);
+            Box::pin(stream.inspect_ok(move |chunk| {
+                m.counter.inc_by(chunk.len() as u64);
+            }))
+        }
+        Err(_) => Box::pin(stream),
+    }
 }
 
 fn error_response(err: ApiError, request_id: &str) -> Response<Body> {
@@ -81,6 +128,7 @@ impl App {
             registry,
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
             reload: OnceLock::new(),
+            plugin_report: OnceLock::new(),
             in_flight: (options.max_in_flight > 0)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_in_flight))),
             options,
@@ -98,6 +146,16 @@ impl App {
             Some(f) => f().await,
             None => Ok("nothing to reload".into()),
         }
+    }
+
+    /// Installs the plugin report used by the debug server (once).
+    pub fn set_plugin_report(&self, f: PluginReportFn) {
+        let _ = self.plugin_report.set(f);
+    }
+
+    /// The loaded plugins by name (empty when none).
+    pub fn plugin_report(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.plugin_report.get().map(|f| f()).unwrap_or_default()
     }
 
     /// `POST /admin/reload`, from a loopback client only.
@@ -135,6 +193,16 @@ impl App {
         let path = req.uri().path().to_string();
         let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
         let started = Instant::now();
+        let metrics = metrics::get();
+        let route = if path == "/admin/reload" { "admin" } else { Route::parse(&path).kind() };
+        let labels = RouteLabels { route, method: metrics::method_label(&method) };
+        let request_bytes = RequestBytes {
+            counter: metrics.request_bytes.get_or_create(&labels).clone(),
+            streamed: Arc::new(AtomicBool::new(false)),
+        };
+        let content_length =
+            req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let in_flight = InFlight::enter(&metrics.in_flight);
         // Shed load instead of queueing without bound: the client retries after a second.
         let permit = self.in_flight.as_ref().map(|s| s.clone().try_acquire_owned());
         let result = match permit {
@@ -144,9 +212,13 @@ impl App {
                 e.headers.push(("retry-after", HeaderValue::from_static("1")));
                 Err(e)
             }
-            _ => self.route(req).instrument(span.clone()).await,
+            _ => REQUEST_BYTES.scope(request_bytes.clone(), self.route(req)).instrument(span.clone()).await,
         };
         drop(permit);
+        drop(in_flight);
+        if !request_bytes.streamed.load(Ordering::Relaxed) {
+            request_bytes.counter.inc_by(content_length.unwrap_or(0));
+        }
         let mut resp = match result {
             Ok(r) => r,
             Err(e) => error_response(e, &id),
@@ -157,6 +229,17 @@ impl App {
             h.insert("x-request-id", v);
         }
         let bytes = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+        metrics.record_request(labels.clone(), resp.status().as_u16(), started.elapsed().as_secs_f64());
+        let sent = metrics.response_bytes.get_or_create(&labels).clone();
+        let resp = resp.map(|b| {
+            b.map_frame(move |f| {
+                if let Some(d) = f.data_ref() {
+                    sent.inc_by(d.len() as u64);
+                }
+                f
+            })
+            .boxed_unsync()
+        });
         span.in_scope(|| {
             tracing::info!(
                 status = resp.status().as_u16(),
@@ -195,7 +278,8 @@ impl App {
         let get = |k: &str| {
             headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string())
         };
-        let proto = get("x-forwarded-proto").filter(|p| !p.is_empty()).unwrap_or_else(|| "http".into());
+        let own = if self.options.tls { "https" } else { "http" };
+        let proto = get("x-forwarded-proto").filter(|p| !p.is_empty()).unwrap_or_else(|| own.into());
         match get("x-forwarded-host").filter(|h| !h.is_empty()).or_else(|| get("host")) {
             Some(host) => format!("{proto}://{host}{path}"),
             None => path.to_string(),

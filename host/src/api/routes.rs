@@ -52,6 +52,20 @@ impl<'a> Route<'a> {
         }
         Route::NotFound
     }
+
+    /// The endpoint's kind, a bounded label for metrics (never the repository name).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Route::Base => "base",
+            Route::Catalog => "catalog",
+            Route::Tags { .. } => "tags",
+            Route::Manifest { .. } => "manifest",
+            Route::Blob { .. } => "blob",
+            Route::UploadStart { .. } | Route::Upload { .. } => "upload",
+            Route::Referrers { .. } => "referrers",
+            Route::NotFound => "notfound",
+        }
+    }
 }
 
 #[cfg(test)]
@@ -73,5 +87,8 @@ mod tests {
         assert_eq!(Route::parse("/v2/blobs/manifests/x"), Route::Manifest { name: "blobs".into(), reference: "x" });
         assert_eq!(Route::parse("/other"), Route::NotFound);
         assert_eq!(Route::parse("/v2/a"), Route::NotFound);
+        assert_eq!(Route::parse("/v2/a/b/blobs/uploads/u-1").kind(), "upload");
+        assert_eq!(Route::parse("/v2/a/b/manifests/latest").kind(), "manifest");
+        assert_eq!(Route::parse("/v2/_catalog").kind(), "catalog");
     }
 }

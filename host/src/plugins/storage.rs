@@ -177,7 +177,11 @@ impl StoragePlugin {
     {
         let inst = held.instance();
         inst.store.set_epoch_deadline(self.spec.deadline_ticks());
-        let out = match tokio::time::timeout(self.spec.deadline + HOST_TIMER_SLACK, f(inst)).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.spec.deadline + HOST_TIMER_SLACK, f(inst)).await;
+        let labels = crate::metrics::PluginLabels { plugin: self.spec.name.clone(), op };
+        crate::metrics::get().plugin_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+        let out = match result {
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) => self.fail(op, describe_error(&e, &self.spec)),
             Err(_) => self.fail(op, format!("deadline of {} ms exceeded (host timer)", self.spec.deadline.as_millis())),
@@ -197,7 +201,9 @@ impl StoragePlugin {
     }
 
     /// Logs a failure that discards an instance, naming the plugin.
-    pub fn fail(&self, op: &str, why: String) -> Failure {
+    pub fn fail(&self, op: &'static str, why: String) -> Failure {
+        let labels = crate::metrics::PluginLabels { plugin: self.spec.name.clone(), op };
+        crate::metrics::get().plugin_failures.get_or_create(&labels).inc();
         tracing::error!(plugin = %self.spec.name, op, error = %why, "plugin call failed; instance discarded");
         Failure(format!("plugin {}: {op}: {why}", self.spec.name))
     }

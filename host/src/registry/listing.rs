@@ -19,7 +19,7 @@ fn paginate(mut all: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page 
     Page { items: rest[..take].to_vec(), more: take < rest.len() }
 }
 
-fn last_component(path: &str) -> &str {
+pub(super) fn last_component(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
 }
 
@@ -44,7 +44,14 @@ impl Registry {
 
     /// Every repository with manifests, found by walking `repositories/` as distribution does.
     pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
-        let mut repos = Vec::new();
+        let repos = self.repository_dirs().await?.into_iter().filter(|r| r.has("_manifests")).map(|r| r.name);
+        Ok(paginate(repos.collect(), n, last))
+    }
+
+    /// Walks `repositories/`: every directory with a name, and its `_`-prefixed children
+    /// (`_manifests`, `_layers`, `_uploads`), which are not descended into.
+    pub(super) async fn repository_dirs(&self) -> Result<Vec<RepoDir>> {
+        let mut out = Vec::new();
         let mut stack = vec![(paths::repositories(), String::new())];
         while let Some((dir, name)) = stack.pop() {
             let entries = match self.driver.list(&dir).await {
@@ -52,17 +59,33 @@ impl Registry {
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             };
+            let mut special = Vec::new();
             for entry in entries {
                 let child = last_component(&entry);
-                if child == "_manifests" && !name.is_empty() {
-                    repos.push(name.clone());
-                } else if !child.starts_with('_') {
+                if child.starts_with('_') {
+                    special.push(child.to_string());
+                } else {
                     let child_name = if name.is_empty() { child.to_string() } else { format!("{name}/{child}") };
                     stack.push((entry.clone(), child_name));
                 }
             }
+            if !name.is_empty() {
+                out.push(RepoDir { name, special });
+            }
         }
-        Ok(paginate(repos, n, last))
+        Ok(out)
+    }
+}
+
+/// A directory under `repositories/`, by repository name.
+pub(super) struct RepoDir {
+    pub name: String,
+    special: Vec<String>,
+}
+
+impl RepoDir {
+    pub fn has(&self, child: &str) -> bool {
+        self.special.iter().any(|c| c == child)
     }
 }
 

@@ -9,6 +9,7 @@ mod cache;
 mod listing;
 mod manifests;
 mod paths;
+mod purge;
 mod uploads;
 
 use std::pin::Pin;
@@ -24,6 +25,7 @@ pub use error::{RegistryError, Result};
 pub use listing::Page;
 pub use manifests::{Condition, ManifestPut, Referrers, StoredManifest, MAX_MANIFEST_SIZE};
 pub use names::{Reference, RepoName, Tag};
+pub use purge::{spawn_purger, PurgeReport};
 pub use uploads::UploadStatus;
 
 /// A request or chunk body as the domain sees it: a stream of byte chunks.
@@ -86,6 +88,13 @@ impl Registry {
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Where a client may fetch the blob directly (a pre-signed object store URL), if the driver
+    /// offers one; checked against the repository first, as a read is.
+    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        self.stat_blob(repo, digest).await?;
+        Ok(self.driver.redirect_url(&paths::blob_data(digest)).await?)
     }
 
     /// Streams a blob, or the inclusive byte range `range` of it.

@@ -31,7 +31,7 @@ pub(super) struct Sessions {
 }
 
 #[derive(Default)]
-struct HashState {
+pub(super) struct HashState {
     hasher: Option<Hasher>,
     hashed: u64,
 }
@@ -41,7 +41,12 @@ impl Sessions {
         self.map.lock().unwrap().entry(id.to_string()).or_default().clone()
     }
 
-    fn remove(&self, id: &str) {
+    /// The session's lock if no request holds it (for purging an idle session).
+    pub(super) fn try_lock(&self, id: &str) -> Option<tokio::sync::OwnedMutexGuard<HashState>> {
+        self.get(id).try_lock_owned().ok()
+    }
+
+    pub(super) fn remove(&self, id: &str) {
         self.map.lock().unwrap().remove(id);
     }
 
@@ -183,7 +188,7 @@ impl Registry {
         repo: &RepoName,
         id: &str,
         digest: &Digest,
-        body: Option<BodyStream>,
+        mut body: Option<BodyStream>,
     ) -> Result<u64> {
         check_id(id)?;
         let session = self.uploads.get(id);
@@ -199,44 +204,68 @@ impl Registry {
             state.hasher = None;
         }
         let data_path = paths::upload_data(repo, id);
-        let mut w = self.driver.writer(&data_path, true).await?;
         let mut hasher = state.hasher.take().filter(|h| h.algorithm() == digest.algorithm());
         let verify = self.driver.verify_uploads();
-        if let Some(mut body) = body {
-            if let Err(e) = pump(&mut body, &mut w, hasher.as_mut().filter(|_| !verify)).await {
-                let _ = w.cancel().await;
-                return Err(e);
+        if size == 0 && !verify && self.driver.atomic_writers() {
+            if let (Some(body), Some(h)) = (body.as_mut(), hasher.take()) {
+                // The whole blob is in this request and the driver publishes objects only when
+                // they commit: stream it straight to its final path, no copy.
+                let (n, actual) = self.upload_in_place(repo, digest, body, h).await?;
+                if &actual != digest {
+                    self.discard_upload(repo, id).await;
+                    return Err(RegistryError::DigestInvalid(format!(
+                        "uploaded content has digest {actual}, not {digest}"
+                    )));
+                }
+                self.driver.sync(&[blob_path(digest), paths::layer_link(repo, digest)]).await?;
+                self.discard_upload_later(repo, id);
+                return Ok(n);
             }
         }
-        let size = w.size();
         // An untrusted driver's bytes are hashed back from storage, not taken on trust.
-        let actual = match hasher.filter(|_| !verify) {
-            Some(h) => {
-                let actual = h.finish();
-                if &actual == digest {
+        let trusted = hasher.filter(|_| !verify);
+        let mut linked = false;
+        let (size, streamed) = match body {
+            Some(mut body) => {
+                let mut w = self.driver.writer(&data_path, true).await?;
+                let mut h = trusted;
+                if let Err(e) = pump(&mut body, &mut w, h.as_mut()).await {
+                    let _ = w.cancel().await;
+                    return Err(e);
+                }
+                let n = w.size();
+                let actual = h.map(Hasher::finish);
+                if actual.as_ref() == Some(digest) {
                     // Flush the data while the repository's link is written; the blob becomes
                     // visible only with the rename below, so a crash in between leaves a link
                     // to an unknown blob, which reads as unknown.
-                    let (committed, linked) = tokio::join!(w.commit(), self.link_layer(repo, digest));
+                    let (committed, link) = tokio::join!(w.commit(), self.link_layer(repo, digest));
                     committed?;
-                    linked?;
+                    link?;
+                    linked = true;
                 } else {
                     w.commit().await?;
                 }
-                actual
+                (n, actual)
             }
             None => {
-                w.commit().await?;
-                let actual = self.hash_file(&data_path, digest.algorithm()).await?;
-                if &actual == digest {
-                    self.link_layer(repo, digest).await?;
+                if size == 0 {
+                    // An empty blob: nothing was ever written, so there is no data to move yet.
+                    self.driver.put_content(&data_path, Bytes::new()).await?;
                 }
-                actual
+                (size, trusted.map(Hasher::finish))
             }
+        };
+        let actual = match streamed {
+            Some(d) => d,
+            None => self.hash_file(&data_path, digest.algorithm()).await?,
         };
         if &actual != digest {
             self.discard_upload(repo, id).await;
             return Err(RegistryError::DigestInvalid(format!("uploaded content has digest {actual}, not {digest}")));
+        }
+        if !linked {
+            self.link_layer(repo, digest).await?;
         }
         // Replacing a blob that is already there is harmless: same digest, same bytes, and
         // readers keep the file they opened.
@@ -245,6 +274,33 @@ impl Registry {
         self.driver.sync(&[blob, paths::layer_link(repo, digest)]).await?;
         self.discard_upload_later(repo, id);
         Ok(size)
+    }
+
+    /// Streams a whole blob to its final path through a writer that publishes only on commit,
+    /// and commits only if the digest matches, so a bad upload leaves nothing. The link is
+    /// written while the object completes: a link to a blob not yet there reads as unknown.
+    /// Returns the size and the digest of what the client sent.
+    async fn upload_in_place(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: &mut BodyStream,
+        mut h: Hasher,
+    ) -> Result<(u64, Digest)> {
+        let mut w = self.driver.writer(&blob_path(digest), false).await?;
+        if let Err(e) = pump(body, &mut w, Some(&mut h)).await {
+            let _ = w.cancel().await;
+            return Err(e);
+        }
+        let (n, actual) = (w.size(), h.finish());
+        if &actual != digest {
+            w.cancel().await?;
+            return Ok((n, actual));
+        }
+        let (committed, linked) = tokio::join!(w.commit(), self.link_layer(repo, digest));
+        committed?;
+        linked?;
+        Ok((n, actual))
     }
 
     /// Pushes a whole blob in one request (`POST ?digest=`).

@@ -4,7 +4,8 @@
 
 mod component;
 mod fs;
-mod memory;
+mod metered;
+mod object;
 mod sink;
 #[cfg(test)]
 pub(crate) mod suite;
@@ -18,7 +19,8 @@ use futures_util::Stream;
 
 pub use component::ComponentDriver;
 pub use fs::FilesystemDriver;
-pub use memory::InMemoryDriver;
+pub use metered::MeteredDriver;
+pub use object::{InMemoryDriver, ObjectStoreDriver};
 
 /// Errors a driver may return. The registry maps `NotFound` to the spec's "unknown" codes and
 /// everything else to a 500 with a request id.

@@ -14,8 +14,9 @@ use std::io::Write;
 const ALIGN: usize = 4096;
 /// Bytes gathered before one direct write.
 const DIRECT_CHUNK: usize = 1 << 20;
-/// In page-cache mode, how far writes get ahead of the disk before writeback is started.
-const WRITEBACK_STEP: u64 = 16 << 20;
+/// In page-cache mode, how far writes get ahead of the disk before writeback is started (also
+/// used by the component driver's pump, which writes a plugin's file through the page cache).
+pub(super) const WRITEBACK_STEP: u64 = 16 << 20;
 
 pub(super) struct Sink {
     file: File,
@@ -163,8 +164,10 @@ fn set_direct(_file: &File, _on: bool) -> bool {
     false
 }
 
+/// Asks the kernel to start writing `len` bytes at `offset` to the device, without waiting, so
+/// a later fsync finds little left to do.
 #[cfg(target_os = "linux")]
-fn start_writeback(file: &File, offset: u64, len: u64) {
+pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid open descriptor and a byte range; the call only schedules writeback.
     unsafe {
@@ -173,7 +176,7 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+pub(super) fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 #[cfg(test)]
 mod tests {

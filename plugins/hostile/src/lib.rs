@@ -11,6 +11,8 @@
 //! | `panic` | panics in `get-content` and `stat` | treat the trap as an error, keep serving |
 //! | `bad-data` | blob reads (`.../data`) come back corrupted, `stat` reports wrong sizes | refuse the blob (digest / size check) |
 //! | `init-fail` | `init` returns `invalid-config` | refuse to load (or reload) the plugin |
+//! | `list-loop` | `list` pages hand back the same continuation token forever | fail the listing (repeated token), keep serving |
+//! | `list-endless` | `list` pages never end: a fresh token and fresh entries every page | fail the listing at the host's bound, keep serving |
 //! | `connect` | `get-content` opens a TCP connection to config `target` (`ip:port`) and returns what it read, or the error as `other` | deny it unless `grants.network` lists the address |
 //!
 //! `bad-data` corrupts `get-content` of any path ending in `/data` (one byte flipped) and
@@ -25,7 +27,7 @@ mod store;
 use std::cell::Cell;
 
 use berth_plugin_sdk::fs::{self, Descriptor, DescriptorFlags, OpenFlags, PathFlags};
-use berth_plugin_sdk::storage::{Driver, FileInfo, InputStream, Path, StorageError};
+use berth_plugin_sdk::storage::{Driver, FileInfo, InputStream, ListPage, Path, StorageError};
 use berth_plugin_sdk::{log, Config, InitError};
 use store::{MemoryDriver, MemoryWriter};
 
@@ -38,6 +40,8 @@ enum Mode {
     Panic,
     BadData,
     Connect,
+    ListLoop,
+    ListEndless,
 }
 
 pub struct Hostile {
@@ -58,7 +62,7 @@ impl Hostile {
             Mode::Loop => spin(),
             Mode::Oom => exhaust_memory(),
             Mode::Panic => panic!("hostile plugin: panic mode ({path})"),
-            Mode::None | Mode::Escape | Mode::BadData | Mode::Connect => {}
+            Mode::None | Mode::Escape | Mode::BadData | Mode::Connect | Mode::ListLoop | Mode::ListEndless => {}
         }
     }
 
@@ -143,11 +147,16 @@ impl Driver for Hostile {
             "panic" => Mode::Panic,
             "bad-data" => Mode::BadData,
             "connect" => Mode::Connect,
+            "list-loop" => Mode::ListLoop,
+            "list-endless" => Mode::ListEndless,
             "init-fail" => return Err(InitError::invalid("mode", "init-fail: refusing to start, as asked")),
             other => {
                 return Err(InitError::invalid(
                     "mode",
-                    format!("unknown mode {other:?} (none, loop, oom, escape, panic, bad-data, connect, init-fail)"),
+                    format!(
+                        "unknown mode {other:?} (none, loop, oom, escape, panic, bad-data, connect, list-loop, \
+                         list-endless, init-fail)"
+                    ),
                 ))
             }
         };
@@ -220,6 +229,23 @@ impl Driver for Hostile {
 
     fn list(&self, path: &Path) -> Result<Vec<String>, StorageError> {
         self.inner.list(path)
+    }
+
+    fn list_page(&self, path: &Path, start_after: Option<&str>, limit: u32) -> Result<ListPage, StorageError> {
+        let mut page = self.inner.list_page(path, start_after, limit)?;
+        match self.mode {
+            // Always "more", always the same token.
+            Mode::ListLoop => page.next = Some(format!("{path}/loop")),
+            // A fresh page of fresh children after every token, forever.
+            Mode::ListEndless => {
+                let n = self.counter.get() + 1;
+                self.counter.set(n);
+                page.entries = (0..limit.clamp(1, 1000)).map(|i| format!("{path}/endless-{n}-{i}")).collect();
+                page.next = Some(format!("{path}/endless-{n}"));
+            }
+            _ => {}
+        }
+        Ok(page)
     }
 
     fn rename(&self, from: &Path, to: &Path) -> Result<(), StorageError> {

@@ -22,15 +22,17 @@
 //!   storage interface has no separate sync barrier, so this is what makes a crash after a
 //!   successful call safe; turn it off only for throwaway data.
 //!
-//! Fast paths: `open-reader` returns the file's `read-via-stream` and `writer.body` its
-//! `write-via-stream`, so the host moves blob bytes between the socket and the file natively,
-//! without copying them through this plugin. `writer.write` is the fallback.
+//! Fast paths: `open-reader` returns the file's `read-via-stream` and `writer.file` a descriptor
+//! of the file being written (`writer.body`, its `write-via-stream`, is next best), so the host
+//! moves blob bytes between the socket and the file natively, without copying them through
+//! this plugin. `writer.write` is the fallback.
 
 use std::cell::Cell;
+use std::collections::BinaryHeap;
 use std::rc::Rc;
 
 use berth_plugin_sdk::fs::{self, Descriptor, DescriptorFlags, DescriptorType, ErrorCode, OpenFlags, PathFlags};
-use berth_plugin_sdk::storage::{Driver, FileInfo, InputStream, OutputStream, Path, StorageError, Writer};
+use berth_plugin_sdk::storage::{Driver, FileInfo, InputStream, ListPage, OutputStream, Path, StorageError, Writer};
 use berth_plugin_sdk::{log, Config, InitError};
 
 /// Temporary files `put-content` renames into place carry this in their name; `list` hides them.
@@ -245,6 +247,42 @@ impl Driver for FsDriver {
         Ok(out)
     }
 
+    /// Pages by name (`readdir` order cannot be resumed): one pass over the directory keeps
+    /// only the `limit` smallest names after the token, so a page holds `limit` names in
+    /// memory however large the directory. The token is the page's last full path.
+    fn list_page(&self, path: &Path, start_after: Option<&str>, limit: u32) -> Result<ListPage, StorageError> {
+        let after = match start_after {
+            Some(t) => match t.strip_prefix(path.as_str()).and_then(|r| r.strip_prefix('/')) {
+                Some(name) => Some(name),
+                None => return Err(StorageError::other(format!("{t:?} is not a continuation token of {path}"))),
+            },
+            None => None,
+        };
+        let limit = limit.max(1) as usize;
+        let dir = self.open_file(path, OpenFlags::DIRECTORY, DescriptorFlags::READ).map_err(err(path))?;
+        let entries = dir.read_directory().map_err(err(path))?;
+        // A max-heap of the smallest names seen: its top is the one to drop for a smaller one.
+        let mut smallest: BinaryHeap<String> = BinaryHeap::with_capacity(limit.min(4096) + 1);
+        let mut more = false;
+        while let Some(entry) = entries.read_directory_entry().map_err(err(path))? {
+            if entry.name.contains(TEMP_MARK) || after.is_some_and(|a| entry.name.as_str() <= a) {
+                continue;
+            }
+            if smallest.len() < limit {
+                smallest.push(entry.name);
+            } else {
+                more = true;
+                if smallest.peek().is_some_and(|top| entry.name < *top) {
+                    smallest.pop();
+                    smallest.push(entry.name);
+                }
+            }
+        }
+        let entries: Vec<String> = smallest.into_sorted_vec().into_iter().map(|n| format!("{path}/{n}")).collect();
+        let next = if more { entries.last().cloned() } else { None };
+        Ok(ListPage { entries, next })
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
         let (src, dst) = (from.relative(), to.relative());
         match self.root.rename_at(src, &self.root.dir, dst) {
@@ -307,6 +345,16 @@ impl FsWriter {
 }
 
 impl Writer for FsWriter {
+    /// A second descriptor of the file, write-only: the host writes into it from `size` on.
+    fn file(&mut self) -> Result<Descriptor, StorageError> {
+        let file = self
+            .root
+            .open_at(PathFlags::empty(), self.path.relative(), OpenFlags::empty(), DescriptorFlags::WRITE)
+            .map_err(err(&self.path))?;
+        self.pos = None;
+        Ok(file)
+    }
+
     fn body(&mut self) -> Result<OutputStream, StorageError> {
         let at = self.pos()?;
         let stream = self.file.write_via_stream(at).map_err(err(&self.path))?;

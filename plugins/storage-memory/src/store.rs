@@ -7,9 +7,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::rc::Rc;
 
-use berth_plugin_sdk::storage::{Driver, FileInfo, Path, StorageError, Writer};
+use berth_plugin_sdk::storage::{Driver, FileInfo, ListPage, Path, StorageError, Writer};
 use berth_plugin_sdk::{time, Config, InitError};
 
 struct Object {
@@ -131,6 +132,40 @@ impl Driver for MemoryDriver {
         Ok(out)
     }
 
+    /// Pages in key order, resuming from the map itself: a page costs what it returns, not the
+    /// whole directory. The token is the last key of the page's last child (a child's keys are
+    /// contiguous), so the next page starts right after everything below that child.
+    fn list_page(&self, path: &Path, start_after: Option<&str>, limit: u32) -> Result<ListPage, StorageError> {
+        let objects = self.store.objects.borrow();
+        let prefix = format!("{path}/");
+        let from = match start_after {
+            Some(t) if t.starts_with(&prefix) => Bound::Excluded(t.to_string()),
+            Some(t) => return Err(StorageError::other(format!("{t:?} is not a continuation token of {path}"))),
+            None => Bound::Included(prefix.clone()),
+        };
+        let limit = limit.max(1) as usize;
+        let mut entries: Vec<String> = Vec::new();
+        let mut last_key: Option<&String> = None;
+        for (key, _) in objects.range::<String, _>((from, Bound::Unbounded)) {
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let child_len = key[prefix.len()..].find('/').map_or(key.len(), |i| prefix.len() + i);
+            let child = &key[..child_len];
+            if entries.last().map(String::as_str) != Some(child) {
+                if entries.len() == limit {
+                    return Ok(ListPage { entries, next: last_key.cloned() });
+                }
+                entries.push(child.to_string());
+            }
+            last_key = Some(key);
+        }
+        if entries.is_empty() && start_after.is_none() {
+            return Err(StorageError::not_found(path));
+        }
+        Ok(ListPage { entries, next: None })
+    }
+
     fn rename(&self, from: &Path, to: &Path) -> Result<(), StorageError> {
         let mut objects = self.store.objects.borrow_mut();
         let Some(obj) = objects.remove(from.as_str()) else {
@@ -243,6 +278,20 @@ mod tests {
         }
         assert_eq!(d.list(&p("/l")).unwrap(), ["/l/x", "/l/y", "/l/z"]);
         assert_eq!(d.list(&p("/l/x")).unwrap(), ["/l/x/1", "/l/x/2"]);
+        // Pages of two: every child once, in order, each page resuming after the last.
+        let mut seen = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = d.list_page(&p("/l"), token.as_deref(), 2).unwrap();
+            assert!(page.entries.len() <= 2);
+            seen.extend(page.entries);
+            match page.next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        assert_eq!(seen, d.list(&p("/l")).unwrap());
+        assert!(d.list_page(&p("/nope"), None, 2).unwrap_err().is_not_found());
         assert!(d.stat(&p("/l/y")).unwrap().is_dir);
         let f = d.stat(&p("/l/z")).unwrap();
         assert!(!f.is_dir && f.size == 1);

@@ -70,7 +70,9 @@ impl Driver for TemplateDriver {
         }
     }
 
-    /// Full paths of the direct children.
+    /// Full paths of the direct children. The host reads listings a page at a time; the SDK's
+    /// default `list_page` pages this by name. A backend that can resume a listing itself (an
+    /// object store's continuation token) overrides `list_page` instead.
     fn list(&self, path: &Path) -> Result<Vec<String>, StorageError> {
         let prefix = format!("{path}/");
         let mut children: Vec<String> = Vec::new();

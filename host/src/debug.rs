@@ -1,0 +1,164 @@
+//! The debug server (`http.debug.addr`): a separate plain-HTTP listener for operators and their
+//! monitoring, kept off the registry's port so it can stay private behind a load balancer.
+//! `/debug/health` checks storage and plugins, `/debug/vars` shows process facts (as Go's
+//! expvar), and the Prometheus path exposes `crate::metrics`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::api::App;
+use crate::config::Debug;
+use crate::metrics;
+
+/// A health check that takes longer than this is a failure: a load balancer must get an answer.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the storage check lists: the registry's root, which may not exist yet (NotFound still
+/// proves the backend answers).
+const HEALTH_PATH: &str = "/docker/registry/v2";
+
+/// Serves the debug endpoints on `listener` until the process stops.
+pub async fn serve(app: Arc<App>, config: Debug, listener: TcpListener) {
+    let metrics_path: Option<Arc<str>> = config.prometheus.enabled.then(|| config.prometheus.path.as_str().into());
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "debug server: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (app, metrics_path) = (app.clone(), metrics_path.clone());
+        let svc = service_fn(move |req| {
+            let (app, metrics_path) = (app.clone(), metrics_path.clone());
+            async move { Ok::<_, Infallible>(handle(&app, metrics_path.as_deref(), req).await) }
+        });
+        tokio::spawn(async move {
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
+                tracing::debug!(%peer, error = %e, "debug connection ended with an error");
+            }
+        });
+    }
+}
+
+async fn handle<B>(app: &App, metrics_path: Option<&str>, req: Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+    }
+    match req.uri().path() {
+        "/debug/health" => {
+            let (healthy, report) = health(app).await;
+            let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            json_response(status, &report)
+        }
+        "/debug/vars" => json_response(StatusCode::OK, &vars(app)),
+        p if Some(p) == metrics_path => {
+            let mut r = Response::new(Full::new(Bytes::from(metrics::get().encode())));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Storage answers a listing of the registry root in time, and the plugins are loaded. The
+/// report says `ok` per check, or the failing check's error.
+pub async fn health(app: &App) -> (bool, Value) {
+    let storage = match tokio::time::timeout(HEALTH_TIMEOUT, app.registry.driver().list(HEALTH_PATH)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) if e.is_not_found() => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", HEALTH_TIMEOUT.as_secs())),
+    };
+    // A plugin that failed to load stops startup and a failed reload keeps the old version, so a
+    // serving plugin is loaded; its calls are exercised by the storage check when it is the driver.
+    let plugins: serde_json::Map<String, Value> =
+        app.plugin_report().into_iter().map(|(name, _)| (name, json!("ok"))).collect();
+    let healthy = storage.is_ok();
+    let storage = match storage {
+        Ok(()) => json!("ok"),
+        Err(e) => {
+            tracing::warn!(error = %e, "health check: storage failed");
+            json!(e)
+        }
+    };
+    (healthy, json!({"storage": storage, "plugins": plugins}))
+}
+
+/// Process facts, as Go's expvar shows them.
+pub fn vars(app: &App) -> Value {
+    let m = metrics::get();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_seconds": m.uptime_seconds(),
+        "driver": app.registry.driver().name(),
+        "requests_served": m.requests_served(),
+        "requests_in_flight": m.in_flight.get(),
+        "rss_bytes": rss_bytes(),
+        "read_only": app.options.read_only,
+        "tls": app.options.tls,
+        "plugins": app.plugin_report(),
+    })
+}
+
+/// Resident set size from `/proc/self/statm` (pages), or `None` where there is no procfs.
+fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ApiOptions;
+    use crate::registry::Registry;
+    use crate::storage::FilesystemDriver;
+
+    #[tokio::test]
+    async fn health_and_vars() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = Arc::new(FilesystemDriver::open(dir.path()).unwrap());
+        let app = App::new(Registry::new(driver), ApiOptions::default());
+        let (ok, report) = health(&app).await;
+        assert!(ok, "{report}");
+        assert_eq!(report["storage"], "ok");
+        // A file where the registry's directory should be: listing it fails, not "not found".
+        std::fs::write(dir.path().join("docker"), b"not a directory").unwrap();
+        let (ok, report) = health(&app).await;
+        assert!(!ok, "{report}");
+        assert!(report["storage"].as_str().unwrap().contains("docker"), "{report}");
+        let v = vars(&app);
+        assert_eq!(v["driver"], "filesystem");
+        assert_eq!(v["pid"], std::process::id());
+        assert!(v["rss_bytes"].as_u64().unwrap() > 0);
+    }
+}

@@ -1,0 +1,128 @@
+"""Real object storage services for the tests, started on loopback: moto's standalone S3 server
+(from PyPI) and Azurite's blob service (from npm). Each starts once per test process, on a free
+port, and is stopped when the process exits. `BERTH_TEST_S3_ENDPOINT` / `BERTH_TEST_AZURE_URL`
+point the tests at services already running instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+S3_BUCKET = "berth-tests"
+S3_KEYS = {"accesskey": "berth-test-key", "secretkey": "berth-test-secret", "region": "us-east-1"}
+AZURE_ACCOUNT = "devstoreaccount1"
+# Azurite's well-known development key (public, in Microsoft's documentation).
+AZURE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+AZURE_CONTAINER = "berth-tests"
+AZURITE_PREFIX = Path(os.environ.get("BERTH_AZURITE_PREFIX", Path.home() / ".cache" / "berth" / "azurite"))
+
+_started: dict[str, str] = {}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(name: str, argv: list[str], ready, deadline_s: float = 60) -> subprocess.Popen:
+    log = tempfile.NamedTemporaryFile(prefix=f"berth-{name}-", suffix=".log", delete=False)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+    atexit.register(lambda: (proc.terminate(), proc.wait(10)))
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}: {Path(log.name).read_text()}")
+        try:
+            if ready():
+                return proc
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError(f"{name} did not start: {Path(log.name).read_text()}")
+
+
+def s3_endpoint() -> str:
+    """Endpoint of an S3-compatible server holding bucket S3_BUCKET."""
+    if "s3" not in _started:
+        url = os.environ.get("BERTH_TEST_S3_ENDPOINT")
+        if not url:
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            _spawn("moto", ["python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                   lambda: requests.get(url + "/", timeout=1).status_code < 500)
+        s3_client(url).create_bucket(Bucket=S3_BUCKET) if not _bucket_exists(url) else None
+        _started["s3"] = url
+    return _started["s3"]
+
+
+def s3_client(url: str | None = None):
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=url or s3_endpoint(), aws_access_key_id=S3_KEYS["accesskey"],
+                        aws_secret_access_key=S3_KEYS["secretkey"], region_name=S3_KEYS["region"],
+                        config=Config(s3={"addressing_style": "path"}))
+
+
+def _bucket_exists(url: str) -> bool:
+    try:
+        s3_client(url).head_bucket(Bucket=S3_BUCKET)
+        return True
+    except Exception:
+        return False
+
+
+def s3_config(rootdirectory: str, **extra) -> dict:
+    """berth's (and distribution's) `storage.s3` section for the test server."""
+    cfg = {**S3_KEYS, "bucket": S3_BUCKET, "regionendpoint": s3_endpoint(), "rootdirectory": rootdirectory}
+    cfg.update(extra)
+    return cfg
+
+
+def azure_url() -> str:
+    """Blob service URL of an Azurite holding container AZURE_CONTAINER."""
+    if "azure" not in _started:
+        url = os.environ.get("BERTH_TEST_AZURE_URL")
+        if not url:
+            exe = AZURITE_PREFIX / "node_modules" / ".bin" / "azurite-blob"
+            if not exe.exists():
+                raise RuntimeError(f"azurite is not installed at {exe}: run tests/setup.sh")
+            port = _free_port()
+            location = tempfile.mkdtemp(prefix="berth-azurite-")
+            atexit.register(lambda: shutil.rmtree(location, ignore_errors=True))
+            url = f"http://127.0.0.1:{port}/{AZURE_ACCOUNT}"
+            _spawn("azurite", [str(exe), "--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", location,
+                               "--skipApiVersionCheck", "--disableTelemetry", "--silent"],
+                   lambda: requests.get(f"http://127.0.0.1:{port}/", timeout=1) is not None)
+        container = azure_service(url).get_container_client(AZURE_CONTAINER)
+        if not container.exists():
+            container.create_container()
+        _started["azure"] = url
+    return _started["azure"]
+
+
+def azure_service(url: str | None = None):
+    from azure.storage.blob import BlobServiceClient
+
+    conn = (f"DefaultEndpointsProtocol=http;AccountName={AZURE_ACCOUNT};AccountKey={AZURE_KEY};"
+            f"BlobEndpoint={url or azure_url()};")
+    return BlobServiceClient.from_connection_string(conn)
+
+
+def azure_config(rootdirectory: str, **extra) -> dict:
+    cfg = {"accountname": AZURE_ACCOUNT, "accountkey": AZURE_KEY, "container": AZURE_CONTAINER,
+           "serviceurl": azure_url(), "rootdirectory": rootdirectory}
+    cfg.update(extra)
+    return cfg

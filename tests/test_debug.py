@@ -1,0 +1,266 @@
+"""The debug server (`http.debug.addr`): Prometheus metrics that count exactly the requests made,
+`/debug/health` (200 while storage answers, 503 with the error when it does not) and `/debug/vars`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client.parser import text_string_to_metric_families as parse_prometheus_text
+
+from harness import free_port, plugin_storage_config, plugin_wasm, start_berth
+from ocihelpers import push_blob, sha256
+
+REPO = "observed/app"
+
+
+def debug_config(port: int, **prometheus) -> dict:
+    cfg: dict = {"http": {"debug": {"addr": f"127.0.0.1:{port}"}}}
+    if prometheus:
+        cfg["http"]["debug"]["prometheus"] = prometheus
+    return cfg
+
+
+class Scrape:
+    """One parsed /metrics: families by name, sample values by (sample name, frozen labels).
+
+    The body is OpenMetrics text (what its Content-Type says), parsed strictly by the OpenMetrics
+    parser (types, units, `# EOF`); the classic Prometheus text parser must read the same samples.
+    """
+
+    def __init__(self, text: str):
+        families = list(parse_openmetrics(text))
+        self.families = {f.name: f for f in families}
+        assert len(self.families) == len(families), "a metric family appears twice"
+        self.values: dict[tuple, float] = {}
+        for f in families:
+            for s in f.samples:
+                self.values[(s.name, frozenset(s.labels.items()))] = s.value
+        classic = {(s.name, frozenset(s.labels.items())): s.value
+                   for f in parse_prometheus_text(text) for s in f.samples}
+        assert classic == self.values
+
+    def get(self, name: str, **labels) -> float:
+        return self.values.get((name, frozenset((k, str(v)) for k, v in labels.items())), 0.0)
+
+    def by(self, name: str, *keys: str) -> dict[tuple, float]:
+        """Sums of sample `name` grouped by the label values `keys`."""
+        out: dict[tuple, float] = defaultdict(float)
+        for (n, labels), v in self.values.items():
+            if n == name:
+                d = dict(labels)
+                out[tuple(d.get(k) for k in keys)] += v
+        return out
+
+
+def scrape(debug_url: str, path: str = "/metrics") -> Scrape:
+    r = requests.get(debug_url + path, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith(("text/plain", "application/openmetrics-text"))
+    return Scrape(r.text)
+
+
+def delta(after: dict, before: dict) -> dict:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+@pytest.fixture
+def observed(tmp_path):
+    dport = free_port()
+    srv = start_berth(tmp_path, config=debug_config(dport))
+    srv.debug_url = f"http://127.0.0.1:{dport}"
+    yield srv
+    srv.stop()
+
+
+def test_metrics_count_exactly_the_requests_made(observed):
+    u, d = observed.url, observed.debug_url
+    before = scrape(d)
+    req_before = before.by("berth_http_requests_total", "route", "method", "status")
+
+    blob = os.urandom(70_000)
+    with requests.Session() as s:
+        dgst = push_blob(u, REPO, blob, s)                                   # POST 202, PUT 201
+        # A chunked PATCH (no Content-Length): its bytes are counted as streamed.
+        loc = s.post(f"{u}/v2/{REPO}/blobs/uploads/").headers["Location"]    # POST 202
+        chunked = os.urandom(50_000)
+        r = s.patch(loc if loc.startswith("http") else u + loc, data=iter([chunked[:20_000], chunked[20_000:]]))
+        assert r.status_code == 202, r.text                                  # PATCH 202
+        loc = r.headers["Location"]
+        r = s.put(loc if loc.startswith("http") else u + loc, params={"digest": sha256(chunked)})
+        assert r.status_code == 201, r.text                                  # PUT 201
+        for _ in range(2):
+            assert s.get(f"{u}/v2/{REPO}/blobs/{dgst}").content == blob      # GET 200 x2
+        assert s.head(f"{u}/v2/{REPO}/blobs/{dgst}").status_code == 200      # HEAD 200
+        missing = s.get(f"{u}/v2/{REPO}/blobs/{sha256(b'nothing')}")
+        assert missing.status_code == 404                                    # GET 404
+        assert s.get(f"{u}/v2/{REPO}/manifests/latest").status_code == 404   # manifest GET 404
+        assert s.get(f"{u}/v2/").status_code == 200                          # base GET 200
+        assert s.get(f"{u}/not/an/endpoint").status_code == 404              # notfound GET 404
+
+    after = scrape(d)
+    counted = delta(after.by("berth_http_requests_total", "route", "method", "status"), req_before)
+    assert counted == {
+        ("upload", "POST", "202"): 2,
+        ("upload", "PUT", "201"): 2,
+        ("upload", "PATCH", "202"): 1,
+        ("blob", "GET", "200"): 2,
+        ("blob", "HEAD", "200"): 1,
+        ("blob", "GET", "404"): 1,
+        ("manifest", "GET", "404"): 1,
+        ("base", "GET", "200"): 1,
+        ("notfound", "GET", "404"): 1,
+    }
+    # No repository name ever becomes a label.
+    assert REPO not in str(after.values.keys())
+
+    # Bytes: blob bodies as streamed out; upload bodies as streamed in, chunked or not.
+    sent = delta(after.by("berth_http_response_body_bytes_total", "route", "method"),
+                 before.by("berth_http_response_body_bytes_total", "route", "method"))
+    assert sent[("blob", "GET")] == 2 * len(blob) + len(missing.content)
+    received = delta(after.by("berth_http_request_body_bytes_total", "route", "method"),
+                     before.by("berth_http_request_body_bytes_total", "route", "method"))
+    assert received[("upload", "PUT")] == len(blob)
+    assert received[("upload", "PATCH")] == len(chunked)
+
+    # Latency histograms: one sample per request, cumulative buckets ending at +Inf.
+    lat = delta(after.by("berth_http_request_duration_seconds_count", "route", "method"),
+                before.by("berth_http_request_duration_seconds_count", "route", "method"))
+    assert lat[("blob", "GET")] == 3 and lat[("upload", "POST")] == 2
+    assert after.get("berth_http_request_duration_seconds_bucket", route="blob", method="GET", le="+Inf") >= 3
+    assert after.get("berth_http_request_duration_seconds_sum", route="blob", method="GET") > 0
+
+    # Storage operations, by the configured driver and operation.
+    driver = requests.get(d + "/debug/vars", timeout=10).json()["driver"]
+    ops = delta(after.by("berth_storage_operation_duration_seconds_count", "driver", "op"),
+                before.by("berth_storage_operation_duration_seconds_count", "driver", "op"))
+    for op in ("writer", "write", "commit", "reader", "stat"):
+        assert ops.get((driver, op), 0) >= 1, (op, ops)
+    assert after.families["berth_storage_operation_errors"].type == "counter"
+    assert after.families["berth_storage_operation_duration_seconds"].type == "histogram"
+    assert after.families["berth_http_request_duration_seconds"].unit == "seconds"
+    assert after.get("berth_http_requests_in_flight") == 0
+
+
+def test_health_and_vars(observed):
+    d = observed.debug_url
+    r = requests.get(d + "/debug/health", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json() == {"storage": "ok", "plugins": {}}
+
+    with requests.Session() as s:
+        for _ in range(3):
+            assert s.get(f"{observed.url}/v2/").status_code == 200
+    v = requests.get(d + "/debug/vars", timeout=10).json()
+    assert v["pid"] == observed.proc.pid
+    assert isinstance(v["driver"], str) and v["driver"]
+    assert isinstance(v["version"], str) and v["version"]
+    assert v["uptime_seconds"] > 0
+    assert v["requests_served"] >= 4  # the harness's readiness probe and these three
+    assert v["requests_in_flight"] == 0
+    assert v["rss_bytes"] > 1 << 20
+    # The debug endpoints are not served on the registry's port, nor counted there.
+    assert requests.get(f"{observed.url}/debug/vars", timeout=10).status_code == 404
+    assert requests.get(d + "/v2/", timeout=10).status_code == 404
+
+
+def test_health_fails_while_storage_is_broken(observed):
+    d = observed.debug_url
+    assert requests.get(d + "/debug/health", timeout=10).status_code == 200
+    # A file where the registry's directory belongs: listing it fails (as root too), which is an
+    # error, not "nothing there yet".
+    registry_dir = Path(observed.root) / "docker"
+    moved = registry_dir.with_name("docker.moved")
+    if registry_dir.exists():
+        registry_dir.rename(moved)
+    registry_dir.write_bytes(b"not a directory")
+    try:
+        r = requests.get(d + "/debug/health", timeout=10)
+        assert r.status_code == 503, r.text
+        report = r.json()
+        assert report["storage"] != "ok" and "docker" in report["storage"], report
+    finally:
+        registry_dir.unlink()
+        if moved.exists():
+            moved.rename(registry_dir)
+    assert requests.get(d + "/debug/health", timeout=10).status_code == 200
+
+
+def test_prometheus_path_and_switch(tmp_path):
+    dport = free_port()
+    srv = start_berth(tmp_path / "a", config=debug_config(dport, path="/prom"))
+    try:
+        assert "berth_http_requests" in scrape(f"http://127.0.0.1:{dport}", "/prom").families
+        assert requests.get(f"http://127.0.0.1:{dport}/metrics", timeout=10).status_code == 404
+    finally:
+        srv.stop()
+    dport = free_port()
+    srv = start_berth(tmp_path / "b", config=debug_config(dport, enabled=False))
+    try:
+        assert requests.get(f"http://127.0.0.1:{dport}/metrics", timeout=10).status_code == 404
+        assert requests.get(f"http://127.0.0.1:{dport}/debug/health", timeout=10).status_code == 200
+    finally:
+        srv.stop()
+
+
+def need(name: str) -> Path:
+    p = plugin_wasm(name)
+    if not p.is_file():
+        if os.environ.get("BERTH_REQUIRE_PLUGINS"):
+            pytest.fail(f"{p} is not built, and BERTH_REQUIRE_PLUGINS is set")
+        pytest.skip(f"{p} is not built (cd plugins && cargo build --target wasm32-wasip2 --release)")
+    return p
+
+
+def hostile(tmp_path: Path, mode: str, dport: int) -> dict:
+    cfg = plugin_storage_config("hostile", tmp_path / "hostile-root", config={"root": "/data", "mode": mode},
+                                deadline_ms=1000, memory_mib=32, instances=1)
+    cfg.update(debug_config(dport))
+    return cfg
+
+
+def test_plugin_calls_and_failures_are_measured(tmp_path):
+    need("hostile")
+    dport = free_port()
+    srv = start_berth(tmp_path, config=hostile(tmp_path, "panic", dport))
+    d = f"http://127.0.0.1:{dport}"
+    try:
+        health = requests.get(d + "/debug/health", timeout=10)
+        assert health.status_code == 200, health.text
+        assert health.json()["plugins"] == {"hostile": "ok"}
+        assert "hostile" in requests.get(d + "/debug/vars", timeout=10).json()["plugins"]
+        before = scrape(d)
+        for _ in range(2):  # `panic` traps in get-content and stat: each request fails once
+            assert requests.get(f"{srv.url}/v2/h/repo/manifests/latest", timeout=10).status_code == 500
+        after = scrape(d)
+        failures = delta(after.by("berth_plugin_call_failures_total", "plugin"),
+                         before.by("berth_plugin_call_failures_total", "plugin"))
+        assert failures.get(("hostile",), 0) >= 2, failures
+        calls = after.by("berth_plugin_call_duration_seconds_count", "plugin", "op")
+        assert calls.get(("hostile", "list"), 0) >= 1, calls  # the health check's listing
+        assert sum(v for (p, _), v in calls.items() if p == "hostile") >= 3
+        assert after.get("berth_http_requests_total", route="manifest", method="GET", status="500") == 2
+    finally:
+        srv.stop()
+
+
+def test_health_reports_a_failing_storage_plugin(tmp_path):
+    need("hostile")
+    dport = free_port()
+    srv = start_berth(tmp_path, config=hostile(tmp_path, "list-loop", dport))
+    try:
+        # Something to list: the registry root exists once a blob is stored.
+        push_blob(srv.url, REPO, b"listed")
+        r = requests.get(f"http://127.0.0.1:{dport}/debug/health", timeout=15)
+        assert r.status_code == 503, r.text
+        assert r.json()["storage"] != "ok"
+        assert srv.proc.poll() is None
+    finally:
+        srv.stop()
