@@ -126,3 +126,19 @@ def azure_config(rootdirectory: str, **extra) -> dict:
            "serviceurl": azure_url(), "rootdirectory": rootdirectory}
     cfg.update(extra)
     return cfg
+
+
+def main() -> None:
+    """Start both services for a whole test run: print their environment, then wait."""
+    import signal
+    import sys
+
+    print(f"export BERTH_TEST_S3_ENDPOINT={s3_endpoint()}")
+    print(f"export BERTH_TEST_AZURE_URL={azure_url()}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

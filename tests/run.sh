@@ -1,18 +1,35 @@
 #!/usr/bin/env bash
 # The whole test suite: unit and driver tests (cargo), then the black-box suite that drives the
 # release binary over HTTP with skopeo and Python clients, then the registry's black-box API
-# suite again on the storage-fs plugin. One release build serves all of it; the plugins are
+# suite again on the storage-fs plugin, on S3 (moto's server) and on Azure Blob (Azurite), both
+# started here on loopback. One release build serves all of it; the plugins are
 # built from source first (no .wasm is committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tests/setup.sh
 (cd plugins && cargo build --target wasm32-wasip2 --release)
 cargo build --release -p berth
-# The plugins were just built: a test that finds one missing must fail, not skip.
-export BERTH_REQUIRE_PLUGINS=1
+# The object storage services for the whole run; stopped on exit.
+services_env="$(mktemp)"
+python3 tests/objectstores.py >"$services_env" &
+services=$!
+trap 'kill $services 2>/dev/null || true; rm -f "$services_env"' EXIT
+for _ in $(seq 1 600); do
+  [ "$(wc -l <"$services_env")" -ge 2 ] && break
+  kill -0 $services 2>/dev/null || { echo "object storage services failed to start" >&2; exit 1; }
+  sleep 0.1
+done
+# shellcheck disable=SC1090
+source "$services_env"
+# The plugins and services were just set up: a test that finds one missing must fail, not skip.
+export BERTH_REQUIRE_PLUGINS=1 BERTH_REQUIRE_SERVICES=1
 cargo test --release -p berth
 cd tests
 echo "== black-box suite, native filesystem driver"
 python3 -m pytest -q -p no:cacheprovider "$@"
 echo "== registry API suite, storage-fs component driver"
 BERTH_TEST_STORAGE=storage-fs python3 -m pytest -q -p no:cacheprovider test_api_*.py test_interop.py test_skopeo.py "$@"
+echo "== registry API suite, S3 driver (moto server)"
+BERTH_TEST_STORAGE=s3 python3 -m pytest -q -p no:cacheprovider test_api_*.py test_interop.py test_skopeo.py "$@"
+echo "== registry API suite, Azure driver (Azurite)"
+BERTH_TEST_STORAGE=azure python3 -m pytest -q -p no:cacheprovider test_api_*.py test_skopeo.py "$@"

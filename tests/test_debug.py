@@ -14,7 +14,7 @@ import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus_text
 
-from harness import free_port, plugin_storage_config, plugin_wasm, start_berth
+from harness import TEST_STORAGE, free_port, plugin_storage_config, plugin_wasm, start_berth
 from ocihelpers import push_blob, sha256
 
 REPO = "observed/app"
@@ -153,7 +153,8 @@ def test_health_and_vars(observed):
     r = requests.get(d + "/debug/health", timeout=10)
     assert r.status_code == 200, r.text
     assert r.headers["Content-Type"] == "application/json"
-    assert r.json() == {"storage": "ok", "plugins": {}}
+    # Under BERTH_TEST_STORAGE the driver is a storage plugin, which health lists.
+    assert r.json() == {"storage": "ok", "plugins": {TEST_STORAGE: "ok"} if TEST_STORAGE else {}}
 
     with requests.Session() as s:
         for _ in range(3):
@@ -171,12 +172,22 @@ def test_health_and_vars(observed):
     assert requests.get(d + "/v2/", timeout=10).status_code == 404
 
 
-def test_health_fails_while_storage_is_broken(observed):
-    d = observed.debug_url
+def test_health_fails_while_storage_is_broken(tmp_path):
+    # The native filesystem driver, named explicitly so BERTH_TEST_STORAGE keeps it.
+    root, dport = tmp_path / "data", free_port()
+    config = {**debug_config(dport), "storage": {"filesystem": {"rootdirectory": str(root)}}}
+    srv = start_berth(tmp_path, root=root, config=config)
+    try:
+        check_health_follows_storage(f"http://127.0.0.1:{dport}", root)
+    finally:
+        srv.stop()
+
+
+def check_health_follows_storage(d: str, root: Path) -> None:
     assert requests.get(d + "/debug/health", timeout=10).status_code == 200
     # A file where the registry's directory belongs: listing it fails (as root too), which is an
     # error, not "nothing there yet".
-    registry_dir = Path(observed.root) / "docker"
+    registry_dir = root / "docker"
     moved = registry_dir.with_name("docker.moved")
     if registry_dir.exists():
         registry_dir.rename(moved)

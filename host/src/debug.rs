@@ -29,7 +29,14 @@ const HEALTH_PATH: &str = "/docker/registry/v2";
 
 /// Serves the debug endpoints on `listener` until the process stops.
 pub async fn serve(app: Arc<App>, config: Debug, listener: TcpListener) {
-    let metrics_path: Option<Arc<str>> = config.prometheus.enabled.then(|| config.prometheus.path.as_str().into());
+    let path = &config.prometheus.path;
+    let metrics_path: Option<Arc<str>> = config.prometheus.enabled.then(|| {
+        if path.starts_with('/') {
+            path.as_str().into()
+        } else {
+            format!("/{path}").into()
+        }
+    });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,

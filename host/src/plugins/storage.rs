@@ -53,6 +53,11 @@ impl Held<'_> {
         self.guard.as_mut().expect("a held slot has an instance")
     }
 
+    /// False once the instance was discarded (a call on it failed).
+    pub fn is_live(&self) -> bool {
+        self.guard.is_some()
+    }
+
     /// Discards the instance (after a failed call).
     pub fn discard(&mut self) {
         *self.guard = None;

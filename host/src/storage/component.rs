@@ -26,8 +26,11 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use wasmtime::component::{Resource, ResourceAny};
+use wasmtime_wasi::filesystem::Descriptor;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, StreamError};
+use wasmtime_wasi::OpenMode;
 
+use super::sink::{start_writeback, WRITEBACK_STEP};
 use super::{validate_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 use crate::plugins::bindings::storage::exports::berth::plugin::storage_driver as sd;
 use crate::plugins::storage::{Failure, Held, Slot, StoragePlugin};
@@ -164,35 +167,16 @@ impl StorageDriver for ComponentDriver {
                 })
             })
             .await?;
-        let body = p
-            .run(&mut held, "writer.body", |i| {
-                Box::pin(async move {
-                    i.bindings.berth_plugin_storage_driver().writer().call_body(&mut i.store, handle).await
-                })
-            })
-            .await?;
-        let body = match body {
-            Ok(stream) => Some(stream),
-            Err(sd::StorageError::Unsupported) => None,
-            Err(e) => {
-                let err = plugin_error(&p, "writer.body", path, e);
-                let _ = finish(&p, &mut held, handle, false).await;
-                return Err(err);
-            }
-        };
-        // The guest handed the stream over: take it out of the instance's table, so writing it
-        // needs no lock on the instance and can run on a thread of its own.
         let mut check = p.spec.verify_uploads.then(check::Hasher::new);
-        let body = match body {
-            Some(stream) => match held.instance().store.data_mut().table().delete(stream) {
-                Ok(stream) => Body::Pump(Pump::start(stream, check.take())),
-                Err(e) => {
-                    let err = stream_error(&p, "writer.body", path, e);
+        let body = match open_body(&p, &mut held, handle, size, path, &mut check).await {
+            Ok(body) => body,
+            Err(e) => {
+                // The instance may be gone with the failure; then so is the writer.
+                if held.is_live() {
                     let _ = finish(&p, &mut held, handle, false).await;
-                    return Err(err);
                 }
-            },
-            None => Body::Calls,
+                return Err(e);
+            }
         };
         let id = held.instance().id;
         drop(held);
@@ -476,6 +460,112 @@ async fn finish(
     Ok(r)
 }
 
+/// How the host writes a new writer's body: into the file the plugin hands over, else into its
+/// output stream, else by `writer.write` calls. A file or stream is taken out of the instance's
+/// table (the guest gave up its handle), so writing it needs no lock on the instance.
+async fn open_body(
+    p: &StoragePlugin,
+    held: &mut Held<'_>,
+    handle: ResourceAny,
+    at: u64,
+    path: &str,
+    check: &mut Option<check::Hasher>,
+) -> Result<Body> {
+    let file = p
+        .run(held, "writer.file", |i| {
+            Box::pin(
+                async move { i.bindings.berth_plugin_storage_driver().writer().call_file(&mut i.store, handle).await },
+            )
+        })
+        .await?;
+    match file {
+        Ok(d) => {
+            let d = held
+                .instance()
+                .store
+                .data_mut()
+                .table()
+                .delete(d)
+                .map_err(|e| stream_error(p, "writer.file", path, e))?;
+            let file = writable_file(d).map_err(|why| stream_error(p, "writer.file", path, why))?;
+            return Ok(Body::Pump(Pump::start(
+                Sink::File { file, pos: at, flushed: at, writeback: None },
+                check.take(),
+            )));
+        }
+        Err(sd::StorageError::Unsupported) => {}
+        Err(e) => return Err(plugin_error(p, "writer.file", path, e)),
+    }
+    let body = p
+        .run(held, "writer.body", |i| {
+            Box::pin(
+                async move { i.bindings.berth_plugin_storage_driver().writer().call_body(&mut i.store, handle).await },
+            )
+        })
+        .await?;
+    match body {
+        Ok(s) => {
+            let s = held
+                .instance()
+                .store
+                .data_mut()
+                .table()
+                .delete(s)
+                .map_err(|e| stream_error(p, "writer.body", path, e))?;
+            Ok(Body::Pump(Pump::start(Sink::Stream(s), check.take())))
+        }
+        Err(sd::StorageError::Unsupported) => Ok(Body::Calls),
+        Err(e) => Err(plugin_error(p, "writer.body", path, e)),
+    }
+}
+
+/// The OS file behind a descriptor a plugin handed over, if the host may write it: a regular
+/// file the plugin opened for writing (in one of its granted directories: it has no other).
+fn writable_file(d: Descriptor) -> std::result::Result<Arc<std::fs::File>, String> {
+    let Descriptor::File(f) = d else { return Err("the descriptor is a directory".into()) };
+    if f.perms.write_not_permitted() || !f.open_mode.contains(OpenMode::WRITE) {
+        return Err("the file is not open for writing".into());
+    }
+    match f.file.metadata() {
+        Ok(m) if m.file_type().is_file() => Ok(f.file),
+        Ok(_) => Err("the descriptor is not a regular file".into()),
+        Err(e) => Err(format!("the descriptor cannot be inspected: {e}")),
+    }
+}
+
+/// Where a pump thread writes.
+enum Sink {
+    /// A plugin's file, written in place through the page cache (so the read-back that checks
+    /// it is served from memory), with writeback started every `WRITEBACK_STEP` so the
+    /// plugin's commit finds little left to sync. Starting writeback blocks while the device
+    /// is congested, so it runs on a blocking task of its own (one at a time), never holding
+    /// up the writes.
+    File { file: Arc<std::fs::File>, pos: u64, flushed: u64, writeback: Option<tokio::task::JoinHandle<()>> },
+    /// A plugin's output stream.
+    Stream(DynOutputStream),
+}
+
+impl Sink {
+    fn write(&mut self, rt: &tokio::runtime::Handle, chunk: Bytes) -> std::result::Result<(), String> {
+        match self {
+            Sink::File { file, pos, flushed, writeback } => {
+                use std::os::unix::fs::FileExt;
+                file.write_all_at(&chunk, *pos).map_err(|e| e.to_string())?;
+                *pos += chunk.len() as u64;
+                if *pos - *flushed >= WRITEBACK_STEP && writeback.as_ref().is_none_or(|w| w.is_finished()) {
+                    let (f, from, len) = (file.clone(), *flushed, *pos - *flushed);
+                    *writeback = Some(rt.spawn_blocking(move || start_writeback(&f, from, len)));
+                    *flushed = *pos;
+                }
+                Ok(())
+            }
+            // A file stream writes in place here (the store allows blocking the current
+            // thread); any other kind of stream is driven by the runtime.
+            Sink::Stream(s) => rt.block_on(s.blocking_write_and_flush(chunk)).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// How a writer's bytes reach the plugin.
 enum Body {
     /// Into the stream `writer.body` handed over, by a pump thread.
@@ -496,27 +586,29 @@ struct Pump {
 }
 
 impl Pump {
-    fn start(mut stream: DynOutputStream, mut check: Option<check::Hasher>) -> Pump {
+    fn start(mut sink: Sink, mut check: Option<check::Hasher>) -> Pump {
         let (tx, mut rx) = mpsc::channel::<Bytes>(PUMP_QUEUE);
         let rt = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
             let (mut tw, mut tm, mut tr) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
             let mut t = std::time::Instant::now();
-            while let Some(chunk) = { let r = rx.blocking_recv(); tr += t.elapsed(); r } {
+            while let Some(chunk) = {
+                let r = rx.blocking_recv();
+                tr += t.elapsed();
+                r
+            } {
                 let t0 = std::time::Instant::now();
                 if let Some(c) = check.as_mut() {
                     c.update(&chunk);
                 }
                 tm += t0.elapsed();
                 let t1 = std::time::Instant::now();
-                let r = rt.block_on(stream.blocking_write_and_flush(chunk)).map_err(|e| e.to_string());
+                let r = sink.write(&rt, chunk);
                 tw += t1.elapsed();
                 t = std::time::Instant::now();
                 r?;
                 continue;
-                // A file stream writes in place here (the store allows blocking the current
-                // thread); any other kind of stream is driven by the runtime.
-                rt.block_on(stream.blocking_write_and_flush(chunk)).map_err(|e| e.to_string())?;
+                sink.write(&rt, chunk)?;
             }
             tracing::warn!("qbt pump recvwait {tr:?} mac {tm:?} write {tw:?}");
             Ok(check)
@@ -610,7 +702,14 @@ impl PluginWriter {
         match check {
             Some(sent) if commit && self.size > self.start => {
                 let r = verify_stored(&p, &self.path, self.start, self.size - self.start, sent).await;
-                tracing::warn!("qbt pumpfinish {:?} commit {:?} verify {:?} writes {} since_open {:?}", t1 - t0, t2 - t1, t2.elapsed(), self.nwrites, self.opened.elapsed());
+                tracing::warn!(
+                    "qbt pumpfinish {:?} commit {:?} verify {:?} writes {} since_open {:?}",
+                    t1 - t0,
+                    t2 - t1,
+                    t2.elapsed(),
+                    self.nwrites,
+                    self.opened.elapsed()
+                );
                 r
             }
             _ => Ok(()),

@@ -427,6 +427,57 @@ mod tests {
         crate::storage::suite::run_all(&InMemoryDriver::new()).await;
     }
 
+    /// A service the test script started (`tests/objectstores.py`), or `None` to skip; with
+    /// BERTH_REQUIRE_SERVICES set a missing service fails the test instead.
+    fn service(var: &str) -> Option<String> {
+        let v = std::env::var(var).ok();
+        if v.is_none() {
+            assert!(std::env::var_os("BERTH_REQUIRE_SERVICES").is_none(), "{var} is not set");
+            eprintln!("{var} not set: skipped");
+        }
+        v
+    }
+
+    fn unique_root() -> String {
+        format!("/suite-{:016x}", rand::random::<u64>())
+    }
+
+    #[tokio::test]
+    async fn s3_passes_driver_suite() {
+        let Some(endpoint) = service("BERTH_TEST_S3_ENDPOINT") else { return };
+        let c = config::S3 {
+            accesskey: Some("berth-test-key".into()),
+            secretkey: Some("berth-test-secret".into()),
+            bucket: "berth-tests".into(),
+            regionendpoint: Some(endpoint),
+            rootdirectory: Some(unique_root()),
+            chunksize: Some(5 << 20),
+            ..Default::default()
+        };
+        let d = ObjectStoreDriver::s3(&c, true).unwrap();
+        crate::storage::suite::run_all(&d).await;
+        let url = d.redirect_url("/any/path").await.unwrap().unwrap();
+        assert!(url.contains("X-Amz-Signature="), "{url}");
+    }
+
+    #[tokio::test]
+    async fn azure_passes_driver_suite() {
+        let Some(url) = service("BERTH_TEST_AZURE_URL") else { return };
+        let c = config::Azure {
+            accountname: "devstoreaccount1".into(),
+            accountkey: Some(
+                "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==".into(),
+            ),
+            container: "berth-tests".into(),
+            serviceurl: Some(url),
+            rootdirectory: Some(unique_root()),
+            ..Default::default()
+        };
+        let d = ObjectStoreDriver::azure(&c, false).unwrap();
+        crate::storage::suite::run_all(&d).await;
+        assert_eq!(d.redirect_url("/any/path").await.unwrap(), None, "redirects are off");
+    }
+
     #[tokio::test]
     async fn keys_under_the_root_directory() {
         let d = ObjectStoreDriver::new("t", Arc::new(InMemory::new()), None, Some("/reg/"), 5 << 20);
