@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -167,7 +166,7 @@ def test_health_and_vars(observed):
     assert v["requests_served"] >= 4  # the harness's readiness probe and these three
     assert v["requests_in_flight"] == 0
     assert v["rss_bytes"] > 1 << 20
-    # The debug endpoints are not served on the registry's port, nor counted there.
+    # The debug endpoints live only on the debug port, and the API only on its own.
     assert requests.get(f"{observed.url}/debug/vars", timeout=10).status_code == 404
     assert requests.get(d + "/v2/", timeout=10).status_code == 404
 
