@@ -242,3 +242,25 @@ def test_maxinflight_sheds_load_with_toomanyrequests(berth_factory):
     t.join(30)
     assert done["status"] == 202
     assert requests.get(f"{srv.url}/v2/", timeout=10).status_code == 200
+
+
+def test_config_check_names_every_problem(tmp_path):
+    good = tmp_path / "good.yml"
+    good.write_text("version: 0.1\nstorage:\n  s3: {bucket: b, region: eu-west-1, v4auth: true}\n"
+                    "  maintenance:\n    uploadpurging: {age: 48h, interval: 1h}\n")
+    r = subprocess.run([str(BERTH_BIN), "config", "check", str(good)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "storage.s3.v4auth: unknown key" in r.stdout and "ok" in r.stdout
+    bad = tmp_path / "bad.yml"
+    bad.write_text("storage:\n  s3: {chunksize: 1024, accesskey: a, regionendpoint: 'ftp://x'}\n"
+                   "  maintenance:\n    uploadpurging: {age: 0s}\n")
+    r = subprocess.run([str(BERTH_BIN), "config", "check", str(bad)], capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0
+    keys = [line.split(":")[1].strip() for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert keys == ["storage.s3.bucket", "storage.s3.chunksize", "storage.s3.secretkey",
+                    "storage.s3.regionendpoint", "storage.maintenance.uploadpurging"], r.stderr
+    unparsable = tmp_path / "unparsable.yml"
+    unparsable.write_text("storage:\n  maintenance:\n    uploadpurging: {age: forever}\n")
+    r = subprocess.run([str(BERTH_BIN), "config", "check", str(unparsable)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0 and "storage.maintenance.uploadpurging.age" in r.stderr

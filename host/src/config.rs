@@ -471,8 +471,27 @@ impl Config {
         }
     }
 
+    /// For `berth config check`: the configuration and every problem in it. A file that does not
+    /// parse stops at its first error; validation reports all of them.
+    pub fn check(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, Vec<ConfigError>> {
+        let loaded = Self::parse(Some(path), env).map_err(|e| vec![e])?;
+        let problems = loaded.config.problems();
+        if problems.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(problems)
+        }
+    }
+
     /// Loads the file (if any), applies environment overrides from `env`, and validates.
     pub fn load(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, ConfigError> {
+        let loaded = Self::parse(path, env)?;
+        loaded.config.validate()?;
+        Ok(loaded)
+    }
+
+    /// Reads, applies overrides and deserializes, without validating.
+    fn parse(path: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Loaded, ConfigError> {
         let mut doc = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
@@ -510,11 +529,20 @@ impl Config {
                 unknown_keys.push(p.to_string().replace(".?", ""))
             }))
             .map_err(|e| ConfigError { key: e.path().to_string(), message: e.inner().to_string() })?;
-        config.validate()?;
         Ok(Loaded { config, unknown_keys })
     }
 
+    /// The first problem, if any (what `serve` refuses to start with).
     fn validate(&self) -> Result<(), ConfigError> {
+        match self.problems().into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem in a parsed configuration, each naming its key (`berth config check`).
+    pub fn problems(&self) -> Vec<ConfigError> {
+        let mut out = Vec::new();
         let st = &self.storage;
         let drivers = [
             st.filesystem.is_some(),
@@ -525,30 +553,29 @@ impl Config {
             st.gcs.is_some(),
         ];
         if drivers.iter().filter(|d| **d).count() > 1 {
-            return Err(ConfigError {
+            out.push(ConfigError {
                 key: "storage".into(),
                 message: "configure exactly one storage driver (filesystem, inmemory, s3, azure, gcs or plugin)".into(),
             });
         }
-        let need = |key: &str, v: &str| {
+        let need = |out: &mut Vec<ConfigError>, key: &str, v: &str| {
             if v.trim().is_empty() {
-                Err(ConfigError { key: key.into(), message: "is required".into() })
-            } else {
-                Ok(())
+                out.push(ConfigError { key: key.into(), message: "is required".into() });
             }
         };
-        let chunk = |key: &str, v: Option<u64>| match v {
-            Some(n) if !(5 << 20..=5 << 30).contains(&n) => Err(ConfigError {
-                key: key.into(),
-                message: format!("{n} is outside 5 MiB..5 GiB, the sizes object stores take for a part"),
-            }),
-            _ => Ok(()),
+        let chunk = |out: &mut Vec<ConfigError>, key: &str, v: Option<u64>| {
+            if let Some(n) = v.filter(|n| !(5 << 20..=5 << 30).contains(n)) {
+                out.push(ConfigError {
+                    key: key.into(),
+                    message: format!("{n} is outside 5 MiB..5 GiB, the sizes object stores take for a part"),
+                });
+            }
         };
         if let Some(s3) = &st.s3 {
-            need("storage.s3.bucket", &s3.bucket)?;
-            chunk("storage.s3.chunksize", s3.chunksize)?;
+            need(&mut out, "storage.s3.bucket", &s3.bucket);
+            chunk(&mut out, "storage.s3.chunksize", s3.chunksize);
             if s3.accesskey.is_some() != s3.secretkey.is_some() {
-                return Err(ConfigError {
+                out.push(ConfigError {
                     key: "storage.s3.secretkey".into(),
                     message: "accesskey and secretkey go together (omit both to use the environment or instance role)"
                         .into(),
@@ -556,7 +583,7 @@ impl Config {
             }
             if let Some(e) = &s3.regionendpoint {
                 if !(e.starts_with("http://") || e.starts_with("https://")) {
-                    return Err(ConfigError {
+                    out.push(ConfigError {
                         key: "storage.s3.regionendpoint".into(),
                         message: format!("{e:?} is not an http:// or https:// URL"),
                     });
@@ -564,23 +591,23 @@ impl Config {
             }
         }
         if let Some(a) = &st.azure {
-            need("storage.azure.accountname", &a.accountname)?;
-            need("storage.azure.container", &a.container)?;
+            need(&mut out, "storage.azure.accountname", &a.accountname);
+            need(&mut out, "storage.azure.container", &a.container);
         }
         if let Some(g) = &st.gcs {
-            need("storage.gcs.bucket", &g.bucket)?;
-            chunk("storage.gcs.chunksize", g.chunksize)?;
+            need(&mut out, "storage.gcs.bucket", &g.bucket);
+            chunk(&mut out, "storage.gcs.chunksize", g.chunksize);
         }
         let purge = &st.maintenance.uploadpurging;
         if purge.enabled && (purge.age.is_zero() || purge.interval.is_zero()) {
-            return Err(ConfigError {
+            out.push(ConfigError {
                 key: "storage.maintenance.uploadpurging".into(),
                 message: "age and interval must be more than zero".into(),
             });
         }
         if let Some(p) = &self.storage.plugin {
             if !self.plugins.entries.contains_key(&p.name) {
-                return Err(ConfigError {
+                out.push(ConfigError {
                     key: "storage.plugin.name".into(),
                     message: format!("no plugin {:?} under plugins", p.name),
                 });
@@ -591,28 +618,25 @@ impl Config {
             .chain(self.plugins.entries.iter().map(|(n, p)| (n.as_str(), (p.deadline_ms, p.memory_mib))))
         {
             if p.0 == Some(0) || p.0.is_some_and(|v| v > 600_000) {
-                return Err(ConfigError {
+                out.push(ConfigError {
                     key: format!("plugins.{name}.deadline_ms"),
                     message: "must be 1..=600000".into(),
                 });
             }
             if p.1.is_some_and(|v| !(2..=1024).contains(&v)) {
-                return Err(ConfigError {
-                    key: format!("plugins.{name}.memory_mib"),
-                    message: "must be 2..=1024".into(),
-                });
+                out.push(ConfigError { key: format!("plugins.{name}.memory_mib"), message: "must be 2..=1024".into() });
             }
         }
         for (name, p) in &self.plugins.entries {
             if p.instances.is_some_and(|n| !(1..=64).contains(&n)) {
-                return Err(ConfigError { key: format!("plugins.{name}.instances"), message: "must be 1..=64".into() });
+                out.push(ConfigError { key: format!("plugins.{name}.instances"), message: "must be 1..=64".into() });
             }
             if p.path.as_os_str().is_empty() {
-                return Err(ConfigError { key: format!("plugins.{name}.path"), message: "must not be empty".into() });
+                out.push(ConfigError { key: format!("plugins.{name}.path"), message: "must not be empty".into() });
             }
             for (i, g) in p.grants.dirs.iter().enumerate() {
                 if g.guest.is_empty() || g.host.as_os_str().is_empty() {
-                    return Err(ConfigError {
+                    out.push(ConfigError {
                         key: format!("plugins.{name}.grants.dirs[{i}]"),
                         message: "host and guest must not be empty".into(),
                     });
@@ -621,13 +645,13 @@ impl Config {
         }
         if let Some(fs) = &self.storage.filesystem {
             if fs.rootdirectory.as_os_str().is_empty() {
-                return Err(ConfigError {
+                out.push(ConfigError {
                     key: "storage.filesystem.rootdirectory".into(),
                     message: "must not be empty".into(),
                 });
             }
         }
-        Ok(())
+        out
     }
 }
 
@@ -733,6 +757,15 @@ mod tests {
         assert_eq!(e.key, "storage.maintenance.uploadpurging.age", "{e}");
         let e = load("storage:\n  azure: {accountname: a}\n", &[]).unwrap_err();
         assert_eq!(e.key, "storage.azure.container", "{e}");
+        // `config check` reports every problem, not just the first.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.yml");
+        std::fs::write(&p, "storage:\n  s3: {chunksize: 1, accesskey: a, regionendpoint: ftp://x}\n").unwrap();
+        let keys: Vec<String> = Config::check(&p, []).unwrap_err().into_iter().map(|e| e.key).collect();
+        assert_eq!(
+            keys,
+            ["storage.s3.bucket", "storage.s3.chunksize", "storage.s3.secretkey", "storage.s3.regionendpoint"]
+        );
     }
 
     #[test]

@@ -67,8 +67,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Config { command: ConfigCommand::Check { file } } => match Config::load(Some(&file), std::env::vars())
-        {
+        Command::Config { command: ConfigCommand::Check { file } } => match Config::check(&file, std::env::vars()) {
             Ok(loaded) => {
                 for k in &loaded.unknown_keys {
                     println!("warning: {k}: unknown key, ignored");
@@ -87,8 +86,10 @@ fn main() -> ExitCode {
                 println!("{}: ok", file.display());
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("error: {e}");
+            Err(problems) => {
+                for e in &problems {
+                    eprintln!("error: {e}");
+                }
                 ExitCode::FAILURE
             }
         },

@@ -143,6 +143,20 @@ impl Prefetch {
     }
 }
 
+/// Drops `len` bytes at `offset` of a file from the page cache (the clean pages; call it after
+/// an fsync).
+#[cfg(target_os = "linux")]
+pub(super) fn drop_cached(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: advice on a valid open descriptor and a byte range; it only evicts clean pages.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), offset as i64, len as i64, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(super) fn drop_cached(_file: &File, _offset: u64, _len: u64) {}
+
 /// Turns `O_DIRECT` on or off for an open file; false where the filesystem refuses it.
 #[cfg(target_os = "linux")]
 fn set_direct(file: &File, on: bool) -> bool {
