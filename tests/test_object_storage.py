@@ -16,7 +16,7 @@ import pytest
 import requests
 
 import objectstores
-from harness import start_berth, start_distribution
+from harness import free_port, start_berth, start_distribution
 from ocihelpers import (Client, error_codes, get_blob, get_manifest, make_image, push_blob, sha256, start_upload)
 
 REPO = "team/app"
@@ -214,15 +214,25 @@ def test_sigkill_mid_push_leaves_no_visible_blob(tmp_path, prefix, client):
         srv2.stop()
 
 
-def test_bad_credentials_are_a_clean_500(tmp_path, prefix, client):
-    srv = start_berth(tmp_path, config={"storage": s3_storage(prefix, regionendpoint="http://127.0.0.1:9")})
+def test_unreachable_bucket_is_a_clean_500_and_unhealthy(tmp_path, prefix, client):
+    debug = f"127.0.0.1:{free_port()}"
+    srv = start_berth(tmp_path, config={"http": {"debug": {"addr": debug}},
+                                        "storage": s3_storage(prefix, regionendpoint="http://127.0.0.1:9")})
     try:
         r = client.post(f"{srv.url}/v2/{REPO}/blobs/uploads/", timeout=120)
         assert r.status_code == 500
         assert error_codes(r) == ["UNKNOWN"] and r.json()["errors"][0]["detail"]["request_id"]
         assert client.get(f"{srv.url}/v2/").status_code == 200
+        h = client.get(f"http://{debug}/debug/health", timeout=30)
+        assert h.status_code == 503 and h.json()["storage"] != "ok"
     finally:
         srv.stop()
+    ok = start_berth(tmp_path / "ok", config={"http": {"debug": {"addr": debug}}, "storage": s3_storage(prefix)})
+    try:
+        h = client.get(f"http://{debug}/debug/health", timeout=30)
+        assert h.status_code == 200 and h.json()["storage"] == "ok"
+    finally:
+        ok.stop()
 
 
 def test_azure_push_pull_redirect(tmp_path, client):
