@@ -3,7 +3,9 @@
 #   - a fresh storage plugin instance from InstancePre (store + instantiate + init), and a
 #     trivial call on a warm instance (`berth plugin bench` on storage-memory);
 #   - 256 MiB blob push (POST + PUT) and pull (GET) through the storage-fs component, against
-#     the native filesystem driver, medians of BENCH_RUNS.
+#     the native filesystem driver, medians of BENCH_RUNS. storage-fs runs with its default
+#     `handover: file` (the host reads and writes the plugin's files itself);
+#     BENCH_HANDOVER=stream or copy measures the other paths.
 #
 #   bash bench/plugins.sh                 # builds berth and the plugins, runs, prints the table
 #   BENCH_NO_BUILD=1 bash bench/plugins.sh
@@ -72,7 +74,7 @@ plugins:
     path: $WASM_DIR/berth_storage_fs.wasm
     instances: 2
     grants: {dirs: [{host: $WORK/storage-fs/data, guest: /data, mode: rw}]}
-    config: {root: /data}"
+    config: {root: /data, handover: ${BENCH_HANDOVER:-file}}"
 
 say "generating $RUNS x $BLOB_MIB MiB blobs"
 make_blobs

@@ -69,31 +69,29 @@ def main() -> int:
     size_mb = (MIB << 20) / 1e6
     direct_up, direct_down, push, pull, pull_redirect = [], [], [], [], []
     bucket = objectstores.S3_BUCKET
-    for i, (p, _) in enumerate(blobs):
-        key = f"direct/{i}"
-        t0 = time.perf_counter()
-        s3.upload_file(str(p), bucket, key)
-        direct_up.append(size_mb / (time.perf_counter() - t0))
-        t0 = time.perf_counter()
-        s3.download_file(bucket, key, str(work / "down"))
-        direct_down.append(size_mb / (time.perf_counter() - t0))
-        s3.delete_object(Bucket=bucket, Key=key)
     prefix = f"/bench-{os.getpid()}"
-    srv = start_berth(work / "srv", config={"log": {"level": "warn"}, "storage": {
+    quiet = {"log": {"level": "warn"}}
+    streamed = start_berth(work / "streamed", config={**quiet, "storage": {
         "s3": objectstores.s3_config(prefix), "redirect": {"disable": True}}})
+    redirecting = start_berth(work / "redirecting", config={**quiet, "storage": {"s3": objectstores.s3_config(prefix)}})
+    down = work / "down"
     try:
-        for p, dgst in blobs:
-            push.append(size_mb / berth_push(srv.url, p, dgst))
-            pull.append(size_mb / berth_pull(srv.url, dgst, work / "down", follow=False))
-            assert hashlib.sha256((work / "down").read_bytes()).hexdigest() == dgst[7:]
+        # Interleaved, so a load change on the machine hits both sides alike.
+        for i, (p, dgst) in enumerate(blobs):
+            t0 = time.perf_counter()
+            s3.upload_file(str(p), bucket, f"direct/{i}")
+            direct_up.append(size_mb / (time.perf_counter() - t0))
+            push.append(size_mb / berth_push(streamed.url, p, dgst))
+            t0 = time.perf_counter()
+            s3.download_file(bucket, f"direct/{i}", str(down))
+            direct_down.append(size_mb / (time.perf_counter() - t0))
+            s3.delete_object(Bucket=bucket, Key=f"direct/{i}")
+            pull.append(size_mb / berth_pull(streamed.url, dgst, down, follow=False))
+            assert hashlib.sha256(down.read_bytes()).hexdigest() == dgst[7:]
+            pull_redirect.append(size_mb / berth_pull(redirecting.url, dgst, down, follow=True))
     finally:
-        srv.stop()
-    srv = start_berth(work / "srv2", config={"log": {"level": "warn"}, "storage": {"s3": objectstores.s3_config(prefix)}})
-    try:
-        for p, dgst in blobs:
-            pull_redirect.append(size_mb / berth_pull(srv.url, dgst, work / "down", follow=True))
-    finally:
-        srv.stop()
+        streamed.stop()
+        redirecting.stop()
     m = {k: statistics.median(v) for k, v in
          dict(direct_up=direct_up, direct_down=direct_down, push=push, pull=pull, pull_redirect=pull_redirect).items()}
     rows = [

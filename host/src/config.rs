@@ -275,7 +275,9 @@ pub struct PluginConfig {
     /// in its own memory (storage-fs) may use more than one.
     #[serde(default)]
     pub instances: Option<u32>,
-    /// Re-hash every completed upload from what the plugin stored (default true).
+    /// Check that what the plugin stored is what it was given (default true): a file it hands
+    /// over is checked by identity, size and times; streamed or copied bytes are read back and
+    /// compared under a keyed hash the plugin never sees.
     #[serde(default = "yes")]
     pub verify_uploads: bool,
     #[serde(default)]

@@ -67,6 +67,10 @@ impl<D: Driver> storage_wit::Guest for StorageAdapter<D> {
         driver::<D>()?.put_content(&Path::parse(path)?, content)
     }
 
+    fn open_file(path: String) -> Result<storage_wit::Descriptor, StorageError> {
+        driver::<D>()?.open_file(&Path::parse(path)?)
+    }
+
     fn open_reader(path: String, offset: u64) -> Result<storage_wit::InputStream, StorageError> {
         driver::<D>()?.open_reader(&Path::parse(path)?, offset)
     }

@@ -222,6 +222,16 @@ pub trait Driver: Sized + 'static {
     /// Replace an object atomically (readers see old or new, never a mix) and durably.
     fn put_content(&self, path: &Path, content: Vec<u8>) -> Result<(), StorageError>;
 
+    /// The file holding the object at `path`, opened for reading (a regular file in a granted
+    /// directory): the host reads it itself, the fastest way to serve a blob. A driver whose
+    /// [`Writer::file`] hands out files must implement it, since the host checks a finished
+    /// upload by opening it here. The default answers [`StorageError::Unsupported`]: the host
+    /// then uses [`Driver::open_reader`].
+    fn open_file(&self, path: &Path) -> Result<Descriptor, StorageError> {
+        let _ = path;
+        Err(StorageError::Unsupported)
+    }
+
     /// The object from `offset` to its end as a stream the host reads natively;
     /// [`StorageError::InvalidOffset`] when `offset` is past the end.
     ///
@@ -277,9 +287,11 @@ pub trait Writer: 'static {
     /// The file this writer writes (a regular file opened for writing, e.g. a second
     /// `open_at` of the object's path with [`DescriptorFlags::WRITE`](crate::fs::DescriptorFlags)),
     /// for a driver that stores objects as files in a granted directory. The host then writes
-    /// the upload into it itself, from [`Writer::size`] on, and starts the kernel's writeback
-    /// as it goes, so [`Writer::commit`]'s sync has little left to do: the fastest path. It is
-    /// asked before [`Writer::body`]; the default answers [`StorageError::Unsupported`].
+    /// the upload into it itself, from [`Writer::size`] on, straight to the device, and syncs
+    /// it before [`Writer::commit`]: the fastest path. It then checks, through
+    /// [`Driver::open_file`] (which such a driver must implement), that the object is that
+    /// very file, unchanged. Asked before [`Writer::body`]; the default answers
+    /// [`StorageError::Unsupported`].
     fn file(&mut self) -> Result<Descriptor, StorageError> {
         Err(StorageError::Unsupported)
     }

@@ -205,8 +205,7 @@ impl Registry {
         }
         let data_path = paths::upload_data(repo, id);
         let mut hasher = state.hasher.take().filter(|h| h.algorithm() == digest.algorithm());
-        let verify = self.driver.verify_uploads();
-        if size == 0 && !verify && self.driver.atomic_writers() {
+        if size == 0 && self.driver.atomic_writers() {
             if let (Some(body), Some(h)) = (body.as_mut(), hasher.take()) {
                 // The whole blob is in this request and the driver publishes objects only when
                 // they commit: stream it straight to its final path, no copy.
@@ -222,13 +221,14 @@ impl Registry {
                 return Ok(n);
             }
         }
-        // An untrusted driver's bytes are hashed back from storage, not taken on trust.
-        let trusted = hasher.filter(|_| !verify);
+        // The digest of what the client sent; a driver that does not trust its backend (a
+        // plugin) checks what was stored itself, in its writer's commit.
+        let streamed = hasher;
         let mut linked = false;
-        let (size, streamed) = match body {
+        let (size, actual_streamed) = match body {
             Some(mut body) => {
                 let mut w = self.driver.writer(&data_path, true).await?;
-                let mut h = trusted;
+                let mut h = streamed;
                 if let Err(e) = pump(&mut body, &mut w, h.as_mut()).await {
                     let _ = w.cancel().await;
                     return Err(e);
@@ -253,10 +253,11 @@ impl Registry {
                     // An empty blob: nothing was ever written, so there is no data to move yet.
                     self.driver.put_content(&data_path, Bytes::new()).await?;
                 }
-                (size, trusted.map(Hasher::finish))
+                (size, streamed.map(Hasher::finish))
             }
         };
-        let actual = match streamed {
+        // Without a running hash (after a restart, or a failed chunk) the data is read back.
+        let actual = match actual_streamed {
             Some(d) => d,
             None => self.hash_file(&data_path, digest.algorithm()).await?,
         };

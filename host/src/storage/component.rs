@@ -1,17 +1,21 @@
 //! A storage driver implemented by a WebAssembly component (`storage-driver-plugin` world).
 //!
 //! Paths are validated here before they reach the plugin. Large content never passes through
-//! guest memory when the plugin supports it: a reader is the `input-stream` the plugin opened,
-//! pumped by the host; a writer is the `output-stream` the plugin's `writer.body()` returned,
-//! which the host takes over and writes into from a thread of its own (`writer.write(chunk)` is
-//! the fallback). An open reader or writer keeps its instance for its whole life. A trap, a
-//! deadline or a memory cap in the plugin becomes a `StorageError::Backend` (a 500 with a
-//! request id) and a log line naming the plugin.
+//! guest memory when the plugin supports it. Best, for a driver over a granted directory, the
+//! plugin hands over descriptors of the object's file (`open-file`, `writer.file`) and the host
+//! reads and writes the file itself, exactly as the native filesystem driver does (direct
+//! writes, its own fsync). Next, the host pumps the `input-stream` / `output-stream` the
+//! plugin opened. Last, bytes are copied in and out (`writer.write`, `get-content`). A
+//! writer's file or stream is taken out of its instance's table and written from a thread of
+//! the host's, so an upload holds no instance lock per chunk. A trap, a deadline or a memory cap
+//! in the plugin becomes a `StorageError::Backend` (a 500 with a request id) and a log line
+//! naming the plugin.
 //!
-//! A plugin is not trusted to store what it was given: with `verify_uploads` (the default)
-//! every committed writer is read back through the plugin and compared, by a keyed hash the
-//! plugin never sees, with what the host sent (`check`). That lets the registry trust the
-//! digest it computed while streaming, as it does for native drivers.
+//! A plugin is not trusted to store what it was given. With `verify_uploads` (the default)
+//! every committed writer is checked: a file the host wrote must be what `open-file` opens,
+//! unchanged since the host synced it; anything else is read back through the plugin and
+//! compared, by a keyed hash the plugin never sees (`check`), with what the host sent. So the
+//! registry can trust the digest it computed while streaming, as it does for native drivers.
 //!
 //! The loaded plugin sits behind an `RwLock<Arc<_>>`: `reload` loads and initialises the new
 //! version first and swaps only on success; calls in flight finish on the version they started
@@ -30,7 +34,7 @@ use wasmtime_wasi::filesystem::Descriptor;
 use wasmtime_wasi::p2::{DynInputStream, DynOutputStream, StreamError};
 use wasmtime_wasi::OpenMode;
 
-use super::sink::{drop_cached, start_writeback, WRITEBACK_STEP};
+use super::sink::{prefetch, Sink};
 use super::{validate_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 use crate::plugins::bindings::storage::exports::berth::plugin::storage_driver as sd;
 use crate::plugins::storage::{Failure, Held, Slot, StoragePlugin};
@@ -115,13 +119,6 @@ impl StorageDriver for ComponentDriver {
         "plugin"
     }
 
-    /// Never: with the plugin's `verify_uploads` on, every writer checks its own bytes against
-    /// what the plugin reads back (`PluginWriter::end`), so the registry's streamed digest
-    /// describes what is stored and need not be recomputed from a second full read.
-    fn verify_uploads(&self) -> bool {
-        false
-    }
-
     async fn get_content(&self, path: &str) -> Result<Bytes> {
         validate_path(path)?;
         get_content(&self.plugin(), path).await
@@ -190,8 +187,6 @@ impl StorageDriver for ComponentDriver {
             start: size,
             size,
             path: path.to_string(),
-            nwrites: 0,
-            opened: std::time::Instant::now(),
         }))
     }
 
@@ -335,6 +330,9 @@ async fn get_content(p: &StoragePlugin, path: &str) -> Result<Bytes> {
 /// The object at `path` from `offset`, through version `p` of the plugin: its stream, or its
 /// whole content when it has no stream to hand out.
 async fn open_reader(p: Arc<StoragePlugin>, path: &str, offset: u64) -> Result<ByteStream> {
+    if let Some(file) = open_file(&p, path).await? {
+        return read_file(file, path, offset);
+    }
     let slot = p.pick();
     let mut held = p.hold(&slot, None).await?;
     let arg = path.to_string();
@@ -363,6 +361,70 @@ async fn open_reader(p: Arc<StoragePlugin>, path: &str, offset: u64) -> Result<B
         }
         Err(e) => Err(plugin_error(&p, "open-reader", path, e)),
     }
+}
+
+/// The plugin's file for `path`, opened for reading (`open-file`), or None if it has no files
+/// to hand out.
+async fn open_file(p: &StoragePlugin, path: &str) -> Result<Option<Arc<std::fs::File>>> {
+    let slot = p.pick();
+    let mut held = p.hold(&slot, None).await?;
+    let arg = path.to_string();
+    let r = p
+        .run(&mut held, "open-file", |i| {
+            Box::pin(async move { i.bindings.berth_plugin_storage_driver().call_open_file(&mut i.store, &arg).await })
+        })
+        .await?;
+    match r {
+        Ok(d) => {
+            let d = held
+                .instance()
+                .store
+                .data_mut()
+                .table()
+                .delete(d)
+                .map_err(|e| stream_error(p, "open-file", path, e))?;
+            drop(held);
+            regular_file(d, OpenMode::READ).map(Some).map_err(|why| stream_error(p, "open-file", path, why))
+        }
+        Err(sd::StorageError::Unsupported) => Ok(None),
+        Err(e) => Err(plugin_error(p, "open-file", path, e)),
+    }
+}
+
+/// Streams a plugin's file from `offset` from a blocking thread of its own, as the native
+/// filesystem driver streams its files: no plugin code and no instance lock per chunk.
+fn read_file(file: Arc<std::fs::File>, path: &str, offset: u64) -> Result<ByteStream> {
+    use std::io::{Read, Seek, SeekFrom};
+    let len = file.metadata().map_err(|e| StorageError::io(path, e))?.len();
+    if offset > len {
+        return Err(StorageError::InvalidOffset { path: path.to_string(), offset });
+    }
+    let (tx, rx) = mpsc::channel::<Result<Bytes>>(2);
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut f: &std::fs::File = &file;
+        if let Err(e) = f.seek(SeekFrom::Start(offset)) {
+            let _ = tx.blocking_send(Err(StorageError::io(&path, e)));
+            return;
+        }
+        loop {
+            // `read_to_end` into reserved capacity fills the buffer without zeroing it first.
+            let mut buf = Vec::with_capacity(READ_CHUNK);
+            match f.take(READ_CHUNK as u64).read_to_end(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(StorageError::io(&path, e)));
+                    return;
+                }
+            }
+            let short = buf.len() < READ_CHUNK;
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() || short {
+                return;
+            }
+        }
+    });
+    Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
 }
 
 /// An open reader: the plugin's input stream, in the table of the instance that opened it.
@@ -487,11 +549,11 @@ async fn open_body(
                 .table()
                 .delete(d)
                 .map_err(|e| stream_error(p, "writer.file", path, e))?;
-            let file = writable_file(d).map_err(|why| stream_error(p, "writer.file", path, why))?;
-            return Ok(Body::Pump(Pump::start(
-                Sink::File { file, pos: at, flushed: at, writeback: None },
-                check.take(),
-            )));
+            let file = regular_file(d, OpenMode::WRITE).map_err(|why| stream_error(p, "writer.file", path, why))?;
+            let sink = direct_sink(&file, at).map_err(|e| stream_error(p, "writer.file", path, e))?;
+            // Checked by the file's identity after commit, not by hashing (`verify_same_file`).
+            *check = None;
+            return Ok(Body::Pump(Pump::start(Target::File(sink), None, Some(file))));
         }
         Err(sd::StorageError::Unsupported) => {}
         Err(e) => return Err(plugin_error(p, "writer.file", path, e)),
@@ -512,19 +574,20 @@ async fn open_body(
                 .table()
                 .delete(s)
                 .map_err(|e| stream_error(p, "writer.body", path, e))?;
-            Ok(Body::Pump(Pump::start(Sink::Stream(s), check.take())))
+            Ok(Body::Pump(Pump::start(Target::Stream(s), check.take(), None)))
         }
         Err(sd::StorageError::Unsupported) => Ok(Body::Calls),
         Err(e) => Err(plugin_error(p, "writer.body", path, e)),
     }
 }
 
-/// The OS file behind a descriptor a plugin handed over, if the host may write it: a regular
-/// file the plugin opened for writing (in one of its granted directories: it has no other).
-fn writable_file(d: Descriptor) -> std::result::Result<Arc<std::fs::File>, String> {
+/// The OS file behind a descriptor a plugin handed over, if it is a regular file open for
+/// `mode` (the plugin has no files but those in its granted directories).
+fn regular_file(d: Descriptor, mode: OpenMode) -> std::result::Result<Arc<std::fs::File>, String> {
     let Descriptor::File(f) = d else { return Err("the descriptor is a directory".into()) };
-    if f.perms.write_not_permitted() || !f.open_mode.contains(OpenMode::WRITE) {
-        return Err("the file is not open for writing".into());
+    let writing = mode.contains(OpenMode::WRITE);
+    if !f.open_mode.contains(mode) || (writing && f.perms.write_not_permitted()) {
+        return Err(format!("the file is not open for {}", if writing { "writing" } else { "reading" }));
     }
     match f.file.metadata() {
         Ok(m) if m.file_type().is_file() => Ok(f.file),
@@ -533,90 +596,78 @@ fn writable_file(d: Descriptor) -> std::result::Result<Arc<std::fs::File>, Strin
     }
 }
 
+/// The native driver's upload sink on a plugin's file, positioned at `at`: aligned blocks go
+/// straight to the device, so an upload costs no page-cache copy (or memory) on the host.
+fn direct_sink(file: &std::fs::File, at: u64) -> std::io::Result<Sink> {
+    use std::io::{Seek, SeekFrom};
+    // A descriptor of our own (the plugin's copy was handed over): its offset and its direct
+    // flag are ours to set.
+    let mut own = file.try_clone()?;
+    own.seek(SeekFrom::Start(at))?;
+    Ok(Sink::new(own, at))
+}
+
 /// Where a pump thread writes.
-enum Sink {
-    /// A plugin's file, written in place through the page cache (so the read-back that checks
-    /// it is served from memory), with writeback started every `WRITEBACK_STEP` so the
-    /// plugin's commit finds little left to sync. Starting writeback blocks while the device
-    /// is congested, so it runs on a blocking task of its own (one at a time), never holding
-    /// up the writes.
-    File { file: Arc<std::fs::File>, pos: u64, flushed: u64, writeback: Option<tokio::task::JoinHandle<()>> },
+enum Target {
+    /// A plugin's file, through the native driver's sink.
+    File(Sink),
     /// A plugin's output stream.
     Stream(DynOutputStream),
 }
 
-impl Sink {
+impl Target {
     fn write(&mut self, rt: &tokio::runtime::Handle, chunk: Bytes) -> std::result::Result<(), String> {
         match self {
-            Sink::File { file, pos, flushed, writeback } => {
-                use std::os::unix::fs::FileExt;
-                file.write_all_at(&chunk, *pos).map_err(|e| e.to_string())?;
-                *pos += chunk.len() as u64;
-                if *pos - *flushed >= WRITEBACK_STEP && writeback.as_ref().is_none_or(|w| w.is_finished()) {
-                    let (f, from, len) = (file.clone(), *flushed, *pos - *flushed);
-                    *writeback = Some(rt.spawn_blocking(move || start_writeback(&f, from, len)));
-                    *flushed = *pos;
-                }
-                Ok(())
-            }
+            Target::File(sink) => sink.write(&chunk).map_err(|e| e.to_string()),
             // A file stream writes in place here (the store allows blocking the current
             // thread); any other kind of stream is driven by the runtime.
-            Sink::Stream(s) => rt.block_on(s.blocking_write_and_flush(chunk)).map_err(|e| e.to_string()),
+            Target::Stream(s) => rt.block_on(s.blocking_write_and_flush(chunk)).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Writes out what is staged (a file's unaligned tail); a stream is dropped, which
+    /// flushes it.
+    fn close(self) -> std::result::Result<(), String> {
+        match self {
+            Target::File(sink) => sink.abandon().map_err(|e| e.to_string()),
+            Target::Stream(_) => Ok(()),
         }
     }
 }
 
 /// How a writer's bytes reach the plugin.
 enum Body {
-    /// Into the stream `writer.body` handed over, by a pump thread.
+    /// Into the file `writer.file` or the stream `writer.body` handed over, by a pump thread.
     Pump(Pump),
-    /// By `writer.write` calls (the plugin has no stream).
+    /// By `writer.write` calls (the plugin has neither).
     Calls,
     /// The pump failed; every later write fails the same way.
     Failed(String),
 }
 
-/// A body stream the host owns (taken out of the instance's table) and a blocking thread that
-/// writes it: chunks go through a bounded queue, so the request task receives and hashes the
-/// next chunk while the previous one is written, and the instance stays free for other calls.
-/// The thread also feeds the writer's `check::Hasher`, off the request task.
+/// A file or stream the host owns and a blocking thread that writes it: chunks go through a
+/// bounded queue, so the request task receives and hashes the next chunk while the previous
+/// one is written, and the instance stays free for other calls. For a stream, the thread also
+/// feeds the writer's `check::Hasher`, off the request task.
 struct Pump {
     tx: mpsc::Sender<Bytes>,
     task: tokio::task::JoinHandle<std::result::Result<Option<check::Hasher>, String>>,
-    /// The file written, for a `Sink::File`.
+    /// The file written, for `Target::File`.
     file: Option<Arc<std::fs::File>>,
 }
 
 impl Pump {
-    fn start(mut sink: Sink, mut check: Option<check::Hasher>) -> Pump {
-        let file = match &sink {
-            Sink::File { file, .. } => Some(file.clone()),
-            Sink::Stream(_) => None,
-        };
+    fn start(mut target: Target, mut check: Option<check::Hasher>, file: Option<Arc<std::fs::File>>) -> Pump {
         let (tx, mut rx) = mpsc::channel::<Bytes>(PUMP_QUEUE);
         let rt = tokio::runtime::Handle::current();
         let task = tokio::task::spawn_blocking(move || {
-            let (mut tw, mut tm, mut tr) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-            let mut t = std::time::Instant::now();
-            while let Some(chunk) = {
-                let r = rx.blocking_recv();
-                tr += t.elapsed();
-                r
-            } {
-                let t0 = std::time::Instant::now();
+            while let Some(chunk) = rx.blocking_recv() {
                 if let Some(c) = check.as_mut() {
                     c.update(&chunk);
                 }
-                tm += t0.elapsed();
-                let t1 = std::time::Instant::now();
-                let r = sink.write(&rt, chunk);
-                tw += t1.elapsed();
-                t = std::time::Instant::now();
-                r?;
-                continue;
-                sink.write(&rt, chunk)?;
+                target.write(&rt, chunk)?;
             }
-            tracing::warn!("qbt pump recvwait {tr:?} mac {tm:?} write {tw:?}");
+            target.close()?;
             Ok(check)
         });
         Pump { tx, task, file }
@@ -631,13 +682,38 @@ impl Pump {
         }
     }
 
-    /// Waits until everything queued is written and the stream is dropped.
+    /// Waits until everything queued is written and the file or stream is released.
     async fn finish(self, deadline: Duration) -> std::result::Result<Option<check::Hasher>, String> {
         drop(self.tx);
         match tokio::time::timeout(deadline, self.task).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => Err(format!("pump thread failed: {e}")),
             Err(_) => Err(format!("deadline of {} ms exceeded", deadline.as_millis())),
+        }
+    }
+}
+
+/// A file the host wrote, as it was once written and synced: which file it is, and the state
+/// that any later write or truncation would change. The kernel gives a change after a
+/// `stat` a fresh timestamp, so nothing can touch the file unnoticed.
+#[derive(Debug, PartialEq, Eq)]
+struct FileState {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+impl FileState {
+    fn of(m: &std::fs::Metadata) -> FileState {
+        use std::os::unix::fs::MetadataExt;
+        FileState {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            modified: (m.mtime(), m.mtime_nsec()),
+            changed: (m.ctime(), m.ctime_nsec()),
         }
     }
 }
@@ -656,8 +732,6 @@ struct PluginWriter {
     start: u64,
     size: u64,
     path: String,
-    nwrites: u64,
-    opened: std::time::Instant,
 }
 
 impl Drop for PluginWriter {
@@ -687,53 +761,89 @@ impl PluginWriter {
             .handle
             .take()
             .ok_or_else(|| StorageError::Backend(format!("plugin {}: writer already finished", p.name())))?;
-        // Finish the body stream first, so the guest sees all of it.
+        // Finish the body first, so the guest sees all of it.
         let mut check = self.check.take();
-        let file = match &self.body {
-            Body::Pump(pump) => pump.file.clone(),
-            _ => None,
+        let (pumped, file) = match std::mem::replace(&mut self.body, Body::Calls) {
+            Body::Pump(pump) => {
+                let file = pump.file.clone();
+                (pump.finish(p.spec.deadline).await.map(|c| check = c), file)
+            }
+            Body::Calls => (Ok(()), None),
+            Body::Failed(e) => (Err(e), None),
         };
-        let t0 = std::time::Instant::now();
-        let pumped = match std::mem::replace(&mut self.body, Body::Calls) {
-            Body::Pump(pump) => pump.finish(p.spec.deadline).await.map(|c| check = c),
-            Body::Calls => Ok(()),
-            Body::Failed(e) => Err(e),
+        // A file the host wrote itself is made durable by the host, before the plugin commits.
+        let mut state = None;
+        let pumped = match (pumped, file.clone()) {
+            (Ok(()), Some(file)) if commit => {
+                let synced = tokio::task::spawn_blocking(move || file.sync_data().and_then(|()| file.metadata())).await;
+                match synced {
+                    Ok(Ok(m)) => {
+                        state = Some(FileState::of(&m));
+                        Ok(())
+                    }
+                    Ok(Err(e)) => Err(format!("sync: {e}")),
+                    Err(e) => Err(format!("sync task failed: {e}")),
+                }
+            }
+            (r, _) => r,
         };
         let commit = commit && pumped.is_ok();
         let mut held = p.hold(&slot, Some(self.id)).await?;
-        let t1 = std::time::Instant::now();
         let r = finish(&p, &mut held, handle, commit).await?;
         drop(held);
-        let t2 = std::time::Instant::now();
         if let Err(e) = pumped {
             return Err(stream_error(&p, "write", &self.path, e));
         }
         r.map_err(|e| plugin_error(&p, if commit { "writer.commit" } else { "writer.cancel" }, &self.path, e))?;
-        let written = self.size - self.start;
-        let checked = match check {
-            Some(sent) if commit && written > 0 => {
-                let r = verify_stored(&p, &self.path, self.start, written, sent).await;
-                tracing::warn!(
-                    "qbt pumpfinish {:?} commit {:?} verify {:?} writes {} since_open {:?}",
-                    t1 - t0,
-                    t2 - t1,
-                    t2.elapsed(),
-                    self.nwrites,
-                    self.opened.elapsed()
-                );
-                r
-            }
-            _ => Ok(()),
-        };
-        if let Some(file) = file.filter(|_| commit && written > 0) {
-            // The upload is durable and checked; let its pages go, so a push does not grow the
-            // page cache by its size (as the native driver's direct writes do not). On the VMs
-            // measured, the page cache growing into fresh memory cost several times the write
-            // itself, while freed pages are reused cheaply.
-            let start = self.start;
-            tokio::task::spawn_blocking(move || drop_cached(&file, start, written));
+        if !commit || self.size == self.start {
+            return Ok(());
         }
-        checked
+        if !p.spec.verify_uploads {
+            state = None;
+            check = None;
+        }
+        match (state, check) {
+            (Some(state), _) => verify_same_file(&p, &self.path, self.size, state).await?,
+            (None, Some(sent)) => verify_stored(&p, &self.path, self.start, self.size - self.start, sent).await?,
+            (None, None) => {}
+        }
+        if let Some(file) = file {
+            // As the native driver does after its direct writes: a blob just pushed is usually
+            // pulled soon, so have the kernel read it back in the background.
+            tokio::task::spawn_blocking(move || prefetch(&file));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a write whose object is not what the plugin's store holds.
+fn not_stored(p: &StoragePlugin, path: &str, why: String) -> StorageError {
+    tracing::error!(plugin = %p.name(), path, error = %why, "plugin does not store what it was given; write refused");
+    StorageError::Backend(format!("plugin {}: {path}: {why}", p.name()))
+}
+
+/// Checks that what the plugin's `open-file` opens for `path` after its commit is the file the
+/// host wrote and synced, `size` bytes long and untouched since: then the registry's digest of
+/// what it streamed into that file is the digest of what the plugin will serve, with no need
+/// to read the file back.
+async fn verify_same_file(p: &Arc<StoragePlugin>, path: &str, size: u64, wrote: FileState) -> Result<()> {
+    if wrote.size != size {
+        return Err(not_stored(p, path, format!("the file has {} bytes after the write, not {size}", wrote.size)));
+    }
+    match open_file(p, path).await? {
+        Some(file) => match file.metadata() {
+            Ok(m) if FileState::of(&m) == wrote => Ok(()),
+            Ok(m) => Err(not_stored(
+                p,
+                path,
+                format!(
+                    "open-file gives another file, or one changed since the host wrote it ({:?})",
+                    FileState::of(&m)
+                ),
+            )),
+            Err(e) => Err(StorageError::io(path, e)),
+        },
+        None => Err(not_stored(p, path, "it hands its writers' files over but has no open-file to check them".into())),
     }
 }
 
@@ -760,8 +870,7 @@ async fn verify_stored(p: &Arc<StoragePlugin>, path: &str, offset: u64, len: u64
     } else {
         format!("{}{got} bytes read back, {len} written", if got > len { "more than " } else { "" })
     };
-    tracing::error!(plugin = %p.name(), path, error = %why, "plugin does not store what it was given; write refused");
-    Err(StorageError::Backend(format!("plugin {}: {path}: {why}", p.name())))
+    Err(not_stored(p, path, why))
 }
 
 #[async_trait]
@@ -810,7 +919,6 @@ impl FileWriter for PluginWriter {
             }
         }
         self.size += n;
-        self.nwrites += 1;
         Ok(())
     }
 
@@ -1134,15 +1242,33 @@ mod tests {
             write(&d, "/up/data", false, data.slice(..1_000_000)).await.unwrap();
             write(&d, "/up/data", true, data.slice(1_000_000..)).await.unwrap();
             assert_eq!(std::fs::read(dir.path().join("up/data")).unwrap(), data);
-            // Another process changing the file under the plugin is caught the same way.
-            let mut w = d.writer("/up/data", true).await.unwrap();
-            w.write(data.slice(..10)).await.unwrap();
+            // A file the host wrote is checked by identity: what open-file gives must be that
+            // file, unchanged since the host synced it.
+            write(&d, "/up/other", false, data.slice(..5)).await.unwrap();
+            let state = |rel: &str| FileState::of(&std::fs::metadata(dir.path().join(rel)).unwrap());
+            let p = d.plugin();
+            verify_same_file(&p, "/up/data", data.len() as u64, state("up/data")).await.unwrap();
+            assert!(verify_same_file(&p, "/up/other", data.len() as u64, state("up/data")).await.is_err());
+            let before = state("up/data");
             std::fs::OpenOptions::new()
                 .append(true)
                 .open(dir.path().join("up/data"))
                 .and_then(|mut f| std::io::Write::write_all(&mut f, b"!"))
                 .unwrap();
-            assert!(w.commit().await.is_err());
+            assert!(verify_same_file(&p, "/up/data", data.len() as u64, before).await.is_err());
+        }
+        // The other ways bytes reach storage-fs: its streams (hashed by the pump) and copies.
+        for handover in ["stream", "copy"] {
+            let Some(wasm) = built("berth_storage_fs.wasm") else { return };
+            let dir = tempfile::tempdir().unwrap();
+            let d = ComponentDriver::load(with_config(spec(wasm, Some(dir.path()), 2), &[("handover", handover)]))
+                .await
+                .unwrap();
+            write(&d, "/up/data", false, data.slice(..1_000_000)).await.unwrap();
+            write(&d, "/up/data", true, data.slice(1_000_000..)).await.unwrap();
+            assert_eq!(std::fs::read(dir.path().join("up/data")).unwrap(), data, "{handover}");
+            let back: Vec<Bytes> = d.reader("/up/data", 7).await.unwrap().map(|c| c.unwrap()).collect().await;
+            assert_eq!(back.concat(), data[7..], "{handover}");
         }
     }
 

@@ -105,10 +105,6 @@ impl StorageDriver for MeteredDriver {
         self.inner.name()
     }
 
-    fn verify_uploads(&self) -> bool {
-        self.inner.verify_uploads()
-    }
-
     fn atomic_writers(&self) -> bool {
         self.inner.atomic_writers()
     }

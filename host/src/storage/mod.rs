@@ -75,12 +75,6 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// Short name for logs and metrics.
     fn name(&self) -> &'static str;
 
-    /// Whether the registry should re-hash what the driver stored before accepting an upload
-    /// (true for untrusted drivers: plugins), instead of trusting the hash of what it streamed.
-    fn verify_uploads(&self) -> bool {
-        false
-    }
-
     /// Whether a fresh (non-append) writer's bytes become visible only at `commit` and leave
     /// nothing behind on `cancel` (object stores' multipart uploads). The registry then streams
     /// an upload whose digest it already knows straight to the blob's final path, with no copy.

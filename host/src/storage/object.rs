@@ -322,7 +322,8 @@ impl ObjectWriter {
         if self.upload.is_none() {
             self.upload = Some(self.store.put_multipart(&self.key).await.map_err(|e| self.fail(e))?);
         }
-        while self.in_flight.len() >= PARTS_IN_FLIGHT {
+        let limit: usize = std::env::var("XP_PARTS").ok().and_then(|v| v.parse().ok()).unwrap_or(PARTS_IN_FLIGHT);
+        while self.in_flight.len() >= limit {
             self.wait_oldest().await?;
         }
         let payload: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();

@@ -14,9 +14,8 @@ use std::io::Write;
 const ALIGN: usize = 4096;
 /// Bytes gathered before one direct write.
 const DIRECT_CHUNK: usize = 1 << 20;
-/// In page-cache mode, how far writes get ahead of the disk before writeback is started (also
-/// used by the component driver's pump, which writes a plugin's file through the page cache).
-pub(super) const WRITEBACK_STEP: u64 = 16 << 20;
+/// In page-cache mode, how far writes get ahead of the disk before writeback is started.
+const WRITEBACK_STEP: u64 = 16 << 20;
 
 pub(super) struct Sink {
     file: File,
@@ -132,30 +131,25 @@ pub(super) struct Prefetch(Option<File>);
 
 impl Prefetch {
     pub fn run(self) {
-        #[cfg(target_os = "linux")]
         if let Some(file) = self.0 {
-            use std::os::fd::AsRawFd;
-            // SAFETY: advice on a descriptor we own; it only schedules readahead.
-            unsafe {
-                libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
-            }
+            prefetch(&file);
         }
     }
 }
 
-/// Drops `len` bytes at `offset` of a file from the page cache (the clean pages; call it after
-/// an fsync).
-#[cfg(target_os = "linux")]
-pub(super) fn drop_cached(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    // SAFETY: advice on a valid open descriptor and a byte range; it only evicts clean pages.
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), offset as i64, len as i64, libc::POSIX_FADV_DONTNEED);
+/// Asks the kernel to read a file into the page cache in the background.
+pub(super) fn prefetch(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: advice on an open descriptor; it only schedules readahead.
+        unsafe {
+            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+        }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
-
-#[cfg(not(target_os = "linux"))]
-pub(super) fn drop_cached(_file: &File, _offset: u64, _len: u64) {}
 
 /// Turns `O_DIRECT` on or off for an open file; false where the filesystem refuses it.
 #[cfg(target_os = "linux")]
@@ -178,10 +172,8 @@ fn set_direct(_file: &File, _on: bool) -> bool {
     false
 }
 
-/// Asks the kernel to start writing `len` bytes at `offset` to the device, without waiting, so
-/// a later fsync finds little left to do.
 #[cfg(target_os = "linux")]
-pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
+fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid open descriptor and a byte range; the call only schedules writeback.
     unsafe {
@@ -190,7 +182,7 @@ pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
 }
 
 #[cfg(not(target_os = "linux"))]
-pub(super) fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
+fn start_writeback(_file: &File, _offset: u64, _len: u64) {}
 
 #[cfg(test)]
 mod tests {

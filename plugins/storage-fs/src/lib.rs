@@ -21,11 +21,16 @@
 //!   `delete` and a new writer's commit, so names are as durable as contents. The host's
 //!   storage interface has no separate sync barrier, so this is what makes a crash after a
 //!   successful call safe; turn it off only for throwaway data.
+//! * `handover` (default `file`): what this driver gives the host to move blob bytes: `file`
+//!   (descriptors of the object's file, which the host reads and writes itself), `stream`
+//!   (the file's streams, pumped by the host) or `copy` (uploads copied through this plugin,
+//!   reads streamed).
+//!   Only for comparing the paths; `file` is the fastest.
 //!
-//! Fast paths: `open-reader` returns the file's `read-via-stream` and `writer.file` a descriptor
-//! of the file being written (`writer.body`, its `write-via-stream`, is next best), so the host
-//! moves blob bytes between the socket and the file natively, without copying them through
-//! this plugin. `writer.write` is the fallback.
+//! Fast paths: `open-file` and `writer.file` hand the host descriptors of the object's file,
+//! which it reads and writes itself (`open-reader` and `writer.body`, the file's streams, are
+//! next best), so blob bytes move between the socket and the file natively, without a copy
+//! through this plugin. `writer.write` is the fallback.
 
 use std::cell::Cell;
 use std::collections::BinaryHeap;
@@ -53,6 +58,15 @@ fn err(path: &Path) -> impl FnOnce(ErrorCode) -> StorageError + '_ {
 struct Root {
     dir: Descriptor,
     sync_dirs: bool,
+    handover: Handover,
+}
+
+/// How blob bytes move between the host and the files (config `handover`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handover {
+    File,
+    Stream,
+    Copy,
 }
 
 impl Root {
@@ -79,7 +93,7 @@ impl std::ops::Deref for Root {
 }
 
 impl FsDriver {
-    fn open_file(&self, path: &Path, open: OpenFlags, flags: DescriptorFlags) -> Result<Descriptor, ErrorCode> {
+    fn open_path(&self, path: &Path, open: OpenFlags, flags: DescriptorFlags) -> Result<Descriptor, ErrorCode> {
         self.root.open_at(PathFlags::empty(), path.relative(), open, flags)
     }
 
@@ -141,15 +155,21 @@ impl Driver for FsDriver {
 
     fn init(config: Config) -> Result<Self, InitError> {
         for (key, _) in config.iter() {
-            if !["root", "sync_dirs"].contains(&key) {
+            if !["root", "sync_dirs", "handover"].contains(&key) {
                 log::warn(format!("storage-fs: ignoring unknown config key {key:?}"));
             }
         }
         let root_path = config.get_or("root", "/data");
         let sync_dirs = config.parse_or("sync_dirs", true)?;
+        let handover = match config.get_or("handover", "file") {
+            "file" => Handover::File,
+            "stream" => Handover::Stream,
+            "copy" => Handover::Copy,
+            other => return Err(InitError::invalid("handover", format!("{other:?} is not file, stream or copy"))),
+        };
         let root = fs::open_dir(root_path, true).map_err(|e| InitError::invalid("root", e))?;
         let driver = FsDriver {
-            root: Rc::new(Root { dir: root, sync_dirs }),
+            root: Rc::new(Root { dir: root, sync_dirs, handover }),
             temp_counter: Cell::new(0),
             temp_seed: random_seed(),
         };
@@ -171,7 +191,7 @@ impl Driver for FsDriver {
     }
 
     fn get_content(&self, path: &Path) -> Result<Vec<u8>, StorageError> {
-        let file = self.open_file(path, OpenFlags::empty(), DescriptorFlags::READ).map_err(err(path))?;
+        let file = self.open_path(path, OpenFlags::empty(), DescriptorFlags::READ).map_err(err(path))?;
         fs::read_all(&file, 0).map_err(err(path))
     }
 
@@ -192,8 +212,19 @@ impl Driver for FsDriver {
         })
     }
 
+    fn open_file(&self, path: &Path) -> Result<Descriptor, StorageError> {
+        if self.root.handover != Handover::File {
+            return Err(StorageError::Unsupported);
+        }
+        let file = self.open_path(path, OpenFlags::empty(), DescriptorFlags::READ).map_err(err(path))?;
+        if file.get_type().map_err(err(path))? == DescriptorType::Directory {
+            return Err(StorageError::other(format!("{path}: is a directory")));
+        }
+        Ok(file)
+    }
+
     fn open_reader(&self, path: &Path, offset: u64) -> Result<InputStream, StorageError> {
-        let file = self.open_file(path, OpenFlags::empty(), DescriptorFlags::READ).map_err(err(path))?;
+        let file = self.open_path(path, OpenFlags::empty(), DescriptorFlags::READ).map_err(err(path))?;
         let stat = file.stat().map_err(err(path))?;
         if stat.type_ == DescriptorType::Directory {
             return Err(StorageError::other(format!("{path}: is a directory")));
@@ -236,7 +267,7 @@ impl Driver for FsDriver {
     }
 
     fn list(&self, path: &Path) -> Result<Vec<String>, StorageError> {
-        let dir = self.open_file(path, OpenFlags::DIRECTORY, DescriptorFlags::READ).map_err(err(path))?;
+        let dir = self.open_path(path, OpenFlags::DIRECTORY, DescriptorFlags::READ).map_err(err(path))?;
         let entries = dir.read_directory().map_err(err(path))?;
         let mut out = Vec::new();
         while let Some(entry) = entries.read_directory_entry().map_err(err(path))? {
@@ -259,7 +290,7 @@ impl Driver for FsDriver {
             None => None,
         };
         let limit = limit.max(1) as usize;
-        let dir = self.open_file(path, OpenFlags::DIRECTORY, DescriptorFlags::READ).map_err(err(path))?;
+        let dir = self.open_path(path, OpenFlags::DIRECTORY, DescriptorFlags::READ).map_err(err(path))?;
         let entries = dir.read_directory().map_err(err(path))?;
         // A max-heap of the smallest names seen: its top is the one to drop for a smaller one.
         let mut smallest: BinaryHeap<String> = BinaryHeap::with_capacity(limit.min(4096) + 1);
@@ -345,8 +376,12 @@ impl FsWriter {
 }
 
 impl Writer for FsWriter {
-    /// A second descriptor of the file, write-only: the host writes into it from `size` on.
+    /// A second descriptor of the file, write-only: the host writes into it from `size` on
+    /// (and checks the result through `open-file`).
     fn file(&mut self) -> Result<Descriptor, StorageError> {
+        if self.root.handover != Handover::File {
+            return Err(StorageError::Unsupported);
+        }
         let file = self
             .root
             .open_at(PathFlags::empty(), self.path.relative(), OpenFlags::empty(), DescriptorFlags::WRITE)
@@ -356,6 +391,9 @@ impl Writer for FsWriter {
     }
 
     fn body(&mut self) -> Result<OutputStream, StorageError> {
+        if self.root.handover == Handover::Copy {
+            return Err(StorageError::Unsupported);
+        }
         let at = self.pos()?;
         let stream = self.file.write_via_stream(at).map_err(err(&self.path))?;
         self.pos = None;
