@@ -29,6 +29,7 @@ from harness import start_berth  # noqa: E402
 MIB = int(os.environ.get("BENCH_BLOB_MIB", "256"))
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 TARGET = 0.80
+EXTRA = {"chunksize": int(os.environ["BENCH_CHUNKSIZE"])} if os.environ.get("BENCH_CHUNKSIZE") else {}
 
 
 def curl(*args: str) -> list[str]:
@@ -72,7 +73,7 @@ def main() -> int:
     prefix = f"/bench-{os.getpid()}"
     quiet = {"log": {"level": "warn"}}
     streamed = start_berth(work / "streamed", config={**quiet, "storage": {
-        "s3": objectstores.s3_config(prefix), "redirect": {"disable": True}}})
+        "s3": objectstores.s3_config(prefix, **EXTRA), "redirect": {"disable": True}}})
     redirecting = start_berth(work / "redirecting", config={**quiet, "storage": {"s3": objectstores.s3_config(prefix)}})
     down = work / "down"
     try:
@@ -89,6 +90,9 @@ def main() -> int:
             pull.append(size_mb / berth_pull(streamed.url, dgst, down, follow=False))
             assert hashlib.sha256(down.read_bytes()).hexdigest() == dgst[7:]
             pull_redirect.append(size_mb / berth_pull(redirecting.url, dgst, down, follow=True))
+            # Both sides leave the server as they found it: the server holds one blob at a time.
+            hexd = dgst[7:]
+            s3.delete_object(Bucket=bucket, Key=f"{prefix[1:]}/docker/registry/v2/blobs/sha256/{hexd[:2]}/{hexd}/data")
     finally:
         streamed.stop()
         redirecting.stop()

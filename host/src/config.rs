@@ -138,7 +138,7 @@ pub struct Storage {
 
 /// S3 and S3-compatible services, with distribution's keys. Without `accesskey`/`secretkey`
 /// credentials come from the environment (`AWS_*`), the web identity or the instance role.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default)]
 pub struct S3 {
     pub accesskey: Option<String>,
@@ -154,6 +154,26 @@ pub struct S3 {
     pub rootdirectory: Option<String>,
     /// Multipart part size in bytes (at least 5 MiB; default 10 MiB).
     pub chunksize: Option<u64>,
+    /// Send a SHA-256 checksum with every part, which S3 verifies on arrival (default true;
+    /// turn off for S3-compatible services that reject `x-amz-checksum-*`).
+    pub checksums: bool,
+}
+
+impl Default for S3 {
+    fn default() -> Self {
+        S3 {
+            accesskey: None,
+            secretkey: None,
+            sessiontoken: None,
+            bucket: String::new(),
+            region: None,
+            regionendpoint: None,
+            forcepathstyle: None,
+            rootdirectory: None,
+            chunksize: None,
+            checksums: true,
+        }
+    }
 }
 
 /// Azure Blob Storage, with distribution's keys.

@@ -51,6 +51,16 @@ impl InMemoryDriver {
     }
 }
 
+/// Retries of one storage request: a few, within a bound a client waiting on the registry can
+/// live with (`object_store`'s default keeps trying for three minutes).
+fn retry() -> object_store::RetryConfig {
+    object_store::RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(30),
+        backoff: object_store::BackoffConfig::default(),
+    }
+}
+
 fn backend(what: &str) -> impl FnOnce(object_store::Error) -> StorageError + '_ {
     move |e| StorageError::Backend(format!("{what}: {e}"))
 }
@@ -75,6 +85,10 @@ impl ObjectStoreDriver {
             // The registry checks every digest itself; signing payload hashes would hash each
             // byte a second time for nothing.
             .with_unsigned_payload(true);
+        if c.checksums {
+            // S3 checks every part's SHA-256 as it arrives, and keeps the object's checksum.
+            b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+        }
         if let (Some(key), Some(secret)) = (&c.accesskey, &c.secretkey) {
             b = b.with_access_key_id(key).with_secret_access_key(secret);
         }
@@ -87,7 +101,7 @@ impl ObjectStoreDriver {
                 .with_allow_http(e.starts_with("http://"))
                 .with_virtual_hosted_style_request(!c.forcepathstyle.unwrap_or(true));
         }
-        let s3 = Arc::new(b.build().map_err(backend("storage.s3"))?);
+        let s3 = Arc::new(b.with_retry(retry()).build().map_err(backend("storage.s3"))?);
         let signer = redirect.then(|| s3.clone() as Arc<dyn Signer>);
         let part = c.chunksize.map_or(DEFAULT_PART_SIZE, |n| n as usize);
         Ok(Self::new("s3", s3, signer, c.rootdirectory.as_deref(), part))
@@ -107,7 +121,7 @@ impl ObjectStoreDriver {
         if let Some(e) = endpoint {
             b = b.with_allow_http(e.starts_with("http://")).with_endpoint(e);
         }
-        let az = Arc::new(b.build().map_err(backend("storage.azure"))?);
+        let az = Arc::new(b.with_retry(retry()).build().map_err(backend("storage.azure"))?);
         let signer = redirect.then(|| az.clone() as Arc<dyn Signer>);
         Ok(Self::new("azure", az, signer, c.rootdirectory.as_deref(), DEFAULT_PART_SIZE))
     }
@@ -118,7 +132,7 @@ impl ObjectStoreDriver {
         if let Some(k) = &c.keyfile {
             b = b.with_service_account_path(k.to_string_lossy());
         }
-        let gcs = Arc::new(b.build().map_err(backend("storage.gcs"))?);
+        let gcs = Arc::new(b.with_retry(retry()).build().map_err(backend("storage.gcs"))?);
         let signer = redirect.then(|| gcs.clone() as Arc<dyn Signer>);
         let part = c.chunksize.map_or(DEFAULT_PART_SIZE, |n| n as usize);
         Ok(Self::new("gcs", gcs, signer, c.rootdirectory.as_deref(), part))
@@ -322,8 +336,7 @@ impl ObjectWriter {
         if self.upload.is_none() {
             self.upload = Some(self.store.put_multipart(&self.key).await.map_err(|e| self.fail(e))?);
         }
-        let limit: usize = std::env::var("XP_PARTS").ok().and_then(|v| v.parse().ok()).unwrap_or(PARTS_IN_FLIGHT);
-        while self.in_flight.len() >= limit {
+        while self.in_flight.len() >= PARTS_IN_FLIGHT {
             self.wait_oldest().await?;
         }
         let payload: PutPayload = std::mem::take(&mut self.pending).into_iter().collect();
