@@ -254,9 +254,13 @@ def test_azure_push_pull_redirect(tmp_path, client):
 
 
 @pytest.mark.parametrize("dryrun", [False, True])
-def test_upload_purging(tmp_path, client, dryrun):
+@pytest.mark.parametrize("backend", ["filesystem", "s3"])
+def test_upload_purging(tmp_path, client, dryrun, backend, prefix):
     purge = {"enabled": True, "age": "1s", "interval": "1s", "dryrun": dryrun}
-    srv = start_berth(tmp_path, config={"storage": {"maintenance": {"uploadpurging": purge}}})
+    storage = {"maintenance": {"uploadpurging": purge}}
+    if backend == "s3":
+        storage.update(s3_storage(prefix))
+    srv = start_berth(tmp_path, config={"storage": storage})
     try:
         loc = start_upload(srv.url, REPO, client)
         r = client.patch(loc, data=b"partial", headers={"Content-Type": "application/octet-stream"})
@@ -274,6 +278,9 @@ def test_upload_purging(tmp_path, client, dryrun):
         else:
             assert gone
             assert error_codes(client.get(loc)) == ["BLOB_UPLOAD_UNKNOWN"]
-            assert not list((srv.root / "docker/registry/v2/repositories/team/app/_uploads").iterdir())
+            if backend == "s3":
+                assert not [k for k in keys_under(prefix.strip("/")) if "/_uploads/" in k]
+            else:
+                assert not list((srv.root / "docker/registry/v2/repositories/team/app/_uploads").iterdir())
     finally:
         srv.stop()
