@@ -28,6 +28,8 @@ use crate::config;
 const DEFAULT_PART_SIZE: usize = 10 << 20;
 /// Parts uploading at once per writer: enough to fill a link, bounded memory (parts × size).
 const PARTS_IN_FLIGHT: usize = 4;
+/// S3's limit for a single-request copy.
+const COPY_LIMIT: u64 = 5 << 30;
 /// Lifetime of a redirect URL: long enough to start the download (distribution uses 20 min).
 const REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
 
@@ -39,6 +41,9 @@ pub struct ObjectStoreDriver {
     /// `rootdirectory` as a key prefix, without slashes at its ends.
     root: String,
     part_size: usize,
+    /// Largest object the service copies in one request (S3's `CopyObject`: 5 GiB); a bigger
+    /// one is moved by streaming it through a new multipart upload.
+    copy_limit: u64,
 }
 
 /// The in-memory driver: an `object_store` `InMemory` behind the same adapter.
@@ -74,7 +79,7 @@ impl ObjectStoreDriver {
         part_size: usize,
     ) -> Self {
         let root = root.unwrap_or("").trim_matches('/').to_string();
-        ObjectStoreDriver { name, store, signer, root, part_size }
+        ObjectStoreDriver { name, store, signer, root, part_size, copy_limit: COPY_LIMIT }
     }
 
     /// S3 or an S3-compatible service (`regionendpoint`), distribution's keys.
@@ -287,10 +292,25 @@ impl StorageDriver for ObjectStoreDriver {
         Ok(out)
     }
 
-    /// A server-side copy and a delete: the bytes never come back through the registry.
+    /// A server-side copy and a delete: the bytes never come back through the registry, except
+    /// for objects past the service's copy limit (a chunked push of a layer over 5 GiB), which
+    /// are streamed into a new upload.
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         let (a, b) = (self.key(from)?, self.key(to)?);
-        self.store.copy(&a, &b).await.map_err(self.map_err(from))?;
+        let size = self.store.head(&a).await.map_err(self.map_err(from))?.size;
+        if size > self.copy_limit {
+            let mut w = self.writer(to, false).await?;
+            let mut body = self.reader(from, 0).await?;
+            while let Some(chunk) = body.next().await {
+                if let Err(e) = async { w.write(chunk?).await }.await {
+                    let _ = w.cancel().await;
+                    return Err(e);
+                }
+            }
+            w.commit().await?;
+        } else {
+            self.store.copy(&a, &b).await.map_err(self.map_err(from))?;
+        }
         self.store.delete(&a).await.map_err(self.map_err(from))
     }
 
@@ -526,6 +546,19 @@ mod tests {
         assert!(url.contains("X-Goog-Signature=") && url.contains("X-Goog-Expires=1200"), "{url}");
         assert_eq!(ObjectStoreDriver::gcs(&c, false).unwrap().redirect_url("/a/b").await.unwrap(), None);
         assert!(d.redirect_url("/../x").await.is_err());
+    }
+
+    /// Past the copy limit, a rename streams the object instead of asking for a copy.
+    #[tokio::test]
+    async fn rename_streams_objects_past_the_copy_limit() {
+        let mut d = InMemoryDriver::new();
+        d.copy_limit = 1 << 20;
+        let data: Vec<u8> = (0..7_000_000u32).map(|i| (i % 241) as u8).collect();
+        d.put_content("/u/data", Bytes::from(data.clone())).await.unwrap();
+        d.rename("/u/data", "/b/data").await.unwrap();
+        assert_eq!(&d.get_content("/b/data").await.unwrap()[..], &data[..]);
+        assert!(d.stat("/u/data").await.unwrap_err().is_not_found());
+        assert!(d.rename("/u/data", "/c/data").await.unwrap_err().is_not_found());
     }
 
     #[tokio::test]
