@@ -376,13 +376,7 @@ async fn open_file(p: &StoragePlugin, path: &str) -> Result<Option<Arc<std::fs::
         .await?;
     match r {
         Ok(d) => {
-            let d = held
-                .instance()
-                .store
-                .data_mut()
-                .table()
-                .delete(d)
-                .map_err(|e| stream_error(p, "open-file", path, e))?;
+            let d = take_resource(p, &mut held, d, "open-file", path)?;
             drop(held);
             regular_file(d, OpenMode::READ).map(Some).map_err(|why| stream_error(p, "open-file", path, why))
         }
@@ -542,13 +536,7 @@ async fn open_body(
         .await?;
     match file {
         Ok(d) => {
-            let d = held
-                .instance()
-                .store
-                .data_mut()
-                .table()
-                .delete(d)
-                .map_err(|e| stream_error(p, "writer.file", path, e))?;
+            let d = take_resource(p, held, d, "writer.file", path)?;
             let file = regular_file(d, OpenMode::WRITE).map_err(|why| stream_error(p, "writer.file", path, why))?;
             let sink = direct_sink(&file, at).map_err(|e| stream_error(p, "writer.file", path, e))?;
             // Checked by the file's identity after commit, not by hashing (`verify_same_file`).
@@ -567,18 +555,24 @@ async fn open_body(
         .await?;
     match body {
         Ok(s) => {
-            let s = held
-                .instance()
-                .store
-                .data_mut()
-                .table()
-                .delete(s)
-                .map_err(|e| stream_error(p, "writer.body", path, e))?;
+            let s = take_resource(p, held, s, "writer.body", path)?;
             Ok(Body::Pump(Pump::start(Target::Stream(s), check.take(), None)))
         }
         Err(sd::StorageError::Unsupported) => Ok(Body::Calls),
         Err(e) => Err(plugin_error(p, "writer.body", path, e)),
     }
+}
+
+/// Takes a resource the plugin handed over (a file descriptor, a stream) out of its instance's
+/// table: the host owns it from here, and using it needs no lock on the instance.
+fn take_resource<T: 'static>(
+    p: &StoragePlugin,
+    held: &mut Held<'_>,
+    r: Resource<T>,
+    op: &str,
+    path: &str,
+) -> Result<T> {
+    held.instance().store.data_mut().table().delete(r).map_err(|e| stream_error(p, op, path, e))
 }
 
 /// The OS file behind a descriptor a plugin handed over, if it is a regular file open for
