@@ -100,20 +100,39 @@ class Server:
             self.proc.wait()
 
 
-def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path, deadline_s: float = 30) -> None:
+def wait_until_ready(proc: subprocess.Popen, ready, log_path: Path, what: str = "server",
+                     deadline_s: float = 30, poll_s: float = 0.05) -> None:
+    """Poll `ready()` (connection errors count as not yet) until it is true; fail with the log
+    if `proc` exits first or the deadline passes (the process is then killed)."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}")
         try:
-            r = requests.get(url + "/v2/", timeout=1)
-            if r.status_code in (200, 401):
+            if ready():
                 return
         except requests.RequestException:
             pass
-        time.sleep(0.05)
+        time.sleep(poll_s)
     proc.kill()
-    raise RuntimeError(f"server did not become ready:\n{log_path.read_text(errors='replace')}")
+    raise RuntimeError(f"{what} did not become ready:\n{log_path.read_text(errors='replace')}")
+
+
+def _wait_ready(proc: subprocess.Popen, url: str, log_path: Path) -> None:
+    wait_until_ready(proc, lambda: requests.get(url + "/v2/", timeout=1).status_code in (200, 401), log_path)
+
+
+def need_plugin(name: str) -> Path:
+    """The built component of plugin `name`; skips the test if it is not built, fails it under
+    BERTH_REQUIRE_PLUGINS (the test run has just built them)."""
+    import pytest
+
+    p = plugin_wasm(name)
+    if not p.is_file():
+        if os.environ.get("BERTH_REQUIRE_PLUGINS"):
+            pytest.fail(f"{p} is not built, and BERTH_REQUIRE_PLUGINS is set")
+        pytest.skip(f"{p} is not built (cd plugins && cargo build --target wasm32-wasip2 --release)")
+    return p
 
 
 def start_berth(workdir: Path, root: Path | None = None, config: dict | None = None,

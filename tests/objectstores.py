@@ -16,6 +16,8 @@ from pathlib import Path
 
 import requests
 
+from harness import wait_until_ready
+
 S3_BUCKET = "berth-tests"
 S3_KEYS = {"accesskey": "berth-test-key", "secretkey": "berth-test-secret", "region": "us-east-1"}
 AZURE_ACCOUNT = "devstoreaccount1"
@@ -39,18 +41,8 @@ def _spawn(name: str, argv: list[str], ready, deadline_s: float = 60) -> subproc
     log = tempfile.NamedTemporaryFile(prefix=f"berth-{name}-", suffix=".log", delete=False)
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
     atexit.register(lambda: (proc.terminate(), proc.wait(10)))
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}: {Path(log.name).read_text()}")
-        try:
-            if ready():
-                return proc
-        except requests.RequestException:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"{name} did not start: {Path(log.name).read_text()}")
+    wait_until_ready(proc, ready, Path(log.name), what=name, deadline_s=deadline_s, poll_s=0.1)
+    return proc
 
 
 def s3_endpoint() -> str:
@@ -62,7 +54,8 @@ def s3_endpoint() -> str:
             url = f"http://127.0.0.1:{port}"
             _spawn("moto", ["python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                    lambda: requests.get(url + "/", timeout=1).status_code < 500)
-        s3_client(url).create_bucket(Bucket=S3_BUCKET) if not _bucket_exists(url) else None
+        if not _bucket_exists(url):
+            s3_client(url).create_bucket(Bucket=S3_BUCKET)
         _started["s3"] = url
     return _started["s3"]
 

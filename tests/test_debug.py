@@ -13,7 +13,7 @@ import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_prometheus_text
 
-from harness import TEST_STORAGE, free_port, plugin_storage_config, plugin_wasm, start_berth
+from harness import TEST_STORAGE, free_port, need_plugin, plugin_storage_config, start_berth
 from ocihelpers import push_blob, sha256
 
 REPO = "observed/app"
@@ -220,15 +220,6 @@ def test_prometheus_path_and_switch(tmp_path):
         srv.stop()
 
 
-def need(name: str) -> Path:
-    p = plugin_wasm(name)
-    if not p.is_file():
-        if os.environ.get("BERTH_REQUIRE_PLUGINS"):
-            pytest.fail(f"{p} is not built, and BERTH_REQUIRE_PLUGINS is set")
-        pytest.skip(f"{p} is not built (cd plugins && cargo build --target wasm32-wasip2 --release)")
-    return p
-
-
 def hostile(tmp_path: Path, mode: str, dport: int) -> dict:
     cfg = plugin_storage_config("hostile", tmp_path / "hostile-root", config={"root": "/data", "mode": mode},
                                 deadline_ms=1000, memory_mib=32, instances=1)
@@ -237,7 +228,7 @@ def hostile(tmp_path: Path, mode: str, dport: int) -> dict:
 
 
 def test_plugin_calls_and_failures_are_measured(tmp_path):
-    need("hostile")
+    need_plugin("hostile")
     dport = free_port()
     srv = start_berth(tmp_path, config=hostile(tmp_path, "panic", dport))
     d = f"http://127.0.0.1:{dport}"
@@ -262,7 +253,7 @@ def test_plugin_calls_and_failures_are_measured(tmp_path):
 
 
 def test_health_reports_a_failing_storage_plugin(tmp_path):
-    need("hostile")
+    need_plugin("hostile")
     dport = free_port()
     srv = start_berth(tmp_path, config=hostile(tmp_path, "list-loop", dport))
     try:

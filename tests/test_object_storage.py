@@ -17,7 +17,7 @@ import requests
 
 import objectstores
 from harness import free_port, start_berth, start_distribution
-from ocihelpers import (Client, error_codes, get_blob, get_manifest, make_image, push_blob, sha256, start_upload)
+from ocihelpers import error_codes, get_blob, get_manifest, make_image, push_blob, sha256, start_upload
 
 REPO = "team/app"
 

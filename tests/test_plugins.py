@@ -7,8 +7,6 @@ wasm32-wasip2 --release`); tests needing one that is not built are skipped, sayi
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,19 +17,10 @@ import pytest
 import requests
 import yaml
 
-from harness import BERTH_BIN, plugin_storage_config, plugin_wasm, start_berth
+from harness import BERTH_BIN, need_plugin, plugin_storage_config, start_berth
 from ocihelpers import digest, get_blob, make_image, push_blob, random_bytes
 
 HOSTILE_DEADLINE_MS = 1000
-
-
-def need(name: str) -> Path:
-    p = plugin_wasm(name)
-    if not p.is_file():
-        if os.environ.get("BERTH_REQUIRE_PLUGINS"):
-            pytest.fail(f"{p} is not built, and BERTH_REQUIRE_PLUGINS is set")
-        pytest.skip(f"{p} is not built (cd plugins && cargo build --target wasm32-wasip2 --release)")
-    return p
 
 
 def check(path: Path) -> subprocess.CompletedProcess:
@@ -98,7 +87,7 @@ def test_check_rejects_a_component_of_another_world(tmp_path):
 
 def test_check_accepts_a_storage_plugin():
     for name in ("storage-fs", "storage-memory"):
-        r = check(need(name))
+        r = check(need_plugin(name))
         assert r.returncode == 0, r.stderr
         assert "storage-driver-plugin" in r.stdout, r.stdout
         assert "links: ok" in r.stdout
@@ -107,7 +96,7 @@ def test_check_accepts_a_storage_plugin():
 # --- serving through plugins -------------------------------------------------------------------
 
 def test_push_pull_through_storage_fs(tmp_path, client):
-    need("storage-fs")
+    need_plugin("storage-fs")
     root = tmp_path / "data"
     srv = start_berth(tmp_path, config=plugin_storage_config("storage-fs", root))
     try:
@@ -131,8 +120,8 @@ def test_push_pull_through_storage_fs(tmp_path, client):
 
 
 def test_swap_memory_to_fs_by_config_and_sighup(tmp_path, client):
-    need("storage-memory")
-    need("storage-fs")
+    need_plugin("storage-memory")
+    need_plugin("storage-fs")
     root = tmp_path / "fsdata"
     cfg = plugin_storage_config("storage-memory")
     cfg["plugins"].update(plugin_storage_config("storage-fs", root)["plugins"])
@@ -159,7 +148,7 @@ def test_swap_memory_to_fs_by_config_and_sighup(tmp_path, client):
 
 
 def test_reload_endpoint_refuses_a_broken_file_and_keeps_serving(tmp_path, client):
-    src = need("storage-fs")
+    src = need_plugin("storage-fs")
     wasm = tmp_path / "plugin.wasm"
     shutil.copy(src, wasm)
     root = tmp_path / "data"
@@ -202,7 +191,7 @@ def hostile_config(tmp_path: Path, mode: str) -> dict:
 
 @pytest.mark.parametrize("mode", ["loop", "oom", "panic", "escape"])
 def test_hostile_plugin_gives_clean_errors(tmp_path, client, mode):
-    need("hostile")
+    need_plugin("hostile")
     secret = tmp_path / "outside-secret.txt"
     secret.write_text("TOP-SECRET-OUTSIDE-THE-PREOPEN")
     srv = start_berth(tmp_path, config=hostile_config(tmp_path, mode))
@@ -227,7 +216,7 @@ def test_hostile_plugin_gives_clean_errors(tmp_path, client, mode):
 
 
 def test_hostile_plugin_bad_data_is_refused_by_the_digest_check(tmp_path, client):
-    need("hostile")
+    need_plugin("hostile")
     srv = start_berth(tmp_path, config=hostile_config(tmp_path, "bad-data"))
     try:
         data = random_bytes(100_000)
@@ -250,7 +239,7 @@ def test_hostile_plugin_bad_data_is_refused_by_the_digest_check(tmp_path, client
 
 
 def test_hostile_init_failure_refuses_start(tmp_path):
-    need("hostile")
+    need_plugin("hostile")
     with pytest.raises(RuntimeError) as e:
         start_berth(tmp_path, config=hostile_config(tmp_path, "init-fail"))
     assert "init" in str(e.value)
@@ -277,7 +266,7 @@ def test_network_only_where_granted(tmp_path, client, granted):
     import socket
     import threading
 
-    need("hostile")
+    need_plugin("hostile")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)

@@ -19,7 +19,7 @@ import requests
 import yaml
 
 import ocilayout as ol
-from harness import BERTH_BIN, Server, free_port
+from harness import BERTH_BIN, Server, free_port, wait_until_ready
 from ocihelpers import push_blob, sha256
 
 REPO = "secure/app"
@@ -74,18 +74,10 @@ def start_tls_berth(workdir: Path, pki: Path) -> Server:
                                 stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     server = Server(proc, port, workdir / "data", log_path, config_path)
     server.url = f"https://127.0.0.1:{port}"
-    end = time.monotonic() + 30
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"berth exited with {proc.returncode}:\n{server.log()}")
-        try:
-            if requests.get(server.url + "/v2/", verify=str(pki / "ca.crt"), timeout=1).status_code == 200:
-                return server
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    server.kill()
-    raise RuntimeError(f"berth did not become ready over TLS:\n{server.log()}")
+    ca = str(pki / "ca.crt")
+    wait_until_ready(proc, lambda: requests.get(server.url + "/v2/", verify=ca, timeout=1).status_code == 200,
+                     log_path, what="berth over TLS")
+    return server
 
 
 @pytest.fixture
