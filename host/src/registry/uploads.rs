@@ -223,18 +223,16 @@ impl Registry {
         }
         // The digest of what the client sent; a driver that does not trust its backend (a
         // plugin) checks what was stored itself, in its writer's commit.
-        let streamed = hasher;
         let mut linked = false;
-        let (size, actual_streamed) = match body {
+        let (size, streamed) = match body {
             Some(mut body) => {
                 let mut w = self.driver.writer(&data_path, true).await?;
-                let mut h = streamed;
-                if let Err(e) = pump(&mut body, &mut w, h.as_mut()).await {
+                if let Err(e) = pump(&mut body, &mut w, hasher.as_mut()).await {
                     let _ = w.cancel().await;
                     return Err(e);
                 }
                 let n = w.size();
-                let actual = h.map(Hasher::finish);
+                let actual = hasher.map(Hasher::finish);
                 if actual.as_ref() == Some(digest) {
                     // Flush the data while the repository's link is written; the blob becomes
                     // visible only with the rename below, so a crash in between leaves a link
@@ -253,11 +251,11 @@ impl Registry {
                     // An empty blob: nothing was ever written, so there is no data to move yet.
                     self.driver.put_content(&data_path, Bytes::new()).await?;
                 }
-                (size, streamed.map(Hasher::finish))
+                (size, hasher.map(Hasher::finish))
             }
         };
         // Without a running hash (after a restart, or a failed chunk) the data is read back.
-        let actual = match actual_streamed {
+        let actual = match streamed {
             Some(d) => d,
             None => self.hash_file(&data_path, digest.algorithm()).await?,
         };

@@ -213,16 +213,21 @@ impl StorageDriver for ObjectStoreDriver {
         Ok(())
     }
 
+    /// A whole object is one GET; from an offset, a HEAD first checks the offset (a range past
+    /// the end is an error on the service, not an empty read).
     async fn reader(&self, path: &str, offset: u64) -> Result<ByteStream> {
         let k = self.key(path)?;
-        let size = self.store.head(&k).await.map_err(self.map_err(path))?.size;
-        if offset > size {
-            return Err(StorageError::InvalidOffset { path: path.to_string(), offset });
+        let mut opts = GetOptions::default();
+        if offset > 0 {
+            let size = self.store.head(&k).await.map_err(self.map_err(path))?.size;
+            if offset > size {
+                return Err(StorageError::InvalidOffset { path: path.to_string(), offset });
+            }
+            if offset == size {
+                return Ok(Box::pin(futures_util::stream::empty()));
+            }
+            opts.range = Some(GetRange::Offset(offset));
         }
-        if offset == size {
-            return Ok(Box::pin(futures_util::stream::empty()));
-        }
-        let opts = GetOptions { range: Some(GetRange::Offset(offset)), ..Default::default() };
         let got = self.store.get_opts(&k, opts).await.map_err(self.map_err(path))?;
         let (name, owned) = (self.name, path.to_string());
         Ok(Box::pin(
