@@ -58,12 +58,19 @@ fn main() -> ExitCode {
         Command::Serve { config } => serve(config),
         Command::Plugin { command: PluginCommand::Bench { file, iterations } } => plugin_bench(file, iterations),
         Command::Plugin { command: PluginCommand::Check { file } } => match berth::plugins::check_file(&file) {
-            Ok(world) => {
-                println!("{}: {} (links: ok)", file.display(), world.name());
+            Ok(loaded) => {
+                let served = if loaded.world.served() { "" } else { "; this Berth does not run this kind yet" };
+                let stateless = if loaded.stateless { ", stateless" } else { "" };
+                println!(
+                    "{}: {} (berth:plugin@{}{stateless}; links: ok{served})",
+                    file.display(),
+                    loaded.world.name(),
+                    loaded.version
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error [{}]: {e}", e.kind());
                 ExitCode::FAILURE
             }
         },
@@ -73,10 +80,17 @@ fn main() -> ExitCode {
                     println!("warning: {k}: unknown key, ignored");
                 }
                 // The files the configuration names must load too, as `serve` would load them.
-                let problems = match &loaded.config.http.tls {
+                let mut problems: Vec<String> = match &loaded.config.http.tls {
                     Some(tls) => berth::tls::server_config(tls).err().unwrap_or_default(),
                     None => Vec::new(),
-                };
+                }
+                .into_iter()
+                .map(|e| e.to_string())
+                .collect();
+                problems.extend(check_plugins(&loaded.config));
+                for name in berth::server::unused_plugins(&loaded.config) {
+                    println!("warning: plugins.{name}: configured but nothing uses it; it will not be loaded");
+                }
                 for e in &problems {
                     eprintln!("error: {e}");
                 }
@@ -168,25 +182,28 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Loads and link-checks every plugin the configuration uses, as `serve` would (without
+/// instantiating it): a bad pin, a missing file or a plugin of the wrong world is an error
+/// naming its key.
+fn check_plugins(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (role, name, world) in berth::server::used_plugins(config) {
+        let Some(p) = config.plugins.entries.get(&name) else { continue };
+        if let Err(e) = berth::plugins::loader::check(&p.path, p.sha256.as_deref(), Some(world)) {
+            problems.push(format!("plugins.{name} (the {role} plugin): {e}"));
+        }
+    }
+    problems
+}
+
 fn plugin_bench(file: PathBuf, iterations: u32) -> ExitCode {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use berth::plugins::PluginSpec;
     use berth::storage::{ComponentDriver, StorageDriver};
 
-    let spec = PluginSpec {
-        name: file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-        path: file,
-        sha256: None,
-        deadline: Duration::from_secs(5),
-        memory_bytes: 64 << 20,
-        instances: 1,
-        verify_uploads: true,
-        dirs: Vec::new(),
-        network: Vec::new(),
-        config: Vec::new(),
-        cache_dir: None,
-    };
+    let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let spec = PluginSpec::new(name, file);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
         let driver = match ComponentDriver::load(spec).await {
@@ -205,7 +222,7 @@ fn plugin_bench(file: PathBuf, iterations: u32) -> ExitCode {
         let t = Instant::now();
         for _ in 0..iterations {
             if let Err(e) = plugin.instantiate().await {
-                eprintln!("error: instantiate: {}", e.0);
+                eprintln!("error: instantiate: {e}");
                 return ExitCode::FAILURE;
             }
         }

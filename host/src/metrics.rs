@@ -42,6 +42,14 @@ pub struct PluginLabels {
     pub op: &'static str,
 }
 
+/// A failed plugin call: `reason` is `PluginError::kind()` (trap, deadline, memory_cap, init...).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginFailureLabels {
+    pub plugin: String,
+    pub op: &'static str,
+    pub reason: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -53,7 +61,7 @@ pub struct Metrics {
     pub storage_duration: Histograms<StorageLabels>,
     pub storage_errors: Family<StorageLabels, Counter>,
     pub plugin_duration: Histograms<PluginLabels>,
-    pub plugin_failures: Family<PluginLabels, Counter>,
+    pub plugin_failures: Family<PluginFailureLabels, Counter>,
     /// Requests answered since start (for `/debug/vars`, without summing the families).
     served: AtomicU64,
     started: Instant,

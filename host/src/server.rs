@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use crate::api::{ApiOptions, App};
 use crate::config::{Config, Driver};
-use crate::plugins::PluginSpec;
+use crate::plugins::{PluginSet, PluginSpec, World};
 use crate::registry::Registry;
 use crate::storage::MeteredDriver;
 use crate::storage::{ComponentDriver, FilesystemDriver, InMemoryDriver, ObjectStoreDriver, StorageDriver};
@@ -47,33 +47,28 @@ pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
     Ok(app(config, driver))
 }
 
-/// Builds the application, loading a storage driver plugin if the configuration names one, and
-/// installs the reload hook (`POST /admin/reload`, and SIGHUP through `spawn_sighup_reload`)
-/// that re-reads `config_path` and the plugin files.
+/// Builds the application, loading the plugins the configuration uses (a storage driver
+/// today), and installs the reload hook (the admin endpoint, and SIGHUP through
+/// `spawn_sighup_reload`) that re-reads `config_path` and the plugin files.
 pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -> std::io::Result<Arc<App>> {
-    let (app, plugin) = match config.driver() {
+    let mut plugins = PluginSet::default();
+    let app = match config.driver() {
         Driver::Plugin(name) => {
             let spec = PluginSpec::from_config(config, &name).map_err(std::io::Error::other)?;
             let driver = Arc::new(ComponentDriver::load(spec).await.map_err(std::io::Error::other)?);
             let p = driver.plugin();
-            tracing::info!(plugin = %p.name(), sha256 = %p.sha256, path = %p.spec.path.display(), "storage plugin loaded");
-            (app(config, driver.clone()), Some(driver))
+            tracing::info!(plugin = %p.name(), sha256 = %p.sha256, version = %p.version, stateless = p.stateless, path = %p.spec.path.display(), "storage plugin loaded");
+            plugins.add("storage", storage_plugin, driver.reloadable());
+            app(config, driver)
         }
-        _ => (build(config)?, None),
+        _ => build(config)?,
     };
-    if let Some(driver) = plugin.clone() {
-        app.set_plugin_report(Arc::new(move || {
-            let p = driver.plugin();
-            let facts = serde_json::json!({"world": "storage-driver", "sha256": p.sha256, "path": p.spec.path});
-            serde_json::Map::from_iter([(p.name().to_string(), facts)])
-        }));
+    for name in unused_plugins(config) {
+        tracing::warn!(plugin = %name, "plugins.{name} is configured but nothing uses it; not loaded");
     }
-    let reloader = Arc::new(Reloader {
-        config_path,
-        driver: plugin,
-        app: Arc::downgrade(&app),
-        lock: tokio::sync::Mutex::new(()),
-    });
+    app.set_plugins(plugins.clone());
+    let reloader =
+        Arc::new(Reloader { config_path, plugins, app: Arc::downgrade(&app), lock: tokio::sync::Mutex::new(()) });
     app.set_reload(Arc::new(move || {
         let r = reloader.clone();
         Box::pin(async move { r.reload().await })
@@ -85,6 +80,28 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
     Ok(app)
 }
 
+/// The storage driver's role in a `PluginSet`: the plugin `storage.plugin` names.
+fn storage_plugin(config: &Config) -> Option<String> {
+    match config.driver() {
+        Driver::Plugin(name) => Some(name),
+        _ => None,
+    }
+}
+
+/// Every plugin role, with the plugin a configuration gives it.
+const ROLES: [(&str, crate::plugins::RoleFn); 1] = [("storage", storage_plugin)];
+
+/// Plugins configured under `plugins` that no role uses (warned about, not loaded).
+pub fn unused_plugins(config: &Config) -> Vec<String> {
+    let used: Vec<String> = ROLES.iter().filter_map(|(_, which)| which(config)).collect();
+    config.plugins.entries.keys().filter(|n| !used.contains(n)).cloned().collect()
+}
+
+/// The plugins a configuration uses, by role: `(role, plugin name, world it must implement)`.
+pub fn used_plugins(config: &Config) -> Vec<(&'static str, String, World)> {
+    ROLES.iter().filter_map(|(role, which)| which(config).map(|n| (*role, n, World::StorageDriver))).collect()
+}
+
 impl AsRef<Registry> for App {
     fn as_ref(&self) -> &Registry {
         &self.registry
@@ -94,7 +111,7 @@ impl AsRef<Registry> for App {
 /// Re-reads the configuration and the plugin files; swaps in what loads, keeps the rest.
 struct Reloader {
     config_path: Option<PathBuf>,
-    driver: Option<Arc<ComponentDriver>>,
+    plugins: PluginSet,
     app: std::sync::Weak<App>,
     lock: tokio::sync::Mutex<()>,
 }
@@ -113,20 +130,17 @@ impl Reloader {
     async fn reload_inner(&self) -> Result<String, String> {
         let loaded = Config::load(self.config_path.as_deref(), std::env::vars())
             .map_err(|e| format!("invalid configuration: {e}"))?;
-        let config = loaded.config;
-        let Some(driver) = &self.driver else {
+        if self.plugins.is_empty() {
             return Ok("no plugins in use; nothing reloaded".into());
-        };
-        let Driver::Plugin(name) = config.driver() else {
-            return Err("switching from a storage plugin to a native driver needs a restart".into());
-        };
-        let spec = PluginSpec::from_config(&config, &name)?;
-        let what = driver.reload(spec).await?;
-        // Cached manifests came from the previous backend.
-        if let Some(app) = self.app.upgrade() {
-            app.registry.storage_changed();
         }
-        Ok(format!("storage plugin {what}"))
+        let (worlds, serving) = self.plugins.reload(&loaded.config).await.map_err(|e| e.to_string())?;
+        // Cached manifests came from the previous storage backend.
+        if worlds.contains(&World::StorageDriver) {
+            if let Some(app) = self.app.upgrade() {
+                app.registry.storage_changed();
+            }
+        }
+        Ok(serving)
     }
 }
 

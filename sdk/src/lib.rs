@@ -75,3 +75,24 @@ impl InitError {
         InitError::Failed(message.into())
     }
 }
+
+/// Declares that the plugin keeps no state in its instance between calls (everything it
+/// needs lives in granted directories or behind the network, or is rebuilt from `init`), so
+/// Berth may run it in as many instances as requests need: one slow or stuck call then never
+/// makes other requests wait. Without it Berth runs at most `instances` (default 1), because
+/// a second instance would not see what the first one holds in memory.
+///
+/// ```ignore
+/// berth_plugin_sdk::declare_stateless!();
+/// ```
+///
+/// It writes the custom section `berth:plugin-info` into the component, which `berth plugin
+/// check` shows. Use once, at the crate root.
+#[macro_export]
+macro_rules! declare_stateless {
+    () => {
+        #[used]
+        #[link_section = "berth:plugin-info"]
+        static __BERTH_PLUGIN_INFO: [u8; 9] = *b"stateless";
+    };
+}

@@ -44,15 +44,12 @@ pub struct ApiOptions {
 /// Reloads the configuration and plugin files; `Ok` describes what now serves.
 pub type ReloadFn = Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<String, String>> + Send + Sync>;
 
-/// Describes the loaded plugins (name → facts) for the debug server's health and vars.
-pub type PluginReportFn = Arc<dyn Fn() -> serde_json::Map<String, serde_json::Value> + Send + Sync>;
-
 pub struct App {
     pub registry: Registry,
     pub options: ApiOptions,
     next_id: AtomicU64,
     reload: OnceLock<ReloadFn>,
-    plugin_report: OnceLock<PluginReportFn>,
+    plugins: OnceLock<crate::plugins::PluginSet>,
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
 }
 
@@ -128,7 +125,7 @@ impl App {
             registry,
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
             reload: OnceLock::new(),
-            plugin_report: OnceLock::new(),
+            plugins: OnceLock::new(),
             in_flight: (options.max_in_flight > 0)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_in_flight))),
             options,
@@ -148,14 +145,20 @@ impl App {
         }
     }
 
-    /// Installs the plugin report used by the debug server (once).
-    pub fn set_plugin_report(&self, f: PluginReportFn) {
-        let _ = self.plugin_report.set(f);
+    /// Installs the plugins the server runs, for the debug server's health and vars (once).
+    pub fn set_plugins(&self, plugins: crate::plugins::PluginSet) {
+        let _ = self.plugins.set(plugins);
     }
 
-    /// The loaded plugins by name (empty when none).
+    /// The loaded plugins by name, with their facts (empty when none).
     pub fn plugin_report(&self) -> serde_json::Map<String, serde_json::Value> {
-        self.plugin_report.get().map(|f| f()).unwrap_or_default()
+        self.plugins.get().map(|p| p.report()).unwrap_or_default()
+    }
+
+    /// Each loaded plugin's health (`ok`, or why it cannot make instances); false if one is
+    /// broken.
+    pub fn plugin_health(&self) -> (bool, serde_json::Map<String, serde_json::Value>) {
+        self.plugins.get().map(|p| p.health()).unwrap_or_default()
     }
 
     /// `POST /admin/reload`, from a loopback client only.

@@ -6,6 +6,7 @@
 //! |--------|--------------|-----------------------|
 //! | (absent) / `none` | behaves | — |
 //! | `loop` | spins forever in `get-content` and `stat` | stop it at the call deadline (epoch), answer 500, keep serving |
+//! | `stuck` | spins forever in `get-content` and `stat` of paths containing `stuck` only | serve other calls from other instances meanwhile (it declares itself stateless) |
 //! | `oom` | allocates in `get-content` and `stat` until the memory cap traps | trap at the cap, answer 500, keep serving |
 //! | `escape` | `get-content` tries to read `/etc/passwd` and `../` outside its preopen, returning whatever it read, or every error as `other` | deny every attempt |
 //! | `panic` | panics in `get-content` and `stat` | treat the trap as an error, keep serving |
@@ -20,6 +21,9 @@
 //! scratch file there and returns that file's `read-via-stream` (a host-pumped stream, the
 //! path the real `storage-fs` takes); without one it answers `unsupported`, so the host falls
 //! back to the corrupted `get-content`. `stat` adds 7 to every file's size.
+//!
+//! It declares itself stateless (`declare_stateless!`), so the host may grow its pool; its
+//! in-memory store then differs between instances, which the tests that use it allow for.
 
 #[path = "../../storage-memory/src/store.rs"]
 mod store;
@@ -35,6 +39,7 @@ use store::{MemoryDriver, MemoryWriter};
 enum Mode {
     None,
     Loop,
+    Stuck,
     Oom,
     Escape,
     Panic,
@@ -60,9 +65,10 @@ impl Hostile {
     fn strike(&self, path: &Path) {
         match self.mode {
             Mode::Loop => spin(),
+            Mode::Stuck if path.as_str().contains("stuck") => spin(),
             Mode::Oom => exhaust_memory(),
             Mode::Panic => panic!("hostile plugin: panic mode ({path})"),
-            Mode::None | Mode::Escape | Mode::BadData | Mode::Connect | Mode::ListLoop | Mode::ListEndless => {}
+            Mode::None | Mode::Stuck | Mode::Escape | Mode::BadData | Mode::Connect | Mode::ListLoop | Mode::ListEndless => {}
         }
     }
 
@@ -142,6 +148,7 @@ impl Driver for Hostile {
         let mode = match config.get_or("mode", "none") {
             "none" => Mode::None,
             "loop" => Mode::Loop,
+            "stuck" => Mode::Stuck,
             "oom" => Mode::Oom,
             "escape" => Mode::Escape,
             "panic" => Mode::Panic,
@@ -154,7 +161,7 @@ impl Driver for Hostile {
                 return Err(InitError::invalid(
                     "mode",
                     format!(
-                        "unknown mode {other:?} (none, loop, oom, escape, panic, bad-data, connect, list-loop, \
+                        "unknown mode {other:?} (none, loop, stuck, oom, escape, panic, bad-data, connect, list-loop, \
                          list-endless, init-fail)"
                     ),
                 ))
@@ -258,3 +265,4 @@ impl Driver for Hostile {
 }
 
 berth_plugin_sdk::export_storage_driver!(Hostile);
+berth_plugin_sdk::declare_stateless!();

@@ -429,3 +429,5 @@ impl Writer for FsWriter {
 }
 
 berth_plugin_sdk::export_storage_driver!(FsDriver);
+// Everything it keeps is in its granted directory: any instance can serve any call.
+berth_plugin_sdk::declare_stateless!();

@@ -1,0 +1,54 @@
+//! The process-wide wasmtime `Engine`: epoch interruption for deadlines, the pooling allocator
+//! for cheap instantiation, and a ticker thread advancing the epoch.
+
+use std::sync::OnceLock;
+
+use wasmtime::Engine;
+
+use super::limits::{EPOCH_TICK, MAX_INSTANCES, MAX_MEMORY_BYTES};
+use super::PluginError;
+
+/// The engine, created on first use (pooling allocator if the system allows it, else
+/// on-demand allocation).
+pub fn engine() -> Result<&'static Engine, PluginError> {
+    static ENGINE: OnceLock<Result<Engine, PluginError>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            let engine = build(true).or_else(|e| {
+                tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
+                build(false)
+            })?;
+            let ticker = engine.weak();
+            std::thread::Builder::new()
+                .name("wasm-epoch".into())
+                .spawn(move || loop {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => return,
+                    }
+                })
+                .map_err(|e| PluginError::Engine { reason: format!("cannot start the epoch ticker: {e}") })?;
+            Ok(engine)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn build(pooling: bool) -> Result<Engine, PluginError> {
+    let mut cfg = wasmtime::Config::new();
+    cfg.wasm_component_model(true);
+    cfg.epoch_interruption(true);
+    cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    if pooling {
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        pool.total_component_instances(MAX_INSTANCES)
+            .total_core_instances(MAX_INSTANCES * 4)
+            .total_memories(MAX_INSTANCES)
+            .total_tables(MAX_INSTANCES * 4)
+            .total_stacks(MAX_INSTANCES)
+            .max_memory_size(MAX_MEMORY_BYTES as usize);
+        cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+    }
+    Engine::new(&cfg).map_err(|e| PluginError::Engine { reason: format!("{e:#}") })
+}

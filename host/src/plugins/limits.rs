@@ -1,0 +1,45 @@
+//! Every limit the plugin runtime puts on a guest, in one place, each with the threat it
+//! answers. A plugin is untrusted code: these are what keep a buggy or hostile one from taking
+//! the host (or other plugins) down with it.
+
+use std::time::Duration;
+
+/// How often the epoch ticker advances the engine's epoch: the granularity of call deadlines.
+/// Threat: a guest that never returns (`loop {}`) holds its instance and the request forever;
+/// epoch interruption traps it at the next tick past its deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Host-side slack on top of the epoch deadline before a host timer gives up on a call.
+/// Threat: a guest blocked in a host call (a WASI read on a stalled socket) is not interrupted
+/// by epochs, which only fire in guest code; the timer still ends the request.
+pub const HOST_TIMER_SLACK: Duration = Duration::from_millis(500);
+
+/// Live instances across all plugins, each its own store; bounded by the pooling allocator.
+/// Threat: a pool growing on demand (stateless plugins) under a flood of slow requests would
+/// otherwise reserve address space and memory without bound.
+pub const MAX_INSTANCES: u32 = 256;
+
+/// The largest linear memory any plugin may be configured for (the pooling slot size).
+/// Threat: one plugin's configuration reserving more of the host than it can spare.
+pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
+
+/// Instances a stateless plugin's pool may grow to when every warm one is busy, unless its
+/// configuration says otherwise. Threat: a stuck call in one instance makes every other
+/// request wait for the deadline; extra instances serve them, but each may use `memorymib`.
+pub const DEFAULT_MAX_INSTANCES: usize = 8;
+
+/// Per-store bounds on what a guest may create besides its memory: component and core
+/// instances, memories, tables and table elements. Threat: a component that instantiates or
+/// grows tables in a loop to exhaust host memory outside the linear-memory cap.
+pub const STORE_INSTANCES: usize = 64;
+pub const STORE_MEMORIES: usize = 16;
+pub const STORE_TABLES: usize = 64;
+pub const STORE_TABLE_ELEMENTS: usize = 1 << 20;
+
+/// Longest log line (characters) a plugin may push into the host's log, through `host.log` or
+/// its stderr. Threat: a guest flooding the host's log with one enormous line.
+pub const LOG_LINE_MAX: usize = 4096;
+
+/// Bytes of a guest's stderr kept while waiting for the end of a line. Threat: output without
+/// newlines growing a host buffer without bound.
+pub const STDERR_BUFFER_MAX: usize = 16 << 10;
