@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-/// How often the epoch ticker advances the engine's epoch: the granularity of call deadlines.
-/// Threat: a guest that never returns (`loop {}`) holds its instance and the request forever;
-/// epoch interruption traps it at the next tick past its deadline.
+/// How often the epoch ticker advances the engine's epoch: the granularity of call deadlines,
+/// and how long a guest runs before it yields to the executor.
+/// Threat: a guest that never returns (`loop {}`) holds its instance, the request, and (if it
+/// never yielded) a worker thread of the runtime with every task queued behind it; at each
+/// tick it yields, and at the first tick past its deadline it traps.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// Host-side slack on top of the epoch deadline before a host timer gives up on a call.

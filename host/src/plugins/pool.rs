@@ -209,8 +209,9 @@ impl<K: Kind> Pool<K> {
         F: for<'a> FnOnce(&'a mut Instance<K>) -> BoxFuture<'a, wasmtime::Result<T>>,
     {
         let inst = held.instance();
-        inst.store.set_epoch_deadline(self.spec.deadline_ticks());
         let started = Instant::now();
+        inst.store.data_mut().call_deadline = started + self.spec.deadline;
+        inst.store.set_epoch_deadline(1);
         let result = tokio::time::timeout(self.spec.deadline + HOST_TIMER_SLACK, f(inst)).await;
         self.observe(op, started);
         let error = match result {

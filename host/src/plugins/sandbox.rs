@@ -4,10 +4,11 @@
 //! can allocate. Every default here is "nothing" unless the configuration grants it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, ResourceLimiter, Store};
+use wasmtime::{Engine, ResourceLimiter, Store, UpdateDeadline};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::sockets::SocketAddrUse;
@@ -21,6 +22,8 @@ use super::{PluginError, PluginSpec};
 /// State of one plugin store.
 pub struct State {
     pub(crate) plugin: Arc<str>,
+    /// When the current call must end (`Pool::run` sets it before every call).
+    pub(crate) call_deadline: Instant,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
@@ -108,11 +111,26 @@ pub fn new_store(engine: &Engine, spec: &PluginSpec) -> Result<Store<State>, Plu
         });
     }
     let limiter = Limiter { memory_bytes: spec.memory_bytes, memory_denied: false };
-    let state = State { plugin: name, wasi: b.build(), table: ResourceTable::new(), limiter };
+    let state = State {
+        plugin: name,
+        call_deadline: Instant::now() + spec.deadline,
+        wasi: b.build(),
+        table: ResourceTable::new(),
+        limiter,
+    };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    store.epoch_deadline_trap();
-    store.set_epoch_deadline(spec.deadline_ticks());
+    // At every epoch tick a running guest yields to the executor (a spinning plugin must not
+    // hold one of the runtime's few worker threads, and every request queued behind it), and
+    // traps once its call's deadline has passed.
+    store.epoch_deadline_callback(|ctx| {
+        Ok(if Instant::now() >= ctx.data().call_deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now()))
+        })
+    });
+    store.set_epoch_deadline(1);
     Ok(store)
 }
 

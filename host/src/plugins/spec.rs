@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::limits::{DEFAULT_MAX_INSTANCES, EPOCH_TICK};
+use super::limits::DEFAULT_MAX_INSTANCES;
 use crate::config::{Config, DirMode};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,11 +83,6 @@ impl PluginSpec {
             config: p.config.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             cache_dir: d.cache_dir.clone().or_else(default_cache_dir),
         })
-    }
-
-    /// Epoch ticks for one call's deadline.
-    pub fn deadline_ticks(&self) -> u64 {
-        (self.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
     }
 }
 
