@@ -1,11 +1,17 @@
 """The debug server (`http.debug.addr`): Prometheus metrics that count exactly the requests made,
-`/debug/health` (200 while storage answers, 503 with the error when it does not) and `/debug/vars`.
+`/debug/health` (200 while storage answers, 503 with the error when it does not), `/debug/vars`,
+and profiling: a CPU profile in pprof's format (gzip'd `perftools.profiles.Profile`) taken under
+load, one at a time, and heap statistics.
 """
 
 from __future__ import annotations
 
+import gzip
 import os
+import threading
+import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -265,3 +271,110 @@ def test_health_reports_a_failing_storage_plugin(tmp_path):
         assert srv.proc.poll() is None
     finally:
         srv.stop()
+
+
+# --- profiling -----------------------------------------------------------------------------------
+
+def varint(buf: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return n, i
+
+
+def protobuf_fields(buf: bytes) -> dict[int, list]:
+    """The top-level fields of a protobuf message: field number -> values (ints or bytes)."""
+    fields: dict[int, list] = defaultdict(list)
+    i = 0
+    while i < len(buf):
+        key, i = varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = varint(buf, i)
+        elif wire == 2:
+            n, i = varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        elif wire == 1:
+            v, i = buf[i:i + 8], i + 8
+        elif wire == 5:
+            v, i = buf[i:i + 4], i + 4
+        else:
+            raise AssertionError(f"wire type {wire} at byte {i}")
+        fields[number].append(v)
+    return fields
+
+
+def load(url: str, stop: threading.Event) -> None:
+    """Pushes and pulls 1 MiB blobs until told to stop: CPU spent hashing in berth."""
+    with requests.Session() as s:
+        while not stop.is_set():
+            data = os.urandom(1 << 20)
+            dgst = push_blob(url, "profiled/app", data, s)
+            assert s.get(f"{url}/v2/profiled/app/blobs/{dgst}", timeout=30).content == data
+
+
+def test_cpu_profile_under_load_is_gzipped_pprof(observed):
+    stop = threading.Event()
+    with ThreadPoolExecutor(2) as pool:
+        loads = [pool.submit(load, observed.url, stop) for _ in range(2)]
+        try:
+            t = time.monotonic()
+            r = requests.get(observed.debug_url + "/debug/pprof/profile?seconds=2", timeout=60)
+            took = time.monotonic() - t
+        finally:
+            stop.set()
+        for f in loads:
+            f.result()
+    assert r.status_code == 200, r.text
+    assert 2 <= took < 30, took
+    assert r.content[:2] == b"\x1f\x8b", r.content[:16]
+    profile = protobuf_fields(gzip.decompress(r.content))
+    # perftools.profiles.Profile: 1 sample_type, 2 sample, 4 location, 5 function, 6 string_table.
+    strings = [s.decode() for s in profile[6]]
+    assert strings[0] == "", strings[:5]
+    assert "cpu" in strings and "samples" in strings, strings[:10]
+    assert profile[2] and profile[4] and profile[5], "no samples"
+    # Symbolised: berth's own functions are named (e.g. the upload path hashing the blobs).
+    functions = [s for s in strings if "berth::" in s]
+    assert functions, [s for s in strings if "::" in s][:20]
+
+
+def test_one_cpu_profile_at_a_time(observed):
+    url = observed.debug_url + "/debug/pprof/profile"
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(requests.get, url + "?seconds=3", timeout=60)
+        time.sleep(1)
+        second = requests.get(url + "?seconds=1", timeout=60)
+        assert second.status_code == 409, second.text
+        assert "already" in second.json()["error"]
+        assert first.result().status_code == 200
+    # Once the first is done, the next one runs.
+    assert requests.get(url + "?seconds=1", timeout=60).status_code == 200
+
+
+def test_cpu_profile_seconds_are_bounded(observed):
+    url = observed.debug_url + "/debug/pprof/profile"
+    for bad in ("0", "61", "-1", "abc", "1.5"):
+        r = requests.get(f"{url}?seconds={bad}", timeout=10)
+        assert r.status_code == 400, (bad, r.text)
+        assert "seconds" in r.json()["error"]
+
+
+def test_heap_stats_are_plausible(observed):
+    push_blob(observed.url, REPO, os.urandom(1 << 20))
+    r = requests.get(observed.debug_url + "/debug/heapstats", timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"] == "application/json"
+    h = r.json()
+    assert h["allocator"] == "glibc"
+    for k in ("arena_bytes", "mmap_bytes", "in_use_bytes", "free_bytes", "releasable_bytes", "rss_bytes"):
+        assert isinstance(h[k], int) and h[k] >= 0, (k, h)
+    # glibc's counters add up: what is in use and free is what the arenas and mappings hold.
+    assert h["in_use_bytes"] + h["free_bytes"] == h["arena_bytes"] + h["mmap_bytes"], h
+    assert 64 << 10 < h["in_use_bytes"] < 4 << 30, h
+    assert h["releasable_bytes"] <= h["free_bytes"], h
+    assert h["rss_bytes"] > 1 << 20, h

@@ -1,5 +1,5 @@
 """The WebAssembly plugin runtime, black box: `berth plugin check`, storage plugins serving the
-registry, swapping plugins by config + SIGHUP or POST /admin/reload, and hostile plugins.
+registry, swapping plugins by config + SIGHUP or POST /admin/reload (on the debug server), and hostile plugins.
 
 The components come from the plugins workspace (`cd plugins && cargo build --target
 wasm32-wasip2 --release`); tests needing one that is not built are skipped, saying which.
@@ -17,7 +17,7 @@ import pytest
 import requests
 import yaml
 
-from harness import BERTH_BIN, need_plugin, plugin_storage_config, start_berth
+from harness import BERTH_BIN, free_port, need_plugin, plugin_storage_config, start_berth
 from ocihelpers import digest, get_blob, make_image, push_blob, random_bytes
 
 HOSTILE_DEADLINE_MS = 1000
@@ -153,19 +153,24 @@ def test_reload_endpoint_refuses_a_broken_file_and_keeps_serving(tmp_path, clien
     shutil.copy(src, wasm)
     root = tmp_path / "data"
     cfg = plugin_storage_config("storage-fs", root, path=str(wasm))
+    debug = f"127.0.0.1:{free_port()}"
+    cfg["http"] = {"debug": {"addr": debug}}
     srv = start_berth(tmp_path, config=cfg)
+    reload_url = f"http://{debug}/admin/reload"
     try:
         blob = random_bytes(10000)
         dgst = push_blob(srv.url, "reload/me", blob, client)
         # A good reload (same file) is accepted.
-        r = client.post(f"{srv.url}/admin/reload")
+        r = client.post(reload_url)
         assert r.status_code == 200, r.text
         assert r.json()["reloaded"] is True
+        assert "storage plugin" in r.json()["serving"]
         # A broken file is refused; the old version keeps serving.
         wasm.write_bytes(b"\0asm garbage")
-        r = client.post(f"{srv.url}/admin/reload")
+        r = client.post(reload_url)
         assert r.status_code == 500, r.text
-        assert "reload refused" in r.json()["errors"][0]["message"]
+        assert r.json()["reloaded"] is False
+        assert "reload refused" in r.json()["error"]
         assert get_blob(srv.url, "reload/me", dgst, client) == blob
         # Replace the file with a good build under a bounded loop of pulls: no request fails.
         shutil.copy(src, wasm)
@@ -175,7 +180,10 @@ def test_reload_endpoint_refuses_a_broken_file_and_keeps_serving(tmp_path, clien
                 srv.proc.send_signal(signal.SIGHUP)
             statuses.append(client.get(f"{srv.url}/v2/reload/me/blobs/{dgst}").status_code)
         assert set(statuses) == {200}, statuses
-        assert client.get(f"{srv.url}/admin/reload").status_code == 405
+        r = client.get(reload_url)
+        assert r.status_code == 405 and r.headers["Allow"] == "POST"
+        # The registry's own port has no admin endpoint.
+        assert client.post(f"{srv.url}/admin/reload").status_code == 404
     finally:
         srv.stop()
 

@@ -1,7 +1,9 @@
 """HTTPS (`http.tls`): a CA and a server certificate for 127.0.0.1/localhost are made here with the
 openssl CLI; berth serves the registry over TLS, verified against that CA by requests and by
-skopeo (`--dest-cert-dir` / `--src-cert-dir`), shrugs off plain HTTP and stalled handshakes on its
-TLS port, and refuses to start (naming the key) on a bad certificate or key file.
+skopeo (`--dest-cert-dir` / `--src-cert-dir`), and by curl over HTTP/2 (negotiated with ALPN, as
+distribution offers it) as well as HTTP/1.1; shrugs off plain HTTP and stalled handshakes on its
+TLS port, drains HTTP/2 downloads on shutdown, and refuses to start (naming the key) on a bad
+certificate or key file.
 """
 
 from __future__ import annotations
@@ -140,6 +142,83 @@ def test_plain_http_and_stalled_handshakes_do_not_stop_the_server(tls_berth, htt
         stalled.close()
     assert tls_berth.proc.poll() is None
     assert "TLS handshake failed" in tls_berth.log()
+
+
+def curl(pki: Path, *args: str, stdin: bytes | None = None, out: Path | None = None) -> tuple[str, bytes]:
+    """curl verified against the test CA; returns the HTTP version it spoke and the body."""
+    exe = shutil.which("curl")
+    if exe is None:
+        pytest.fail("curl is not installed")
+    out = out or pki / f"curl-{random.getrandbits(32)}.out"
+    proc = subprocess.run([exe, "-sS", "--fail-with-body", "--cacert", str(pki / "ca.crt"), "-o", str(out),
+                           "-w", "%{http_version}", *args], input=stdin, capture_output=True, timeout=60)
+    body = out.read_bytes() if out.exists() else b""
+    assert proc.returncode == 0, (args, proc.stderr, body[:500])
+    return proc.stdout.decode(), body
+
+
+def test_http2_is_negotiated_and_serves_pushes_and_pulls(tls_berth, https, pki):
+    base = f"{tls_berth.url}/v2/{REPO}"
+    layer = os.urandom(200_000)
+    dgst = sha256(layer)
+    # A push over HTTP/2: start a session, then finish it with the body streamed from stdin, which
+    # HTTP/2 frames without a Content-Length.
+    version, _ = curl(pki, "--http2", "-X", "POST", "-D", str(pki / "h2-headers"), f"{base}/blobs/uploads/")
+    assert version == "2"
+    location = next(line.split(":", 1)[1].strip() for line in (pki / "h2-headers").read_text().splitlines()
+                    if line.lower().startswith("location:"))
+    assert location.startswith(f"https://127.0.0.1:{tls_berth.port}/"), location
+    sep = "&" if "?" in location else "?"
+    version, _ = curl(pki, "--http2", "-X", "PUT", "-T", "-", "-H", "Content-Type: application/octet-stream",
+                      f"{location}{sep}digest={dgst}", stdin=layer)
+    assert version == "2"
+    config = b'{"architecture":"amd64","os":"linux"}'
+    push_blob(tls_berth.url, REPO, config, https)
+    manifest = (
+        '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",'
+        f'"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{sha256(config)}","size":{len(config)}}},'
+        f'"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{dgst}","size":{len(layer)}}}]}}'
+    ).encode()
+    version, _ = curl(pki, "--http2", "-X", "PUT", "--data-binary", "@-",
+                      "-H", "Content-Type: application/vnd.oci.image.manifest.v1+json",
+                      f"{base}/manifests/v1", stdin=manifest)
+    assert version == "2"
+    # Pulls over HTTP/2: the manifest by tag, the blob, a range of it.
+    version, got = curl(pki, "--http2", "-H", "Accept: application/vnd.oci.image.manifest.v1+json",
+                        f"{base}/manifests/v1")
+    assert version == "2" and got == manifest
+    version, got = curl(pki, "--http2", f"{base}/blobs/{dgst}")
+    assert version == "2" and got == layer
+    version, got = curl(pki, "--http2", "-r", "100-199", f"{base}/blobs/{dgst}")
+    assert version == "2" and got == layer[100:200]
+    # A client that offers only HTTP/1.1 gets it.
+    version, got = curl(pki, "--http1.1", f"{base}/blobs/{dgst}")
+    assert version == "1.1" and got == layer
+
+
+def test_shutdown_drains_an_http2_download(tmp_path, pki, https):
+    srv = start_tls_berth(tmp_path / "srv", pki)
+    try:
+        data = os.urandom(3 << 20)
+        dgst = push_blob(srv.url, REPO, data, https)
+        out = tmp_path / "download"
+        exe = shutil.which("curl")
+        assert exe, "curl is not installed"
+        # About three seconds at 1 MiB/s: the server is told to stop while it streams.
+        download = subprocess.Popen([exe, "-sS", "--http2", "--fail", "--cacert", str(pki / "ca.crt"),
+                                     "--limit-rate", "1M", "-o", str(out), "-w", "%{http_version}",
+                                     f"{srv.url}/v2/{REPO}/blobs/{dgst}"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1)
+        assert download.poll() is None
+        assert srv.stop() == 0, srv.log()[-3000:]
+        stdout, stderr = download.communicate(timeout=60)
+        assert download.returncode == 0, stderr
+        assert stdout == b"2"
+        assert out.read_bytes() == data
+        assert "panicked" not in srv.log()
+    finally:
+        srv.stop()
 
 
 def skopeo(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -1,7 +1,8 @@
 //! The debug server (`http.debug.addr`): a separate plain-HTTP listener for operators and their
 //! monitoring, kept off the registry's port so it can stay private behind a load balancer.
 //! `/debug/health` checks storage and plugins, `/debug/vars` shows process facts (as Go's
-//! expvar), and the Prometheus path exposes `crate::metrics`.
+//! expvar), the Prometheus path exposes `crate::metrics`, `/debug/pprof/profile` and
+//! `/debug/heapstats` profile (`crate::profiling`), and `/admin/*` runs `crate::admin` operations.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use tokio::net::TcpListener;
 
 use crate::api::App;
 use crate::config::Debug;
-use crate::metrics;
+use crate::{admin, metrics, profiling};
 
 /// A health check that takes longer than this is a failure: a load balancer must get an answer.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -60,22 +61,51 @@ pub async fn serve(app: Arc<App>, config: Debug, listener: TcpListener) {
 }
 
 async fn handle<B>(app: &App, metrics_path: Option<&str>, req: Request<B>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    if let Some(r) = admin::handle(app, req.method(), path).await {
+        return r;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
     }
-    match req.uri().path() {
+    match path {
         "/debug/health" => {
             let (healthy, report) = health(app).await;
             let status = if healthy { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
             json_response(status, &report)
         }
         "/debug/vars" => json_response(StatusCode::OK, &vars(app)),
+        "/debug/pprof/profile" => cpu_profile(req.uri().query()).await,
+        "/debug/heapstats" => json_response(StatusCode::OK, &profiling::heap_stats()),
         p if Some(p) == metrics_path => {
             let mut r = Response::new(Full::new(Bytes::from(metrics::get().encode())));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
             r
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// `GET /debug/pprof/profile?seconds=N`: the gzip'd pprof profile, as Go's net/http/pprof serves it.
+async fn cpu_profile(query: Option<&str>) -> Response<Full<Bytes>> {
+    let result = match profiling::seconds(query) {
+        Ok(seconds) => profiling::cpu_profile(seconds).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(profile) => {
+            let mut r = Response::new(Full::new(Bytes::from(profile)));
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+            h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment; filename=\"profile\""));
+            r
+        }
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(error = %e, "CPU profile failed");
+            }
+            json_response(e.status(), &json!({"error": e.to_string()}))
+        }
     }
 }
 
@@ -121,7 +151,7 @@ pub fn vars(app: &App) -> Value {
 }
 
 /// Resident set size from `/proc/self/statm` (pages), or `None` where there is no procfs.
-fn rss_bytes() -> Option<u64> {
+pub(crate) fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // SAFETY: sysconf only reads a system constant.
@@ -136,7 +166,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
     *r.status_mut() = status;
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -1,12 +1,14 @@
 //! Berth: an OCI container registry. `api` speaks HTTP, `registry` holds the domain, `storage`
 //! stores bytes; `server` wires them to a socket (`tls` for HTTPS) and `config` says how;
-//! `debug` serves health, vars and `metrics` to operators.
+//! `debug` serves health, vars, `metrics`, `profiling` and the `admin` operations to operators.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod debug;
 pub mod metrics;
 pub mod plugins;
+pub mod profiling;
 pub mod registry;
 pub mod server;
 pub mod storage;

@@ -1,13 +1,14 @@
-//! The HTTP/1.1 server: accept loop, one hyper connection task each (behind a TLS handshake when
-//! `http.tls` is set), graceful shutdown that lets requests in flight finish.
+//! The HTTP server: accept loop, one hyper connection task each, graceful shutdown that lets
+//! requests in flight finish. Plain HTTP is HTTP/1.1; with `http.tls` each connection completes
+//! a TLS handshake first and speaks HTTP/2 or HTTP/1.1, as ALPN chose (as distribution does).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -48,8 +49,8 @@ pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
 }
 
 /// Builds the application, loading the plugins the configuration uses (a storage driver
-/// today), and installs the reload hook (the admin endpoint, and SIGHUP through
-/// `spawn_sighup_reload`) that re-reads `config_path` and the plugin files.
+/// today), and installs the reload hook (SIGHUP through `spawn_sighup_reload`, and the debug
+/// server's `POST /admin/reload`) that re-reads `config_path` and the plugin files.
 pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -> std::io::Result<Arc<App>> {
     let mut plugins = PluginSet::default();
     let app = match config.driver() {
@@ -150,7 +151,7 @@ pub fn spawn_sighup_reload(app: Arc<App>) {
     let mut hup = match signal(SignalKind::hangup()) {
         Ok(s) => s,
         Err(e) => {
-            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload with POST /admin/reload");
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload with POST /admin/reload on the debug server");
             return;
         }
     };
@@ -199,9 +200,13 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let result = match tls {
-                        None => serve_connection(app, stream, peer, watcher).await,
+                        None => serve_connection(app, stream, Protocol::Http1, watcher).await,
                         Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                            Ok(Ok(stream)) => serve_connection(app, stream, peer, watcher).await,
+                            Ok(Ok(stream)) => {
+                                let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
+                                let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+                                serve_connection(app, stream, protocol, watcher).await
+                            }
                             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                         },
@@ -221,22 +226,43 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
     }
 }
 
+/// The HTTP version a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    /// Negotiated through ALPN on a TLS connection.
+    Http2,
+}
+
 /// Serves one connection (plain or TLS) under graceful shutdown.
 async fn serve_connection<S>(
     app: Arc<App>,
     stream: S,
-    peer: std::net::SocketAddr,
+    protocol: Protocol,
     watcher: hyper_util::server::graceful::Watcher,
-) -> hyper::Result<()>
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(peer);
+        // HTTP/2 carries the host in the `:authority` pseudo-header, which hyper puts in the
+        // URI; the API builds absolute URLs from `Host`, as HTTP/1.1 sends it.
+        if !req.headers().contains_key(http::header::HOST) {
+            if let Some(host) = req.uri().authority().and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()) {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
         app.clone().serve(req)
     });
-    let conn = http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), svc);
-    watcher.watch(conn).await
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Size flow-control windows to the measured bandwidth-delay product: a fixed window caps a
+    // single blob push or pull over a long path.
+    builder.http2().adaptive_window(true);
+    let builder = match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+    };
+    watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,5 +1,5 @@
 //! HTTPS: the PEM certificate chain and key of `http.tls`, loaded once at startup into a rustls
-//! acceptor (ring provider, TLS 1.2 and 1.3, ALPN http/1.1). A problem names its config key, so
+//! acceptor (ring provider, TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`). A problem names its config key, so
 //! `berth serve` and `berth config check` report it the same way.
 
 use std::path::Path;
@@ -10,6 +10,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{ConfigError, Tls};
+
+/// The ALPN protocol id of HTTP/2; `server::serve` speaks HTTP/2 on a connection that chose it.
+pub const ALPN_H2: &[u8] = b"h2";
 
 const CERTIFICATE_KEY: &str = "http.tls.certificate";
 const KEY_KEY: &str = "http.tls.key";
@@ -61,7 +64,8 @@ pub fn server_config(tls: &Tls) -> Result<rustls::ServerConfig, Vec<ConfigError>
             };
             vec![problem(KEY_KEY, &tls.key, why)]
         })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 first: a client offering both gets it (one connection multiplexes a pull's blobs).
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

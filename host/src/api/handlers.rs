@@ -367,8 +367,11 @@ async fn finish_upload(app: &App, name: &RepoName, id: &str, req: Request<Incomi
         Some(v) => digest(v)?,
         None => return Err(RegistryError::DigestInvalid("the digest query parameter is required".into()).into()),
     };
-    let has_body = header_str(&headers, "content-length")
-        .map_or(headers.contains_key(header::TRANSFER_ENCODING), |l| l.trim() != "0");
+    // HTTP/2 frames a body without Content-Length or Transfer-Encoding: ask the body itself.
+    let has_body = {
+        use hyper::body::Body as _;
+        !req.body().is_end_stream() && req.body().size_hint().exact() != Some(0)
+    };
     let body = has_body.then(|| body_stream(req.into_body()));
     app.registry.complete_upload(name, id, &d, body).await?;
     Ok(blob_created(app, &headers, name, &d))

@@ -6,7 +6,6 @@ mod handlers;
 mod routes;
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -132,7 +131,7 @@ impl App {
         })
     }
 
-    /// Installs the reload hook behind `POST /admin/reload` and SIGHUP (once).
+    /// Installs the reload hook behind SIGHUP and the debug server's `POST /admin/reload` (once).
     pub fn set_reload(&self, f: ReloadFn) {
         let _ = self.reload.set(f);
     }
@@ -161,34 +160,6 @@ impl App {
         self.plugins.get().map(|p| p.health()).unwrap_or_default()
     }
 
-    /// `POST /admin/reload`, from a loopback client only.
-    async fn admin_reload(&self, req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
-        let peer = req.extensions().get::<SocketAddr>().copied();
-        if !peer.is_some_and(|p| p.ip().is_loopback()) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "DENIED",
-                "the admin endpoint answers loopback clients only",
-            ));
-        }
-        if req.method() != Method::POST {
-            return Err(ApiError::unsupported("use POST /admin/reload"));
-        }
-        match self.reload().await {
-            Ok(what) => {
-                let mut r = Response::new(full(serde_json::json!({"reloaded": true, "serving": what}).to_string()));
-                r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                Ok(r)
-            }
-            Err(e) => {
-                let mut err =
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", format!("reload refused: {e}"));
-                err.detail = serde_json::json!({"reloaded": false});
-                Err(err)
-            }
-        }
-    }
-
     /// Entry point for every request: one span, one log line, errors shaped as OCI JSON.
     pub async fn serve(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         let id = format!("{:016x}", self.next_id.fetch_add(1, Ordering::Relaxed));
@@ -197,7 +168,7 @@ impl App {
         let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
         let started = Instant::now();
         let metrics = metrics::get();
-        let route = if path == "/admin/reload" { "admin" } else { Route::parse(&path).kind() };
+        let route = Route::parse(&path).kind();
         let labels = RouteLabels { route, method: metrics::method_label(&method) };
         let request_bytes = RequestBytes {
             counter: metrics.request_bytes.get_or_create(&labels).clone(),
@@ -256,9 +227,6 @@ impl App {
 
     async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
         let path = req.uri().path().to_string();
-        if path == "/admin/reload" {
-            return self.admin_reload(&req).await;
-        }
         let route = Route::parse(&path);
         let method = req.method().clone();
         let write = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
