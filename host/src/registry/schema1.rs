@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use x509_cert::der::Decode;
 
-use super::digest::{Algorithm, Digest};
+use super::digest::Digest;
 
 pub const SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 pub const UNSIGNED: &str = "application/vnd.docker.distribution.manifest.v1+json";
@@ -51,11 +51,6 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The manifest's digest, as distribution computes it: over the canonical payload.
-    pub fn digest(&self, alg: Algorithm) -> Digest {
-        Digest::of(alg, &self.canonical)
-    }
-
     pub fn media_type(&self) -> &'static str {
         if self.signed {
             SIGNED
@@ -307,7 +302,9 @@ impl PublicKey {
                         jsonwebtoken::crypto::verify(signature, input, &DecodingKey::from_ec_der(point), jws_alg)
                             .unwrap_or(false)
                     }
-                    Curve::P521 => verify_p521(point, input, signature),
+                    // jsonwebtoken (ring) has no ES512; P-521 verification would need the
+                    // RustCrypto curves, whose digest features rebuild wasmtime.
+                    Curve::P521 => return Err("P-521 (ES512) signatures are not supported".into()),
                 }
             }
             PublicKey::Rsa(key) => {
@@ -326,16 +323,6 @@ impl PublicKey {
             Err("invalid signature".into())
         }
     }
-}
-
-/// ES512, which jsonwebtoken does not offer.
-fn verify_p521(point: &[u8], input: &[u8], signature: &str) -> bool {
-    use p521::ecdsa::signature::Verifier;
-    let Ok(key) = p521::ecdsa::VerifyingKey::from_sec1_bytes(point) else { return false };
-    let Some(sig) = b64url(signature).and_then(|s| p521::ecdsa::Signature::from_slice(&s).ok()) else {
-        return false;
-    };
-    key.verify(input, &sig).is_ok()
 }
 
 /// The registry's own key, for schema 1 manifests stored without any signature (distribution
@@ -477,7 +464,6 @@ mod tests {
         assert!(m.signed);
         assert_eq!(m.media_type(), SIGNED);
         assert_eq!(m.canonical, payload.as_bytes());
-        assert_eq!(m.digest(Algorithm::Sha256), Digest::of(Algorithm::Sha256, payload.as_bytes()));
         assert_eq!((m.name.as_str(), m.tag.as_str()), ("lib/app", "v1"));
         assert_eq!(m.blob_sums, [Digest::parse(LAYER).unwrap()]);
     }
