@@ -359,7 +359,7 @@ impl Signer {
         let close = payload.iter().rposition(not_space).filter(|&i| payload[i] == b'}');
         let close = close.ok_or_else(|| invalid("payload does not end with '}'"))?;
         let len = payload[..close].iter().rposition(not_space).map_or(0, |i| i + 1);
-        if len == 0 || payload[len - 1] == b',' {
+        if len == 0 || matches!(payload[len - 1], b',' | b'{') {
             return Err(invalid("payload has no members to sign"));
         }
         let protected = URL_SAFE_NO_PAD.encode(
