@@ -185,9 +185,9 @@ def start_berth(workdir: Path, root: Path | None = None, config: dict | None = N
     return server
 
 
-def start_distribution(workdir: Path, root: Path, port: int | None = None) -> Server:
+def start_distribution(workdir: Path, root: Path, port: int | None = None, config: dict | None = None) -> Server:
     """Start distribution 2.8.2 (Debian's docker-registry) on `root`; under BERTH_TEST_STORAGE=s3
-    on the same bucket prefix a berth with that root uses."""
+    on the same bucket prefix a berth with that root uses. `config` is merged over its config."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     storage = object_store_config("s3", root) if TEST_STORAGE == "s3" else {"filesystem": {"rootdirectory": str(root)}}
@@ -197,6 +197,7 @@ def start_distribution(workdir: Path, root: Path, port: int | None = None) -> Se
         "http": {"addr": f"127.0.0.1:{port}"},
         "storage": {**storage, "delete": {"enabled": True}, "redirect": {"disable": True}},
     }
+    _merge(cfg, config or {})
     config_path = workdir / f"distribution-{port}.yml"
     config_path.write_text(yaml.safe_dump(cfg))
     log_path = workdir / f"distribution-{port}.log"

@@ -19,6 +19,7 @@ pub struct Config {
     pub storage: Storage,
     /// WebAssembly plugins by name, and their `defaults`.
     pub plugins: Plugins,
+    pub compatibility: Compatibility,
 }
 
 impl Default for Config {
@@ -29,8 +30,23 @@ impl Default for Config {
             http: Http::default(),
             storage: Storage::default(),
             plugins: Plugins::default(),
+            compatibility: Compatibility::default(),
         }
     }
+}
+
+/// distribution's `compatibility` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Compatibility {
+    pub schema1: Schema1,
+}
+
+/// Accept and serve Docker schema 1 manifests (Docker 1.9 and older), signatures verified.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Schema1 {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -174,7 +174,9 @@ fn app(config: &Config, driver: Arc<dyn StorageDriver>) -> Arc<App> {
         max_in_flight: config.http.maxinflight,
         tls: config.http.tls.is_some(),
     };
-    App::new(Registry::new(Arc::new(MeteredDriver::new(driver))), options)
+    let registry =
+        Registry::new(Arc::new(MeteredDriver::new(driver))).with_schema1(config.compatibility.schema1.enabled);
+    App::new(registry, options)
 }
 
 /// Serves until `shutdown` resolves, then drains connections. With `tls`, each connection

@@ -47,6 +47,7 @@ impl From<RegistryError> for ApiError {
             E::ManifestBlobUnknown(_) => (S::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN"),
             E::ManifestInvalid(_) => (S::BAD_REQUEST, "MANIFEST_INVALID"),
             E::ManifestUnknown(_) => (S::NOT_FOUND, "MANIFEST_UNKNOWN"),
+            E::ManifestUnverified(_) => (S::BAD_REQUEST, "MANIFEST_UNVERIFIED"),
             E::NameInvalid(_) => (S::BAD_REQUEST, "NAME_INVALID"),
             E::NameUnknown(_) => (S::NOT_FOUND, "NAME_UNKNOWN"),
             E::TagInvalid(_) => (S::BAD_REQUEST, "TAG_INVALID"),

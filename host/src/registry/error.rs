@@ -18,6 +18,8 @@ pub enum RegistryError {
     ManifestBlobUnknown(Digest),
     #[error("manifest invalid: {0}")]
     ManifestInvalid(String),
+    #[error("manifest failed signature verification: {0}")]
+    ManifestUnverified(String),
     #[error("manifest unknown: {0}")]
     ManifestUnknown(String),
     #[error("invalid repository name: {0}")]

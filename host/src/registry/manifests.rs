@@ -7,6 +7,7 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use super::digest::{Algorithm, Digest};
+use super::schema1::{self, Schema1Error};
 use super::{paths, Reference, Registry, RegistryError, RepoName, Result, Tag};
 
 /// Largest manifest accepted (the spec asks for at least 4 MiB).
@@ -16,8 +17,8 @@ pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const DOCKER_V1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-const DOCKER_V1_SIGNED: &str = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+const DOCKER_V1: &str = schema1::UNSIGNED;
+const DOCKER_V1_SIGNED: &str = schema1::SIGNED;
 
 const KNOWN: [&str; 6] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST, DOCKER_V1, DOCKER_V1_SIGNED];
 
@@ -66,6 +67,8 @@ struct Parsed {
     /// Blobs (image) or child manifests (index) that must exist in the repository.
     references: Vec<Digest>,
     subject: Option<Digest>,
+    /// A Docker schema 1 manifest, verified.
+    schema1: Option<schema1::Manifest>,
 }
 
 fn invalid(msg: impl Into<String>) -> RegistryError {
@@ -82,7 +85,7 @@ fn detect_media_type(v: &Value) -> String {
         return mt.to_string();
     }
     if v.get("schemaVersion").and_then(Value::as_u64) == Some(1) {
-        DOCKER_V1_SIGNED.to_string()
+        if v.get("signatures").is_some() { DOCKER_V1_SIGNED } else { DOCKER_V1 }.to_string()
     } else if v.get("manifests").is_some() {
         OCI_INDEX.to_string()
     } else {
@@ -102,7 +105,8 @@ fn descriptor_digest(d: &Value, what: &str) -> Result<Digest> {
     Digest::parse(digest).map_err(|e| invalid(format!("{what}: {e}")))
 }
 
-fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
+/// Validates a pushed manifest; `schema1` says whether Docker schema 1 is accepted.
+fn parse_manifest(content_type: Option<&str>, body: &[u8], schema1: bool) -> Result<Parsed> {
     let v: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("not valid JSON: {e}")))?;
     let obj = v.as_object().ok_or_else(|| invalid("not a JSON object"))?;
     let body_mt =
@@ -117,7 +121,25 @@ fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
     let kind = match media_type.as_str() {
         OCI_MANIFEST | DOCKER_MANIFEST => Kind::Image,
         OCI_INDEX | DOCKER_LIST => Kind::Index,
-        DOCKER_V1 | DOCKER_V1_SIGNED => return Err(invalid("Docker schema 1 manifests are not supported")),
+        DOCKER_V1 | DOCKER_V1_SIGNED if !schema1 => return Err(invalid("Docker schema 1 manifests are not supported")),
+        DOCKER_V1 | DOCKER_V1_SIGNED => {
+            let m = schema1::parse(body, media_type == DOCKER_V1_SIGNED).map_err(|e| match e {
+                Schema1Error::Invalid(m) => RegistryError::ManifestInvalid(m),
+                Schema1Error::Unverified(m) => RegistryError::ManifestUnverified(m),
+            })?;
+            return Ok(Parsed {
+                media_type: m.media_type().to_string(),
+                kind: Kind::Image,
+                references: {
+                    let mut sums = m.blob_sums.clone();
+                    sums.sort();
+                    sums.dedup();
+                    sums
+                },
+                subject: None,
+                schema1: Some(m),
+            });
+        }
         other => return Err(invalid(format!("unsupported manifest media type {other:?}"))),
     };
     if obj.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
@@ -152,7 +174,7 @@ fn parse_manifest(content_type: Option<&str>, body: &[u8]) -> Result<Parsed> {
         }
     }
     let subject = obj.get("subject").map(|s| descriptor_digest(s, "subject")).transpose()?;
-    Ok(Parsed { media_type, kind, references, subject })
+    Ok(Parsed { media_type, kind, references, subject, schema1: None })
 }
 
 impl Registry {
@@ -206,9 +228,29 @@ impl Registry {
             Err(e) if e.is_not_found() => return Err(unknown()),
             Err(e) => return Err(e.into()),
         };
-        let media_type = serde_json::from_slice::<Value>(&content)
+        let mut media_type = serde_json::from_slice::<Value>(&content)
             .map(|v| detect_media_type(&v))
             .unwrap_or_else(|_| OCI_MANIFEST.into());
+        let mut content = content;
+        // A schema 1 manifest is stored without its signatures, as distribution stores it. One
+        // pushed through Berth is served as it was pushed; one distribution stored is signed by
+        // the registry's key, as distribution serves it.
+        if media_type == DOCKER_V1 {
+            match self.driver.get_content(&paths::schema1_pushed(repo, &digest)).await {
+                Ok(pushed) => {
+                    media_type = serde_json::from_slice::<Value>(&pushed)
+                        .map(|v| detect_media_type(&v))
+                        .unwrap_or_else(|_| DOCKER_V1.into());
+                    content = pushed;
+                }
+                Err(e) if e.is_not_found() => {
+                    if let Some(signed) = self.schema1.as_ref().and_then(|s| s.sign(&content).ok()) {
+                        (content, media_type) = (Bytes::from(signed), DOCKER_V1_SIGNED.to_string());
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let m = Arc::new(StoredManifest { digest, media_type, content });
         self.cache.insert(generation, repo, &key, m.clone());
         Ok(m)
@@ -284,16 +326,30 @@ impl Registry {
                 body.len()
             )));
         }
-        let parsed = parse_manifest(content_type, &body)?;
+        let parsed = parse_manifest(content_type, &body, self.schema1.is_some())?;
+        // What is stored and digested: the body, or a schema 1 manifest's signed payload (the
+        // body as pushed then goes beside it).
+        let (content, pushed) = match &parsed.schema1 {
+            Some(m) => {
+                if m.name != repo.to_string() {
+                    return Err(RegistryError::NameInvalid(format!("manifest is for {:?}, not {repo}", m.name)));
+                }
+                if matches!(reference, Reference::Tag(t) if m.tag != t.to_string()) {
+                    return Err(RegistryError::TagInvalid(m.tag.clone()));
+                }
+                (Bytes::from(m.canonical.clone()), Some(body.clone()))
+            }
+            None => (body, None),
+        };
         let digest = match reference {
             Reference::Digest(d) => {
-                let actual = Digest::of(d.algorithm(), &body);
+                let actual = Digest::of(d.algorithm(), &content);
                 if &actual != d {
                     return Err(RegistryError::DigestInvalid(format!("manifest body has digest {actual}, not {d}")));
                 }
                 actual
             }
-            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &body),
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &content),
         };
         let kind = parsed.kind;
         let checks = parsed.references.iter().map(|r| async move {
@@ -324,9 +380,12 @@ impl Registry {
         let link = Bytes::from(digest.to_string());
         // (path, content, whether it is content that must be on disk before it is visible)
         let mut writes = Vec::new();
-        let stored = matches!(self.driver.stat(&blob).await, Ok(info) if info.size == body.len() as u64);
+        let stored = matches!(self.driver.stat(&blob).await, Ok(info) if info.size == content.len() as u64);
         if !stored {
-            writes.push((blob, body.clone(), true));
+            writes.push((blob, content.clone(), true));
+        }
+        if let Some(pushed) = pushed {
+            writes.push((paths::schema1_pushed(repo, &digest), pushed, true));
         }
         writes.push((paths::revision_link(repo, &digest), link.clone(), false));
         if let Some(subject) = &parsed.subject {
@@ -392,6 +451,9 @@ impl Registry {
                 }
                 if let Some(subject) = subject {
                     let _ = self.driver.delete(&paths::referrer_link(repo, &subject, digest)).await;
+                }
+                if m.media_type == DOCKER_V1_SIGNED || m.media_type == DOCKER_V1 {
+                    let _ = self.driver.delete(&paths::schema1_pushed(repo, digest)).await;
                 }
             }
         }
@@ -464,20 +526,20 @@ mod tests {
     #[test]
     fn parses_by_media_type() {
         let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": desc("c"), "layers": [desc("l")], "subject": desc(OCI_MANIFEST)});
-        let p = parse_manifest(Some(OCI_MANIFEST), m.to_string().as_bytes()).unwrap();
+        let p = parse_manifest(Some(OCI_MANIFEST), m.to_string().as_bytes(), false).unwrap();
         assert_eq!(p.kind, Kind::Image);
         assert_eq!(p.references.len(), 2);
         assert!(p.subject.is_some());
         let i = json!({"schemaVersion": 2, "manifests": [desc(OCI_MANIFEST)]});
-        assert_eq!(parse_manifest(Some(OCI_INDEX), i.to_string().as_bytes()).unwrap().kind, Kind::Index);
-        assert_eq!(parse_manifest(None, i.to_string().as_bytes()).unwrap().media_type, OCI_INDEX);
+        assert_eq!(parse_manifest(Some(OCI_INDEX), i.to_string().as_bytes(), false).unwrap().kind, Kind::Index);
+        assert_eq!(parse_manifest(None, i.to_string().as_bytes(), false).unwrap().media_type, OCI_INDEX);
         // Mismatched Content-Type, missing fields, bad digests, schema 1, not JSON.
-        assert!(parse_manifest(Some(DOCKER_MANIFEST), m.to_string().as_bytes()).is_err());
-        assert!(parse_manifest(Some(OCI_MANIFEST), br#"{"schemaVersion":2}"#).is_err());
+        assert!(parse_manifest(Some(DOCKER_MANIFEST), m.to_string().as_bytes(), false).is_err());
+        assert!(parse_manifest(Some(OCI_MANIFEST), br#"{"schemaVersion":2}"#, false).is_err());
         let bad =
             json!({"schemaVersion": 2, "config": {"mediaType": "c", "digest": "sha256:zz", "size": 1}, "layers": []});
-        assert!(parse_manifest(Some(OCI_MANIFEST), bad.to_string().as_bytes()).is_err());
-        assert!(parse_manifest(None, br#"{"schemaVersion":1,"fsLayers":[]}"#).is_err());
-        assert!(parse_manifest(None, b"nope").is_err());
+        assert!(parse_manifest(Some(OCI_MANIFEST), bad.to_string().as_bytes(), false).is_err());
+        assert!(parse_manifest(None, br#"{"schemaVersion":1,"fsLayers":[]}"#, false).is_err());
+        assert!(parse_manifest(None, b"nope", false).is_err());
     }
 }

@@ -10,6 +10,7 @@ mod listing;
 mod manifests;
 mod paths;
 mod purge;
+mod schema1;
 mod uploads;
 
 use std::pin::Pin;
@@ -36,6 +37,9 @@ pub struct Registry {
     uploads: Arc<uploads::Sessions>,
     cache: cache::ManifestCache,
     tag_locks: Vec<tokio::sync::Mutex<()>>,
+    /// With `compatibility.schema1.enabled`, the key that signs schema 1 manifests stored
+    /// without signatures; schema 1 pushes are refused without it.
+    schema1: Option<schema1::Signer>,
 }
 
 /// A blob ready to stream: its full size, and the bytes of the requested range.
@@ -52,7 +56,20 @@ impl Registry {
             uploads: Default::default(),
             cache: Default::default(),
             tag_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
+            schema1: None,
         }
+    }
+
+    /// Accepts Docker schema 1 manifests on push (they are refused by default).
+    pub fn with_schema1(mut self, enabled: bool) -> Self {
+        self.schema1 = None;
+        if enabled {
+            match schema1::Signer::generate() {
+                Ok(s) => self.schema1 = Some(s),
+                Err(_) => tracing::error!("no schema 1 signing key could be made: schema 1 pushes are refused"),
+            }
+        }
+        self
     }
 
     pub fn driver(&self) -> &dyn StorageDriver {

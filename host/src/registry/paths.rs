@@ -61,3 +61,9 @@ pub fn referrers(name: &RepoName, subject: &Digest) -> String {
 pub fn referrer_link(name: &RepoName, subject: &Digest, referrer: &Digest) -> String {
     format!("{}/{}/{}/link", referrers(name, subject), referrer.algorithm().as_str(), referrer.hex())
 }
+
+/// A schema 1 manifest exactly as pushed, signatures and all. distribution keeps only the
+/// payload without signatures (the revision's blob), and serves it signed by its own key.
+pub fn schema1_pushed(name: &RepoName, d: &Digest) -> String {
+    format!("{}/_berth/schema1/{}/{}/pushed", repo(name), d.algorithm().as_str(), d.hex())
+}
