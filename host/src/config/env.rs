@@ -11,8 +11,9 @@
 //!
 //! `REGISTRY_*` variables are applied first, `BERTH_*` after them, so `BERTH_` wins. A `BERTH_`
 //! variable whose first segment names no section (`BERTH_BIN`, `BERTH_CONFIG`, `BERTH_TEST_*`) is
-//! not configuration and is left alone; a `REGISTRY_` one is applied, and what Berth does not know
-//! is warned about as an unknown key, like the same key in a file.
+//! not configuration and is left alone; a `REGISTRY_` one (`REGISTRY_AUTH_*`: a section Berth
+//! lacks) is warned about as an unknown key. Within a section, a key Berth does not know is warned
+//! about like the same key in a file.
 //!
 //! A value is read as YAML: a flow mapping or sequence (`[{host: /d, guest: /data}]`) is set as
 //! such; a scalar takes the type of its key, so `true` is a bool for `enabled` and `1000` a
@@ -42,23 +43,37 @@ pub struct Applied {
     pub var: String,
 }
 
+/// What [`apply`] did.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub applied: Vec<Applied>,
+    /// `REGISTRY_` variables naming no section of Berth's, as the key each names and the
+    /// variable: warned about, never set (Kubernetes defines `REGISTRY_PORT` and
+    /// `REGISTRY_PORT_5000_TCP_ADDR` for a service named `registry`, which no document holds both of).
+    pub foreign: Vec<String>,
+}
+
 /// Applies the overrides in `env` to the parsed file `doc`.
-pub fn apply(doc: &mut Value, env: impl IntoIterator<Item = (String, String)>) -> Result<Vec<Applied>, ConfigError> {
+pub fn apply(doc: &mut Value, env: impl IntoIterator<Item = (String, String)>) -> Result<Overrides, ConfigError> {
     let sections = sections();
-    let mut vars: Vec<(usize, String, String)> = env
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let rank = PREFIXES.iter().position(|p| k.starts_with(p))?;
-            let first = k[PREFIXES[rank].len()..].split('_').next()?.to_ascii_lowercase();
-            (rank == 0 || sections.contains(&first.as_str())).then_some((rank, k, v))
-        })
-        .collect();
+    let mut out = Overrides::default();
+    let mut vars: Vec<(usize, String, String)> = Vec::new();
+    for (k, v) in env {
+        let Some(rank) = PREFIXES.iter().position(|p| k.starts_with(p)) else { continue };
+        let rest = &k[PREFIXES[rank].len()..];
+        let first = rest.split('_').next().unwrap_or_default().to_ascii_lowercase();
+        if sections.contains(&first.as_str()) {
+            vars.push((rank, k, v));
+        } else if PREFIXES[rank] == "REGISTRY_" {
+            out.foreign.push(format!("{} (from {k})", rest.to_ascii_lowercase().replace('_', ".")));
+        }
+    }
+    out.foreign.sort();
     // Plugin names are matched against the plugins the rest of the configuration names, so those
     // variables go last; within each group REGISTRY_ before BERTH_.
     vars.sort_by_key(|(rank, k, _)| {
         (k[PREFIXES[*rank].len()..].to_ascii_uppercase().starts_with("PLUGINS_"), *rank, k.clone())
     });
-    let mut applied = Vec::new();
     for (rank, var, raw) in vars {
         let err = |message: String| ConfigError { key: var.clone(), message };
         let segments: Vec<&str> = var[PREFIXES[rank].len()..].split('_').collect();
@@ -67,9 +82,9 @@ pub fn apply(doc: &mut Value, env: impl IntoIterator<Item = (String, String)>) -
         }
         let path = key_path(doc, &segments).map_err(err)?;
         set_path(doc, &path, value(raw)).map_err(err)?;
-        applied.push(Applied { path, var });
+        out.applied.push(Applied { path, var });
     }
-    Ok(applied)
+    Ok(out)
 }
 
 /// The key path `segments` name, by the rules in the module comment.
@@ -627,10 +642,21 @@ mod tests {
                 ("PATH", "/bin"),
                 ("REGISTRY_AUTH_HTPASSWD_PATH", "/htpasswd"),
                 ("BERTH_HTTP_SECRET", "s"),
+                // What Kubernetes defines for a service named `registry`.
+                ("REGISTRY_PORT", "tcp://10.0.0.1:5000"),
+                ("REGISTRY_PORT_5000_TCP_ADDR", "10.0.0.1"),
             ],
         )
         .unwrap();
-        assert_eq!(l.unknown_keys, ["auth (from REGISTRY_AUTH_HTPASSWD_PATH)", "http.secret (from BERTH_HTTP_SECRET)"]);
+        assert_eq!(
+            l.unknown_keys,
+            [
+                "http.secret (from BERTH_HTTP_SECRET)",
+                "auth.htpasswd.path (from REGISTRY_AUTH_HTPASSWD_PATH)",
+                "port (from REGISTRY_PORT)",
+                "port.5000.tcp.addr (from REGISTRY_PORT_5000_TCP_ADDR)",
+            ]
+        );
     }
 
     #[test]

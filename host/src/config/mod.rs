@@ -134,7 +134,8 @@ impl Config {
             }
             None => Value::Mapping(Default::default()),
         };
-        let applied = env::apply(&mut doc, env)?;
+        let overrides = env::apply(&mut doc, env)?;
+        let applied = &overrides.applied;
         let mut unknown_keys = Vec::new();
         let mut config: Config =
             serde_path_to_error::deserialize(serde_ignored::Deserializer::new(env::De(doc), &mut |p| {
@@ -143,10 +144,14 @@ impl Config {
             }))
             .map_err(|e| {
                 let key = e.path().to_string();
-                let message = format!("{}{}", e.inner(), env::from_vars(&key, &applied));
+                let message = format!("{}{}", e.inner(), env::from_vars(&key, applied));
                 ConfigError::new(key, message)
             })?;
-        let unknown_keys = unknown_keys.into_iter().map(|k| format!("{k}{}", env::from_vars(&k, &applied))).collect();
+        let unknown_keys = unknown_keys
+            .into_iter()
+            .map(|k| format!("{k}{}", env::from_vars(&k, applied)))
+            .chain(overrides.foreign)
+            .collect();
         config.resolve_paths(&base_dir(path)?);
         Ok(Loaded { config, unknown_keys })
     }
