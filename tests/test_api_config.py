@@ -1,4 +1,4 @@
-"""Config behaviour: read-only mode, delete disabled, bad config, environment overrides, in-memory driver."""
+"""Config behaviour: read-only mode, delete disabled, bad config, environment overrides, in-memory driver, logs."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness import BERTH_BIN, free_port
+from harness import BERTH_BIN, free_port, need_plugin, plugin_wasm
 from ocihelpers import (OCI_MANIFEST, error_codes, get_manifest, make_image, push_blob, sha256)
 
 REPO = "team/app"
@@ -264,3 +264,76 @@ def test_config_check_names_every_problem(tmp_path):
     r = subprocess.run([str(BERTH_BIN), "config", "check", str(unparsable)], capture_output=True, text=True,
                        timeout=30)
     assert r.returncode != 0 and "storage.maintenance.uploadpurging.age" in r.stderr
+
+
+def _blob_file(root, data: bytes):
+    hexd = sha256(data).split(":")[1]
+    return root / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+
+def test_env_overrides_reach_a_named_plugin_and_registry_variables(berth_factory, tmp_path, client):
+    """BERTH_PLUGINS_STORAGE_FS_* reaches the plugin `storage-fs`; distribution's
+    REGISTRY_HTTP_RELATIVEURLS is honoured; BERTH_ wins over REGISTRY_ for the same key."""
+    need_plugin("storage-fs")
+    file_root, env_root = tmp_path / "file-root", tmp_path / "env-root"
+    file_root.mkdir()
+    env_root.mkdir()
+    cfg = {"storage": {"plugin": {"name": "storage-fs"}},
+           "plugins": {"storage-fs": {"path": str(plugin_wasm("storage-fs")), "config": {"root": "/data"},
+                                      "grants": {"dirs": [{"host": str(file_root), "guest": "/data", "mode": "rw"}]}}}}
+    srv = berth_factory(config=cfg, env={
+        "BERTH_PLUGINS_STORAGE_FS_GRANTS_DIRS": f"[{{host: '{env_root}', guest: /data, mode: rw}}]",
+        "REGISTRY_HTTP_RELATIVEURLS": "true",
+    })
+    r = client.post(f"{srv.url}/v2/{REPO}/blobs/uploads/")
+    assert r.status_code == 202 and r.headers["Location"].startswith("/v2/"), r.headers
+    data = os.urandom(3000)
+    r = client.put(srv.url + r.headers["Location"], params={"digest": sha256(data)}, data=data)
+    assert r.status_code == 201, r.text
+    assert client.get(f"{srv.url}/v2/{REPO}/blobs/{sha256(data)}").content == data
+    assert _blob_file(env_root, data).read_bytes() == data
+    assert not _blob_file(file_root, data).exists()
+    srv = berth_factory(env={"REGISTRY_HTTP_RELATIVEURLS": "true", "BERTH_HTTP_RELATIVEURLS": "false"})
+    r = client.post(f"{srv.url}/v2/{REPO}/blobs/uploads/")
+    assert r.status_code == 202 and r.headers["Location"].startswith("http://"), r.headers
+
+
+def test_env_override_of_plugin_defaults(berth_factory, tmp_path, client):
+    """BERTH_PLUGINS_DEFAULTS_DEADLINEMS replaces the file's default deadline: a plugin stuck in a
+    loop is stopped after it, not after the file's 60 s."""
+    import time
+
+    need_plugin("hostile")
+    root = tmp_path / "hostile-root"
+    root.mkdir()
+    cfg = {"storage": {"plugin": {"name": "hostile"}},
+           "plugins": {"defaults": {"deadlinems": 60000},
+                       "hostile": {"path": str(plugin_wasm("hostile")), "config": {"root": "/data", "mode": "loop"},
+                                   "grants": {"dirs": [{"host": str(root), "guest": "/data", "mode": "rw"}]}}}}
+    srv = berth_factory(config=cfg, env={"BERTH_PLUGINS_DEFAULTS_DEADLINEMS": "500"})
+    t = time.monotonic()
+    r = client.get(f"{srv.url}/v2/hostile/repo/manifests/latest")
+    assert r.status_code == 500, r.text
+    assert time.monotonic() - t < 10
+
+
+def test_logs_to_a_file_carry_no_colour_codes(berth_factory, client):
+    srv = berth_factory()
+    assert client.get(f"{srv.url}/v2/nothing/here/manifests/latest").status_code == 404
+    srv.stop()
+    log = srv.log_path.read_bytes()
+    assert b"berth listening" in log
+    assert b"\x1b[" not in log
+
+
+def test_json_log_lines_carry_the_request_id(berth_factory, client):
+    import json
+
+    srv = berth_factory(config={"log": {"formatter": "json"}})
+    r = client.get(f"{srv.url}/v2/nothing/here/manifests/latest")
+    assert r.status_code == 404
+    request_id = r.headers["X-Request-Id"]
+    srv.stop()
+    lines = [json.loads(line) for line in srv.log().splitlines() if line.strip()]
+    assert any(line.get("fields", {}).get("message") == "berth listening" for line in lines), lines
+    assert any(line.get("span", {}).get("id") == request_id for line in lines), lines

@@ -228,7 +228,7 @@ def test_prometheus_path_and_switch(tmp_path):
 
 def hostile(tmp_path: Path, mode: str, dport: int) -> dict:
     cfg = plugin_storage_config("hostile", tmp_path / "hostile-root", config={"root": "/data", "mode": mode},
-                                deadline_ms=1000, memory_mib=32, instances=1)
+                                deadlinems=1000, memorymib=32, instances=1)
     cfg.update(debug_config(dport))
     return cfg
 

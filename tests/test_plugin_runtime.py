@@ -73,9 +73,9 @@ def test_config_check_loads_every_configured_plugin(tmp_path):
     assert "plugins.spare" in r.stdout and "nothing uses it" in r.stdout, r.stdout
 
 
-def hostile(tmp_path: Path, mode: str, deadline_ms: int = 1000, **extra) -> dict:
+def hostile(tmp_path: Path, mode: str, deadlinems: int = 1000, **extra) -> dict:
     return plugin_storage_config("hostile", tmp_path / "hostile-root", config={"root": "/data", "mode": mode},
-                                 deadline_ms=deadline_ms, memory_mib=32, instances=1, **extra)
+                                 deadlinems=deadlinems, memorymib=32, instances=1, **extra)
 
 
 def test_guest_panic_is_logged_with_plugin_and_request_id(tmp_path):
@@ -107,7 +107,7 @@ def test_a_stuck_call_does_not_hold_up_other_requests(tmp_path):
     deadline, another request through the same plugin is answered at once (the pool grew)."""
     need_plugin("hostile")
     dport = free_port()
-    cfg = hostile(tmp_path, "stuck", deadline_ms=4000)
+    cfg = hostile(tmp_path, "stuck", deadlinems=4000)
     cfg.update(debug_config(dport))
     srv = start_berth(tmp_path, config=cfg)
     try:

@@ -193,7 +193,7 @@ def test_reload_endpoint_refuses_a_broken_file_and_keeps_serving(tmp_path, clien
 def hostile_config(tmp_path: Path, mode: str) -> dict:
     root = tmp_path / "hostile-root"
     cfg = plugin_storage_config("hostile", root, config={"root": "/data", "mode": mode},
-                                deadline_ms=HOSTILE_DEADLINE_MS, memory_mib=32, instances=1)
+                                deadlinems=HOSTILE_DEADLINE_MS, memorymib=32, instances=1)
     return cfg
 
 

@@ -1,9 +1,10 @@
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use berth::config::Config;
+use berth::config::{Config, LogFormatter};
 
 #[derive(Parser)]
 #[command(name = "berth", version, about = "An OCI container registry")]
@@ -130,7 +131,16 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.log.level.as_str()));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // Colour only for a person at a terminal: in a file or a pipe the escape codes are noise.
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match config.log.formatter {
+        LogFormatter::Text => fmt.init(),
+        // One object a line; the request span (id, method, path) rides along in `span`.
+        LogFormatter::Json => fmt.json().with_current_span(true).with_span_list(false).init(),
+    }
     for k in &loaded.unknown_keys {
         tracing::warn!(key = %k, "unknown configuration key ignored");
     }
