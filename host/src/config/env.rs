@@ -467,6 +467,7 @@ mod tests {
         ("plugins.storage-fs.deadlinems", "PLUGINS_STORAGE_FS_DEADLINEMS", "250"),
         ("plugins.storage-fs.memorymib", "PLUGINS_STORAGE_FS_MEMORYMIB", "32"),
         ("plugins.storage-fs.instances", "PLUGINS_STORAGE_FS_INSTANCES", "4"),
+        ("plugins.storage-fs.maxinstances", "PLUGINS_STORAGE_FS_MAXINSTANCES", "12"),
         ("plugins.storage-fs.verifyuploads", "PLUGINS_STORAGE_FS_VERIFYUPLOADS", "false"),
         (
             "plugins.storage-fs.grants.dirs",
@@ -575,6 +576,7 @@ mod tests {
         assert_eq!(p.path, Path::new("/p/fs.wasm"));
         assert_eq!(p.sha256.as_deref(), Some("0123456789"));
         assert_eq!((p.deadline_ms, p.memory_mib, p.instances), (Some(250), Some(32), Some(4)));
+        assert_eq!(p.max_instances, Some(12));
         assert!(!p.verify_uploads);
         let g = &p.grants.dirs[..];
         assert_eq!(

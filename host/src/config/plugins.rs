@@ -84,6 +84,9 @@ impl Section for Plugins {
             if p.instances.is_some_and(|n| !(1..=64).contains(&n)) {
                 out.push(ConfigError::new(format!("plugins.{name}.instances"), "must be 1..=64"));
             }
+            if p.max_instances.is_some_and(|n| !(1..=64).contains(&n) || n < p.instances.unwrap_or(1)) {
+                out.push(ConfigError::new(format!("plugins.{name}.maxinstances"), "must be 1..=64 and at least instances"));
+            }
             if p.path.as_os_str().is_empty() {
                 out.push(ConfigError::new(format!("plugins.{name}.path"), "must not be empty"));
             }
@@ -135,6 +138,10 @@ pub struct PluginConfig {
     /// in its own memory (storage-fs) may use more than one.
     #[serde(default)]
     pub instances: Option<u32>,
+    /// How far the pool of a plugin that declares itself stateless may grow when every warm
+    /// instance is busy (default 8; never fewer than `instances`). Ignored for other plugins.
+    #[serde(default, rename = "maxinstances")]
+    pub max_instances: Option<u32>,
     /// Check that what the plugin stored is what it was given (default true): a file it hands
     /// over is checked by identity, size and times; streamed or copied bytes are read back and
     /// compared under a keyed hash the plugin never sees.

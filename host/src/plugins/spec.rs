@@ -71,7 +71,7 @@ impl PluginSpec {
             deadline: Duration::from_millis(p.deadline_ms.unwrap_or(d.deadline_ms)),
             memory_bytes: (p.memory_mib.unwrap_or(d.memory_mib) as usize) << 20,
             instances,
-            max_instances: DEFAULT_MAX_INSTANCES.max(instances),
+            max_instances: p.max_instances.map_or(DEFAULT_MAX_INSTANCES, |n| n as usize).max(instances),
             verify_uploads: p.verify_uploads,
             dirs: p
                 .grants
