@@ -52,8 +52,8 @@ impl TemplateDriver {
 
     fn remove_tree(&self, rel: &str) -> Result<(), ErrorCode> {
         let dir = self.root.open_at(PathFlags::empty(), rel, OpenFlags::DIRECTORY, DescriptorFlags::READ)?;
-        let entries = dir.read_directory()?;
-        while let Some(entry) = entries.read_directory_entry()? {
+        for entry in fs::entries(&dir)? {
+            let entry = entry?;
             let child = format!("{rel}/{}", entry.name);
             match entry.type_ {
                 DescriptorType::Directory => self.remove_tree(&child)?,
@@ -135,9 +135,11 @@ impl Driver for TemplateDriver {
     /// Full paths of the direct children (the SDK pages this for the host).
     fn list(&self, path: &Path) -> Result<Vec<String>, StorageError> {
         let dir = self.root.open_at(PathFlags::empty(), path.relative(), OpenFlags::DIRECTORY, DescriptorFlags::READ);
-        let entries = dir.map_err(err(path))?.read_directory().map_err(err(path))?;
         let mut out = Vec::new();
-        while let Some(entry) = entries.read_directory_entry().map_err(err(path))? {
+        // `fs::entries` skips a file that vanished while the directory was read (a temporary
+        // file another instance just renamed): not found for one entry is not for the listing.
+        for entry in fs::entries(&dir.map_err(err(path))?).map_err(err(path))? {
+            let entry = entry.map_err(err(path))?;
             if !entry.name.contains(TEMP_MARK) {
                 out.push(format!("{path}/{}", entry.name));
             }

@@ -73,21 +73,22 @@ async fn open_azure() -> Option<Subject> {
 
 /// Stateless plugins run with two instances, so the concurrent cases cross instances.
 async fn open_storage_fs() -> Option<Subject> {
-    open_component("berth_storage_fs.wasm", true, 2).await
+    open_component("berth_storage_fs.wasm", true, 2, 64).await
 }
 
-/// Keeps its objects in its instance: one instance, or each would see a store of its own.
+/// Keeps its objects in its instance: one instance, or each would see a store of its own, and
+/// memory for what the cases store (`large_file` holds 20 MiB, copied while it is appended to).
 async fn open_storage_memory() -> Option<Subject> {
-    open_component("berth_storage_memory.wasm", false, 1).await
+    open_component("berth_storage_memory.wasm", false, 1, 256).await
 }
 
 async fn open_template() -> Option<Subject> {
-    open_component("berth_plugin_template.wasm", true, 2).await
+    open_component("berth_plugin_template.wasm", true, 2, 64).await
 }
 
 /// Loads a first-party plugin from `plugins/target` (with a fresh directory granted as `/data`
 /// if `grant`), or `None` if it is not built.
-async fn open_component(file: &str, grant: bool, instances: usize) -> Option<Subject> {
+async fn open_component(file: &str, grant: bool, instances: usize, memory_mib: usize) -> Option<Subject> {
     let path = built(file)?;
     let dir = grant.then(|| tempfile::tempdir().unwrap());
     let spec = PluginSpec {
@@ -95,7 +96,7 @@ async fn open_component(file: &str, grant: bool, instances: usize) -> Option<Sub
         path,
         sha256: None,
         deadline: Duration::from_secs(5),
-        memory_bytes: 64 << 20,
+        memory_bytes: memory_mib << 20,
         instances,
         verify_uploads: true,
         dirs: dir
