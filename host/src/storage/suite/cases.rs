@@ -23,14 +23,23 @@ macro_rules! ensure {
     };
 }
 
-/// Fails the case unless `got == want`, showing both.
+/// Fails the case unless `got == want`, showing both (shortened: a failure is one line).
 macro_rules! ensure_eq {
     ($got:expr, $want:expr, $($what:tt)+) => {{
         let (got, want) = (&$got, &$want);
         if got != want {
-            return Err(Failure::new(format!("{}: got {:?}, want {:?}", format!($($what)+), got, want)));
+            let (got, want) = (shown(format!("{got:?}")), shown(format!("{want:?}")));
+            return Err(Failure::new(format!("{}: got {got}, want {want}", format!($($what)+))));
         }
     }};
+}
+
+/// At most 200 characters of a value's debug form.
+fn shown(debug: String) -> String {
+    match debug.char_indices().nth(200) {
+        Some((cut, _)) => format!("{}... ({} characters)", &debug[..cut], debug.chars().count()),
+        None => debug,
+    }
 }
 
 /// A driver result in a case: an error becomes a failure naming the call.
