@@ -7,6 +7,7 @@ wasm32-wasip2 --release`); tests needing one that is not built are skipped, sayi
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -91,6 +92,48 @@ def test_check_accepts_a_storage_plugin():
         assert r.returncode == 0, r.stderr
         assert "storage-driver-plugin" in r.stdout, r.stdout
         assert "links: ok" in r.stdout
+
+
+# --- plugin test -------------------------------------------------------------------------------
+
+def plugin_test(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BERTH_BIN), "plugin", "test", *map(str, args)],
+                          capture_output=True, text=True, timeout=1200)
+
+
+def test_plugin_test_runs_the_driver_suite(tmp_path):
+    wasm = need_plugin("storage-fs")
+    grant = tmp_path / "not" / "there-yet"
+    r = plugin_test(wasm, "--grant", f"{grant}:/data", "--config", "root=/data/store", "--instances", "2")
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    cases = [line for line in lines if line.startswith(("ok ", "FAILED "))]
+    assert len(cases) >= 19 and all(re.fullmatch(r"ok [a-z_]+ \(\d+ ms\)", line) for line in cases), r.stdout
+    assert f"{wasm}: {len(cases)} passed, 0 failed (" in lines[-1], lines[-1]
+    # The grant was created, and every case cleaned up after itself.
+    assert [p.relative_to(grant).as_posix() for p in grant.rglob("*")] == ["store"]
+
+
+def test_plugin_test_names_each_failing_case():
+    """storage-memory keeps its objects in its instance: with two instances, neither sees what the
+    other stored, and the report says which cases that breaks."""
+    r = plugin_test(need_plugin("storage-memory"), "--instances", "2")
+    assert r.returncode == 1, r.stdout + r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    failed = [line for line in lines if line.startswith("FAILED ")]
+    passed = [line for line in lines if line.startswith("ok ")]
+    assert any(line.startswith("FAILED content_round_trip: get_content /suite-") and "not found" in line
+               for line in failed), r.stdout
+    assert f"{len(passed)} passed, {len(failed)} failed (" in lines[-1], lines[-1]
+
+
+def test_plugin_test_refuses_what_it_cannot_load(tmp_path):
+    r = plugin_test(tmp_path / "missing.wasm")
+    assert r.returncode == 2 and "cannot read" in r.stderr, r.stderr
+    r = plugin_test(tmp_path / "missing.wasm", "--grant", "data")
+    assert r.returncode == 2 and "HOST:GUEST" in r.stderr, r.stderr
+    r = plugin_test(tmp_path / "missing.wasm", "--config", "novalue")
+    assert r.returncode == 2 and "KEY=VALUE" in r.stderr, r.stderr
 
 
 # --- serving through plugins -------------------------------------------------------------------

@@ -37,6 +37,9 @@ enum Command {
 enum PluginCommand {
     /// Report which Berth plugin world a component implements and whether it links.
     Check { file: PathBuf },
+    /// Run the storage driver suite against a storage-driver plugin: one line per case, exit
+    /// status 0 only if every case passed.
+    Test(berth::storage::suite::cli::Options),
     /// Measure a storage-driver plugin that needs no grants (e.g. storage-memory): a fresh
     /// instance from `InstancePre` (store, instantiate, init) and a trivial call on a warm one.
     Bench {
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Plugin { command: PluginCommand::Bench { file, iterations } } => plugin_bench(file, iterations),
+        Command::Plugin { command: PluginCommand::Test(options) } => plugin_test(options),
         Command::Plugin { command: PluginCommand::Check { file } } => match berth::plugins::check_file(&file) {
             Ok(loaded) => {
                 let served = if loaded.world.served() { "" } else { "; this Berth does not run this kind yet" };
@@ -204,6 +208,23 @@ fn check_plugins(config: &Config) -> Vec<String> {
         }
     }
     problems
+}
+
+/// `berth plugin test`: the plugin's own log lines and failures go to stderr, the report to
+/// stdout.
+fn plugin_test(options: berth::storage::suite::cli::Options) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(berth::storage::suite::cli::run(options, &mut std::io::stdout())) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn plugin_bench(file: PathBuf, iterations: u32) -> ExitCode {

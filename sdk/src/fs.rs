@@ -92,6 +92,22 @@ pub fn create_dir_all(dir: &Descriptor, rel: &str) -> Result<(), ErrorCode> {
     }
 }
 
+/// The entries of the directory `dir`, skipping any that vanished while it was read. The host
+/// stats every entry as it reads a directory, so a file renamed or deleted in between (another
+/// instance's temporary file renamed into place, say) comes back as a `no-entry` error for that
+/// entry alone; it is no longer there, so it is not listed. Any other error is returned.
+pub fn entries(dir: &Descriptor) -> Result<impl Iterator<Item = Result<DirectoryEntry, ErrorCode>>, ErrorCode> {
+    let stream = dir.read_directory()?;
+    Ok(std::iter::from_fn(move || loop {
+        match stream.read_directory_entry() {
+            Ok(Some(entry)) => return Some(Ok(entry)),
+            Ok(None) => return None,
+            Err(ErrorCode::NoEntry) => continue,
+            Err(e) => return Some(Err(e)),
+        }
+    }))
+}
+
 /// Maps a `wasi:filesystem` error on `path` to a storage error. A missing file or a missing
 /// directory along the way (`no-entry`, `not-directory`) is `path-not-found`, which is what
 /// Berth's registry logic keys on; everything else is `other` with the error's name.

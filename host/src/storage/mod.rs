@@ -7,8 +7,7 @@ mod fs;
 mod metered;
 mod object;
 mod sink;
-#[cfg(test)]
-pub(crate) mod suite;
+pub mod suite;
 
 use std::pin::Pin;
 use std::time::SystemTime;

@@ -119,8 +119,8 @@ impl FsDriver {
 
     fn remove_tree(&self, rel: &str) -> Result<(), ErrorCode> {
         let dir = self.root.open_at(PathFlags::empty(), rel, OpenFlags::DIRECTORY, DescriptorFlags::READ)?;
-        let entries = dir.read_directory()?;
-        while let Some(entry) = entries.read_directory_entry()? {
+        for entry in fs::entries(&dir)? {
+            let entry = entry?;
             let child = format!("{rel}/{}", entry.name);
             if entry.type_ == DescriptorType::Directory {
                 self.remove_tree(&child)?;
@@ -128,7 +128,6 @@ impl FsDriver {
                 self.root.unlink_file_at(&child)?;
             }
         }
-        drop(entries);
         drop(dir);
         self.root.remove_directory_at(rel)
     }
@@ -268,9 +267,9 @@ impl Driver for FsDriver {
 
     fn list(&self, path: &Path) -> Result<Vec<String>, StorageError> {
         let dir = self.open_path(path, OpenFlags::DIRECTORY, DescriptorFlags::READ).map_err(err(path))?;
-        let entries = dir.read_directory().map_err(err(path))?;
         let mut out = Vec::new();
-        while let Some(entry) = entries.read_directory_entry().map_err(err(path))? {
+        for entry in fs::entries(&dir).map_err(err(path))? {
+            let entry = entry.map_err(err(path))?;
             if !entry.name.contains(TEMP_MARK) {
                 out.push(format!("{path}/{}", entry.name));
             }
@@ -291,11 +290,11 @@ impl Driver for FsDriver {
         };
         let limit = limit.max(1) as usize;
         let dir = self.open_path(path, OpenFlags::DIRECTORY, DescriptorFlags::READ).map_err(err(path))?;
-        let entries = dir.read_directory().map_err(err(path))?;
         // A max-heap of the smallest names seen: its top is the one to drop for a smaller one.
         let mut smallest: BinaryHeap<String> = BinaryHeap::with_capacity(limit.min(4096) + 1);
         let mut more = false;
-        while let Some(entry) = entries.read_directory_entry().map_err(err(path))? {
+        for entry in fs::entries(&dir).map_err(err(path))? {
+            let entry = entry.map_err(err(path))?;
             if entry.name.contains(TEMP_MARK) || after.is_some_and(|a| entry.name.as_str() <= a) {
                 continue;
             }

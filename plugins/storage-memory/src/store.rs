@@ -214,9 +214,10 @@ impl Writer for MemoryWriter {
         self.buf.len() as u64
     }
 
+    /// Moves the buffer into the store: a copy would hold the object twice at the moment the
+    /// instance's memory is fullest.
     fn commit(&mut self) -> Result<(), StorageError> {
-        let data = self.buf.clone();
-        self.store.put(&self.path, data)
+        self.store.put(&self.path, std::mem::take(&mut self.buf))
     }
 
     fn cancel(&mut self) -> Result<(), StorageError> {

@@ -31,22 +31,15 @@ fn spec(path: PathBuf, root: Option<&Path>, instances: usize) -> PluginSpec {
     spec
 }
 
+/// storage-fs writes distribution's layout into its preopened directory, nowhere else (the
+/// driver suite itself runs per case in `storage::suite::drivers`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn suite_storage_fs_component() {
+async fn storage_fs_writes_into_its_grant() {
     let Some(wasm) = built("berth_storage_fs.wasm") else { return };
     let dir = tempfile::tempdir().unwrap();
     let d = ComponentDriver::load(spec(wasm, Some(dir.path()), 2)).await.unwrap();
-    crate::storage::suite::run_all(&d).await;
-    // It wrote distribution's layout into its preopened directory, nowhere else.
     d.put_content("/docker/registry/v2/x", Bytes::from_static(b"1")).await.unwrap();
     assert_eq!(std::fs::read(dir.path().join("docker/registry/v2/x")).unwrap(), b"1");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn suite_storage_memory_component() {
-    let Some(wasm) = built("berth_storage_memory.wasm") else { return };
-    let d = ComponentDriver::load(spec(wasm, None, 1)).await.unwrap();
-    crate::storage::suite::run_all(&d).await;
 }
 
 fn with_config(mut spec: PluginSpec, pairs: &[(&str, &str)]) -> PluginSpec {
@@ -151,12 +144,4 @@ async fn writers_check_what_the_plugin_stored() {
         let back: Vec<Bytes> = d.reader("/up/data", 7).await.unwrap().map(|c| c.unwrap()).collect().await;
         assert_eq!(back.concat(), data[7..], "{handover}");
     }
-}
-
-/// `BERTH_SUITE_WASM=/path/to/a/memory-style/plugin.wasm` runs the suite against any component.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn suite_extra_component() {
-    let Some(wasm) = std::env::var_os("BERTH_SUITE_WASM").map(PathBuf::from) else { return };
-    let d = ComponentDriver::load(spec(wasm, None, 1)).await.unwrap();
-    crate::storage::suite::run_all(&d).await;
 }
