@@ -9,6 +9,9 @@
 #
 #   bash bench/plugins.sh                 # builds berth and the plugins, runs, prints the table
 #   BENCH_NO_BUILD=1 bash bench/plugins.sh
+#   BENCH_BASELINE_BIN=/path/to/older/berth bash bench/plugins.sh
+#                                         # also measures an older build's instantiation and call
+#                                         # cost, alternating with this one, medians of BENCH_RUNS
 #
 # Writes bench/results/plugins.md. Exits 0 when every figure meets its target, 1 otherwise.
 set -euo pipefail
@@ -46,10 +49,25 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say "instantiation and call cost (storage-memory)"
-mapfile -t COST < <("$BERTH_BIN" plugin bench "$WASM_DIR/berth_storage_memory.wasm")
-INSTANTIATE_US=$(printf '%s\n' "${COST[@]}" | awk '$1=="instantiate_us" {print $2}')
-CALL_US=$(printf '%s\n' "${COST[@]}" | awk '$1=="call_us" {print $2}')
-echo "  instantiate $INSTANTIATE_US µs, call $CALL_US µs" >&2
+declare -A COSTS
+cost() { # label binary: one `plugin bench` run, appended to COSTS[instantiate:label] and COSTS[call:label]
+  local out
+  out=$("$2" plugin bench "$WASM_DIR/berth_storage_memory.wasm") || die "$1: plugin bench failed"
+  COSTS[instantiate:$1]+="$(awk '$1=="instantiate_us" {print $2}' <<<"$out") "
+  COSTS[call:$1]+="$(awk '$1=="call_us" {print $2}' <<<"$out") "
+}
+for i in $(seq 1 "$RUNS"); do
+  cost this "$BERTH_BIN"
+  [ -n "${BENCH_BASELINE_BIN:-}" ] && cost baseline "$BENCH_BASELINE_BIN"
+done
+INSTANTIATE_US=$(median ${COSTS[instantiate:this]})
+CALL_US=$(median ${COSTS[call:this]})
+echo "  instantiate $INSTANTIATE_US µs, call $CALL_US µs (runs: ${COSTS[instantiate:this]}/ ${COSTS[call:this]})" >&2
+if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+  BASE_INSTANTIATE_US=$(median ${COSTS[instantiate:baseline]})
+  BASE_CALL_US=$(median ${COSTS[call:baseline]})
+  echo "  baseline: instantiate $BASE_INSTANTIATE_US µs, call $BASE_CALL_US µs" >&2
+fi
 
 declare -A URL
 start() { # name, extra YAML for the storage section and plugins
@@ -109,8 +127,13 @@ PULL_R=$(awk -v a="$PULL_P" -v b="$PULL_N" 'BEGIN {printf "%.2f", a/b}')
   echo "|---|---:|---|---|"
   row "new instance from InstancePre (store + instantiate + init) [µs]" "$INSTANTIATE_US" "< 50" "$(pass "$INSTANTIATE_US" "<" 50)"
   row "trivial plugin call on a warm instance [µs]" "$CALL_US" "< 5" "$(pass "$CALL_US" "<" 5)"
+  if [ -n "${BENCH_BASELINE_BIN:-}" ]; then
+    row "baseline ($BENCH_BASELINE_BIN): new instance / trivial call [µs]" "$BASE_INSTANTIATE_US / $BASE_CALL_US" "" ""
+  fi
   row "256 MiB push via storage-fs / native [MB/s]" "$PUSH_P / $PUSH_N = ${PUSH_R}x" ">= 0.70x" "$(pass "$PUSH_R" ">=" 0.70)"
   row "256 MiB pull via storage-fs / native [MB/s]" "$PULL_P / $PULL_N = ${PULL_R}x" ">= 0.70x" "$(pass "$PULL_R" ">=" 0.70)"
+  echo
+  echo "Individual runs (µs): instantiate ${COSTS[instantiate:this]}; call ${COSTS[call:this]}${BENCH_BASELINE_BIN:+; baseline instantiate ${COSTS[instantiate:baseline]}; baseline call ${COSTS[call:baseline]}}"
   echo
   echo "Individual runs (MB/s): push native ${RUNLIST[push:native]}; push storage-fs ${RUNLIST[push:storage-fs]}; pull native ${RUNLIST[pull:native]}; pull storage-fs ${RUNLIST[pull:storage-fs]}"
 } >"$HERE/results/plugins.md"

@@ -9,9 +9,7 @@ use super::cleanup::{Deletion, PolicyPlugin, RetentionPolicy, TagInfo};
 use super::*;
 
 fn built(file: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release").join(file);
-    assert!(p.is_file(), "{} is not built (cd plugins && cargo build --target wasm32-wasip2 --release)", p.display());
-    p
+    crate::storage::suite::drivers::built(file).unwrap_or_else(|| panic!("{file} is not built"))
 }
 
 fn spec(file: &str, config: &[(&str, &str)]) -> PluginSpec {

@@ -6,21 +6,7 @@ use futures_util::StreamExt;
 use super::verify::{verify_same_file, FileState};
 use super::*;
 use crate::plugins::DirGrant;
-
-fn built(file: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release").join(file);
-    if p.is_file() {
-        Some(p)
-    } else {
-        assert!(
-            std::env::var_os("BERTH_REQUIRE_PLUGINS").is_none(),
-            "{} is not built, and BERTH_REQUIRE_PLUGINS is set",
-            p.display()
-        );
-        eprintln!("SKIPPED: {} is not built (cd plugins && cargo build --target wasm32-wasip2 --release)", p.display());
-        None
-    }
-}
+use crate::storage::suite::drivers::built;
 
 fn spec(path: PathBuf, root: Option<&Path>, instances: usize) -> PluginSpec {
     let mut spec = PluginSpec::new(path.file_stem().unwrap().to_string_lossy().into_owned(), path);

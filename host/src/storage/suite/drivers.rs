@@ -107,7 +107,9 @@ async fn open_component(file: &str, grant: bool, instances: usize, memory_mib: u
     Some(Subject { driver: Box::new(driver), _dir: dir })
 }
 
-fn built(file: &str) -> Option<PathBuf> {
+/// A first-party plugin from `plugins/target`, or None (test skipped) if it is not built; under
+/// `BERTH_REQUIRE_PLUGINS` (the full test run, which just built them) a missing one fails.
+pub(crate) fn built(file: &str) -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/target/wasm32-wasip2/release").join(file);
     if p.is_file() {
         return Some(p);

@@ -98,7 +98,7 @@ with_cases!(case_table);
 mod cases;
 pub mod cli;
 #[cfg(test)]
-mod drivers;
+pub(crate) mod drivers;
 
 /// The result of one case on one driver.
 #[derive(Debug)]
