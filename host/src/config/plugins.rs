@@ -85,7 +85,10 @@ impl Section for Plugins {
                 out.push(ConfigError::new(format!("plugins.{name}.instances"), "must be 1..=64"));
             }
             if p.max_instances.is_some_and(|n| !(1..=64).contains(&n) || n < p.instances.unwrap_or(1)) {
-                out.push(ConfigError::new(format!("plugins.{name}.maxinstances"), "must be 1..=64 and at least instances"));
+                out.push(ConfigError::new(
+                    format!("plugins.{name}.maxinstances"),
+                    "must be 1..=64 and at least instances",
+                ));
             }
             if p.path.as_os_str().is_empty() {
                 out.push(ConfigError::new(format!("plugins.{name}.path"), "must not be empty"));

@@ -41,7 +41,10 @@ impl CleanupPolicy for KeepLatest {
             .skip(self.keep)
             .filter(|t| !self.protect.iter().any(|p| glob(p, &t.name)))
             .filter(|t| now.saturating_sub(t.created_millis) >= self.older_than_millis)
-            .map(|t| Deletion { tag: t.name, reason: format!("keep={} olderthandays={}", self.keep, self.older_than_millis / 86_400_000) })
+            .map(|t| Deletion {
+                tag: t.name,
+                reason: format!("keep={} olderthandays={}", self.keep, self.older_than_millis / 86_400_000),
+            })
             .collect())
     }
 }

@@ -68,7 +68,13 @@ impl Hostile {
             Mode::Stuck if path.as_str().contains("stuck") => spin(),
             Mode::Oom => exhaust_memory(),
             Mode::Panic => panic!("hostile plugin: panic mode ({path})"),
-            Mode::None | Mode::Stuck | Mode::Escape | Mode::BadData | Mode::Connect | Mode::ListLoop | Mode::ListEndless => {}
+            Mode::None
+            | Mode::Stuck
+            | Mode::Escape
+            | Mode::BadData
+            | Mode::Connect
+            | Mode::ListLoop
+            | Mode::ListEndless => {}
         }
     }
 

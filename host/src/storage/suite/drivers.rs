@@ -4,7 +4,6 @@
 //! `BERTH_REQUIRE_SERVICES` / `BERTH_REQUIRE_PLUGINS` says it must be there.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use tempfile::TempDir;
 
