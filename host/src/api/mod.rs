@@ -157,7 +157,7 @@ impl App {
     /// Each loaded plugin's health (`ok`, or why it cannot make instances); false if one is
     /// broken.
     pub fn plugin_health(&self) -> (bool, serde_json::Map<String, serde_json::Value>) {
-        self.plugins.get().map(|p| p.health()).unwrap_or_default()
+        self.plugins.get().map_or_else(|| (true, serde_json::Map::new()), |p| p.health())
     }
 
     /// Entry point for every request: one span, one log line, errors shaped as OCI JSON.
