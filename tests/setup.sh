@@ -2,7 +2,7 @@
 # Installs what the test suite and the benchmark use, skipping what is already there: the
 # wasm32-wasip2 target for the plugins,
 # skopeo and distribution (the interop/benchmark peer) from Debian, wrk for load, openssl for
-# the HTTPS tests' certificates, the
+# the HTTPS tests' certificates, curl for their HTTP/2 checks, the
 # Python test client's packages and moto's S3 server from PyPI, Azurite from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,13 +12,14 @@ command -v skopeo >/dev/null || need_apt+=(skopeo)
 command -v docker-registry >/dev/null || need_apt+=(docker-registry)
 command -v wrk >/dev/null || need_apt+=(wrk)
 command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
 command -v npm >/dev/null || need_apt+=(nodejs npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-python3 -c 'import pytest, requests, yaml, prometheus_client, moto.server, boto3, azure.storage.blob' 2>/dev/null || python3 -m pip install -q -r tests/requirements.txt
+python3 -c 'import pytest, requests, yaml, prometheus_client, moto.server, boto3, azure.storage.blob, cryptography' 2>/dev/null || python3 -m pip install -q -r tests/requirements.txt
 # Azurite (Azure Blob's emulator) from npm, kept out of the system prefix.
 AZURITE_PREFIX="${BERTH_AZURITE_PREFIX:-$HOME/.cache/berth/azurite}"
 [ -x "$AZURITE_PREFIX/node_modules/.bin/azurite-blob" ] ||
