@@ -115,15 +115,17 @@ def test_plugin_test_runs_the_driver_suite(tmp_path):
 
 
 def test_plugin_test_names_each_failing_case():
-    """storage-memory keeps its objects in its instance: with two instances, neither sees what the
-    other stored, and the report says which cases that breaks."""
-    r = plugin_test(need_plugin("storage-memory"), "--instances", "2")
+    """The hostile plugin in `bad-data` mode reports wrong sizes and serves corrupted blobs: the
+    report names each case that breaks, and why."""
+    r = plugin_test(need_plugin("hostile"), "--config", "mode=bad-data", "--memory-mib", "256")
     assert r.returncode == 1, r.stdout + r.stderr[-3000:]
     lines = r.stdout.splitlines()
     failed = [line for line in lines if line.startswith("FAILED ")]
     passed = [line for line in lines if line.startswith("ok ")]
-    assert any(line.startswith("FAILED content_round_trip: get_content /suite-") and "not found" in line
+    assert any(line.startswith("FAILED content_round_trip: stat /suite-") and "want a file of 5 bytes" in line
                for line in failed), r.stdout
+    assert any(line.startswith("FAILED large_file: ") and "differ from those written" in line for line in failed), r.stdout
+    assert "ok missing_paths (" in r.stdout, r.stdout
     assert f"{len(passed)} passed, {len(failed)} failed (" in lines[-1], lines[-1]
 
 
