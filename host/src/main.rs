@@ -215,7 +215,11 @@ fn check_plugins(config: &Config) -> Vec<String> {
 fn plugin_test(options: berth::storage::suite::cli::Options) -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(berth::storage::suite::cli::run(options, &mut std::io::stdout())) {
         Ok(true) => ExitCode::SUCCESS,
