@@ -59,7 +59,8 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
             let driver = Arc::new(ComponentDriver::load(spec).await.map_err(std::io::Error::other)?);
             let p = driver.plugin();
             tracing::info!(plugin = %p.name(), sha256 = %p.sha256, version = %p.version, stateless = p.stateless, path = %p.spec.path.display(), "storage plugin loaded");
-            plugins.add("storage", storage_plugin, driver.reloadable());
+            let (role, _, which) = STORAGE_ROLE;
+            plugins.add(role, which, driver.reloadable());
             app(config, driver)
         }
         _ => build(config)?,
@@ -89,18 +90,24 @@ fn storage_plugin(config: &Config) -> Option<String> {
     }
 }
 
-/// Every plugin role, with the plugin a configuration gives it.
-const ROLES: [(&str, crate::plugins::RoleFn); 1] = [("storage", storage_plugin)];
+/// A plugin role: its name, the world its plugin must implement, and which plugin a
+/// configuration gives it.
+type Role = (&'static str, World, crate::plugins::RoleFn);
+
+const STORAGE_ROLE: Role = ("storage", World::StorageDriver, storage_plugin);
+
+/// Every plugin role.
+const ROLES: [Role; 1] = [STORAGE_ROLE];
 
 /// Plugins configured under `plugins` that no role uses (warned about, not loaded).
 pub fn unused_plugins(config: &Config) -> Vec<String> {
-    let used: Vec<String> = ROLES.iter().filter_map(|(_, which)| which(config)).collect();
+    let used: Vec<String> = ROLES.iter().filter_map(|(_, _, which)| which(config)).collect();
     config.plugins.entries.keys().filter(|n| !used.contains(n)).cloned().collect()
 }
 
 /// The plugins a configuration uses, by role: `(role, plugin name, world it must implement)`.
 pub fn used_plugins(config: &Config) -> Vec<(&'static str, String, World)> {
-    ROLES.iter().filter_map(|(role, which)| which(config).map(|n| (*role, n, World::StorageDriver))).collect()
+    ROLES.iter().filter_map(|(role, world, which)| which(config).map(|n| (*role, n, *world))).collect()
 }
 
 impl AsRef<Registry> for App {

@@ -57,16 +57,29 @@ pub fn load(engine: &Engine, path: &Path, pin: Option<&str>, cache_dir: Option<&
     Ok(Loaded { component, sha256, world, version, wit, stateless: declares_stateless(&bytes) })
 }
 
-/// Links a loaded plugin against the host and checks it has its world's exports.
-pub fn link(engine: &Engine, loaded: &Loaded, path: &Path) -> Result<InstancePre<State>, PluginError> {
+/// Refuses a loaded plugin that does not implement `want`.
+pub fn expect_world(loaded: &Loaded, path: &Path, want: World) -> Result<(), PluginError> {
+    if loaded.world == want {
+        return Ok(());
+    }
+    Err(PluginError::WrongWorld { path: path.display().to_string(), found: loaded.world.name(), wanted: want.name() })
+}
+
+/// Links a loaded plugin against the host; `typed` turns the pre-linked component into its
+/// world's bindings, which checks it has the world's exports with the right types.
+pub fn link<T>(
+    engine: &Engine,
+    loaded: &Loaded,
+    path: &Path,
+    typed: impl FnOnce(InstancePre<State>) -> wasmtime::Result<T>,
+) -> Result<T, PluginError> {
     let link = |e: wasmtime::Error| PluginError::Link {
         path: path.display().to_string(),
         world: loaded.world.name(),
         reason: format!("{e:#}"),
     };
     let pre = linker(engine).map_err(link)?.instantiate_pre(&loaded.component).map_err(link)?;
-    loaded.world.check(pre.clone()).map_err(link)?;
-    Ok(pre)
+    typed(pre).map_err(link)
 }
 
 /// `berth plugin check` and `berth config check`: loads and links without instantiating;
@@ -74,14 +87,10 @@ pub fn link(engine: &Engine, loaded: &Loaded, path: &Path) -> Result<InstancePre
 pub fn check(path: &Path, pin: Option<&str>, want: Option<World>) -> Result<Loaded, PluginError> {
     let engine = super::engine()?;
     let loaded = load(engine, path, pin, None)?;
-    if let Some(want) = want.filter(|w| *w != loaded.world) {
-        return Err(PluginError::WrongWorld {
-            path: path.display().to_string(),
-            found: loaded.world.name(),
-            wanted: want.name(),
-        });
+    if let Some(want) = want {
+        expect_world(&loaded, path, want)?;
     }
-    link(engine, &loaded, path)?;
+    link(engine, &loaded, path, |pre| loaded.world.check(pre))?;
     Ok(loaded)
 }
 

@@ -90,19 +90,8 @@ impl<K: Kind> Pool<K> {
         let (e2, s2) = (engine.clone(), spec.clone());
         let loaded = tokio::task::spawn_blocking(move || -> Result<_, PluginError> {
             let loaded = loader::load(&e2, &s2.path, s2.sha256.as_deref(), s2.cache_dir.as_deref())?;
-            if loaded.world != K::WORLD {
-                return Err(PluginError::WrongWorld {
-                    path: s2.path.display().to_string(),
-                    found: loaded.world.name(),
-                    wanted: K::WORLD.name(),
-                });
-            }
-            let pre = loader::link(&e2, &loaded, &s2.path)?;
-            let pre = K::pre(pre).map_err(|e| PluginError::Link {
-                path: s2.path.display().to_string(),
-                world: K::WORLD.name(),
-                reason: format!("{e:#}"),
-            })?;
+            loader::expect_world(&loaded, &s2.path, K::WORLD)?;
+            let pre = loader::link(&e2, &loaded, &s2.path, K::pre)?;
             Ok((loaded, pre))
         })
         .await

@@ -89,12 +89,6 @@ impl ComponentDriver {
     pub fn reloadable(&self) -> Arc<dyn Reloadable> {
         self.swap.clone()
     }
-
-    /// Loads `spec` (a new file, or another plugin) and switches to it if it initialises; the
-    /// old version keeps serving otherwise. Returns a description of what now serves.
-    pub async fn reload(&self, spec: PluginSpec) -> std::result::Result<String, Failure> {
-        self.swap.reload(spec).await
-    }
 }
 
 /// Maps a driver error the plugin returned; `path` is the path of the call.
