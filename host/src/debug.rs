@@ -184,7 +184,7 @@ mod tests {
     async fn health_and_vars() {
         let dir = tempfile::tempdir().unwrap();
         let driver = Arc::new(FilesystemDriver::open(dir.path()).unwrap());
-        let app = App::new(Registry::new(driver), ApiOptions::default());
+        let app = App::new(Registry::new(driver), ApiOptions::default(), None);
         let (ok, report) = health(&app).await;
         assert!(ok, "{report}");
         assert_eq!(report["storage"], "ok");

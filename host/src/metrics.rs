@@ -50,6 +50,13 @@ pub struct PluginFailureLabels {
     pub reason: &'static str,
 }
 
+/// An authentication or authorization outcome (`allowed`, `denied`, `invalid_token`,
+/// `failed_login`, `throttled`, `challenged`): never a user or repository.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub outcome: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -62,6 +69,8 @@ pub struct Metrics {
     pub storage_errors: Family<StorageLabels, Counter>,
     pub plugin_duration: Histograms<PluginLabels>,
     pub plugin_failures: Family<PluginFailureLabels, Counter>,
+    pub auth_outcomes: Family<AuthLabels, Counter>,
+    pub tokens_issued: Counter,
     /// Requests answered since start (for `/debug/vars`, without summing the families).
     served: AtomicU64,
     started: Instant,
@@ -91,6 +100,8 @@ impl Metrics {
             storage_errors: Family::default(),
             plugin_duration: Family::new_with_constructor(operation_histogram),
             plugin_failures: Family::default(),
+            auth_outcomes: Family::default(),
+            tokens_issued: Counter::default(),
             served: AtomicU64::new(0),
             started: Instant::now(),
             registry: Registry::default(),
@@ -141,6 +152,12 @@ impl Metrics {
             "Plugin calls that trapped, timed out or could not instantiate (the instance is discarded)",
             m.plugin_failures.clone(),
         );
+        registry.register(
+            "auth_outcomes",
+            "Authentication and authorization outcomes of requests and token requests",
+            m.auth_outcomes.clone(),
+        );
+        registry.register("auth_tokens_issued", "Tokens issued by Berth's token endpoint", m.tokens_issued.clone());
         Metrics { registry, ..m }
     }
 

@@ -18,7 +18,9 @@ use std::path::PathBuf;
 
 use crate::api::{ApiOptions, App};
 use crate::config::{Config, Driver};
-use crate::plugins::{PluginSet, PluginSpec, World};
+use crate::auth::Auth;
+use crate::plugins::auth::PolicyPlugin;
+use crate::plugins::{AuthKind, PluginSet, PluginSpec, Swap, World};
 use crate::registry::Registry;
 use crate::storage::MeteredDriver;
 use crate::storage::{ComponentDriver, FilesystemDriver, InMemoryDriver, ObjectStoreDriver, StorageDriver};
@@ -32,6 +34,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Builds the application (storage, registry, HTTP layer) from a configuration with a native
 /// storage driver (`build_with_plugins` also takes plugin drivers).
 pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
+    if config.auth.enabled() {
+        // Never serve open what the configuration says is protected.
+        return Err(std::io::Error::other("auth is configured: the server must be built with build_with_plugins"));
+    }
+    Ok(app(config, native_driver(config)?, None))
+}
+
+/// The native storage driver the configuration names.
+fn native_driver(config: &Config) -> std::io::Result<Arc<dyn StorageDriver>> {
     let redirect = !config.storage.redirect.disable;
     let driver: Arc<dyn StorageDriver> = match config.driver() {
         Driver::Filesystem(root) => Arc::new(FilesystemDriver::open(&root).map_err(|e| {
@@ -45,7 +56,7 @@ pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
         Driver::Azure(c) => Arc::new(ObjectStoreDriver::azure(&c, redirect).map_err(std::io::Error::other)?),
         Driver::Gcs(c) => Arc::new(ObjectStoreDriver::gcs(&c, redirect).map_err(std::io::Error::other)?),
     };
-    Ok(app(config, driver))
+    Ok(driver)
 }
 
 /// Builds the application, loading the plugins the configuration uses (a storage driver
@@ -53,6 +64,24 @@ pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
 /// server's `POST /admin/reload`) that re-reads `config_path` and the plugin files.
 pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -> std::io::Result<Arc<App>> {
     let mut plugins = PluginSet::default();
+    let policy = match auth_plugin(config) {
+        Some(name) => {
+            let spec = PluginSpec::from_config(config, &name).map_err(std::io::Error::other)?;
+            let swap = Arc::new(Swap::<AuthKind>::load(spec).await.map_err(std::io::Error::other)?);
+            let p = swap.current();
+            tracing::info!(plugin = %p.name(), sha256 = %p.sha256, version = %p.version, stateless = p.stateless, "auth policy plugin loaded");
+            let (role, _, which) = AUTH_ROLE;
+            plugins.add(role, which, swap.clone());
+            Some(PolicyPlugin(swap))
+        }
+        None => None,
+    };
+    let auth = Auth::build(config, policy).await.map_err(std::io::Error::other)?;
+    if let Some(a) = &auth {
+        let mode = if config.auth.token.is_some() { "token" } else if config.auth.htpasswd.is_some() { "htpasswd" } else { "issuer" };
+        tracing::info!(mode, policy = config.auth.policy().unwrap_or("(none)"), "auth enabled");
+        let _ = a;
+    }
     let app = match config.driver() {
         Driver::Plugin(name) => {
             let spec = PluginSpec::from_config(config, &name).map_err(std::io::Error::other)?;
@@ -61,9 +90,9 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
             tracing::info!(plugin = %p.name(), sha256 = %p.sha256, version = %p.version, stateless = p.stateless, path = %p.spec.path.display(), "storage plugin loaded");
             let (role, _, which) = STORAGE_ROLE;
             plugins.add(role, which, driver.reloadable());
-            app(config, driver)
+            app(config, driver, auth)
         }
-        _ => build(config)?,
+        _ => app(config, native_driver(config)?, auth),
     };
     for name in unused_plugins(config) {
         tracing::warn!(plugin = %name, "plugins.{name} is configured but nothing uses it; not loaded");
@@ -96,8 +125,15 @@ type Role = (&'static str, World, crate::plugins::RoleFn);
 
 const STORAGE_ROLE: Role = ("storage", World::StorageDriver, storage_plugin);
 
+/// The auth policy's role: the plugin the auth mode's `policy` names.
+fn auth_plugin(config: &Config) -> Option<String> {
+    config.auth.policy().map(String::from)
+}
+
+const AUTH_ROLE: Role = ("auth", World::AuthPolicy, auth_plugin);
+
 /// Every plugin role.
-const ROLES: [Role; 1] = [STORAGE_ROLE];
+const ROLES: [Role; 2] = [STORAGE_ROLE, AUTH_ROLE];
 
 /// Plugins configured under `plugins` that no role uses (warned about, not loaded).
 pub fn unused_plugins(config: &Config) -> Vec<String> {
@@ -173,7 +209,7 @@ pub fn spawn_sighup_reload(app: Arc<App>) {
 }
 
 /// The HTTP layer over `driver`, timed by `MeteredDriver` for the storage metrics.
-fn app(config: &Config, driver: Arc<dyn StorageDriver>) -> Arc<App> {
+fn app(config: &Config, driver: Arc<dyn StorageDriver>, auth: Option<Arc<Auth>>) -> Arc<App> {
     let options = ApiOptions {
         read_only: config.storage.maintenance.readonly.enabled,
         delete_enabled: config.storage.delete.enabled,
@@ -183,7 +219,7 @@ fn app(config: &Config, driver: Arc<dyn StorageDriver>) -> Arc<App> {
     };
     let registry =
         Registry::new(Arc::new(MeteredDriver::new(driver))).with_schema1(config.compatibility.schema1.enabled);
-    App::new(registry, options)
+    App::new(registry, options, auth)
 }
 
 /// Serves until `shutdown` resolves, then drains connections. With `tls`, each connection
@@ -209,12 +245,12 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
                 let tls = tls.clone();
                 tokio::spawn(async move {
                     let result = match tls {
-                        None => serve_connection(app, stream, Protocol::Http1, watcher).await,
+                        None => serve_connection(app, stream, peer, Protocol::Http1, watcher).await,
                         Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                             Ok(Ok(stream)) => {
                                 let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
                                 let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
-                                serve_connection(app, stream, protocol, watcher).await
+                                serve_connection(app, stream, peer, protocol, watcher).await
                             }
                             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
@@ -247,6 +283,7 @@ enum Protocol {
 async fn serve_connection<S>(
     app: Arc<App>,
     stream: S,
+    peer: std::net::SocketAddr,
     protocol: Protocol,
     watcher: hyper_util::server::graceful::Watcher,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
@@ -261,6 +298,7 @@ where
                 req.headers_mut().insert(http::header::HOST, host);
             }
         }
+        req.extensions_mut().insert(crate::api::PeerAddr(peer));
         app.clone().serve(req)
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -23,11 +23,13 @@ fn set(resp: &mut Response<Body>, name: &'static str, value: impl AsRef<str>) {
 
 /// Query parameters, percent-decoded.
 fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+    form(req.uri().query().unwrap_or(""))
+}
+
+/// `k=v&k=v` pairs (a query string or an `application/x-www-form-urlencoded` body), decoded.
+pub(super) fn form(s: &str) -> Vec<(String, String)> {
     let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
+    s.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));

@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::Instrument;
 
+use crate::auth::{self, Auth, Caller, Target};
 use crate::metrics::{self, RouteLabels};
 use crate::registry::{BodyStream, Registry};
 use crate::storage::ByteStream;
@@ -27,6 +28,11 @@ pub use error::ApiError;
 use routes::Route;
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// The client's address, put on each request by the server (for the failed-login throttle and
+/// the request info a policy plugin sees).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
 
 /// What the HTTP layer needs to know of the configuration.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +51,8 @@ pub type ReloadFn = Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Res
 
 pub struct App {
     pub registry: Registry,
+    /// Who may do what; `None`: open (no `auth` section).
+    auth: Option<Arc<Auth>>,
     pub options: ApiOptions,
     next_id: AtomicU64,
     reload: OnceLock<ReloadFn>,
@@ -119,9 +127,10 @@ fn error_response(err: ApiError, request_id: &str) -> Response<Body> {
 }
 
 impl App {
-    pub fn new(registry: Registry, options: ApiOptions) -> Arc<Self> {
+    pub fn new(registry: Registry, options: ApiOptions, auth: Option<Arc<Auth>>) -> Arc<Self> {
         Arc::new(App {
             registry,
+            auth,
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
             reload: OnceLock::new(),
             plugins: OnceLock::new(),
@@ -165,7 +174,8 @@ impl App {
         let id = format!("{:016x}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let span = tracing::info_span!("request", id = %id, method = %method, path = %path);
+        let span =
+            tracing::info_span!("request", id = %id, method = %method, path = %path, user = tracing::field::Empty);
         let started = Instant::now();
         let metrics = metrics::get();
         let route = Route::parse(&path).kind();
@@ -186,7 +196,7 @@ impl App {
                 e.headers.push(("retry-after", HeaderValue::from_static("1")));
                 Err(e)
             }
-            _ => REQUEST_BYTES.scope(request_bytes.clone(), self.route(req)).instrument(span.clone()).await,
+            _ => REQUEST_BYTES.scope(request_bytes.clone(), self.route(req, &id)).instrument(span.clone()).await,
         };
         drop(permit);
         drop(in_flight);
@@ -225,10 +235,37 @@ impl App {
         Ok(resp)
     }
 
-    async fn route(&self, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    async fn route(&self, req: Request<Incoming>, id: &str) -> Result<Response<Body>, ApiError> {
         let path = req.uri().path().to_string();
         let route = Route::parse(&path);
         let method = req.method().clone();
+        if let Some(auth) = &self.auth {
+            let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
+            let caller = Caller { headers: req.headers(), peer, method: &method, request_id: id, tls: self.options.tls };
+            if path == "/auth/token" && auth.issuer().is_some() {
+                drop(caller);
+                return self.token_endpoint(auth, req, peer, id).await;
+            }
+            if path == "/v2" || path.starts_with("/v2/") {
+                let target = match &route {
+                    Route::Base | Route::NotFound => Target::Base,
+                    Route::Catalog => Target::Catalog,
+                    Route::Tags { name }
+                    | Route::Manifest { name, .. }
+                    | Route::Blob { name, .. }
+                    | Route::UploadStart { name }
+                    | Route::Upload { name, .. }
+                    | Route::Referrers { name, .. } => Target::Repository(name),
+                };
+                let params = handlers::form(req.uri().query().unwrap_or(""));
+                let from = params.iter().any(|(k, _)| k == "mount").then(|| params.iter().find(|(k, _)| k == "from")).flatten();
+                let needed = auth::needed(target, &method, from.map(|(_, v)| v.as_str()));
+                let access = auth.authorize(&caller, &needed).await?;
+                if !access.subject.is_empty() {
+                    tracing::Span::current().record("user", access.subject.as_str());
+                }
+            }
+        }
         let write = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
         if write && self.options.read_only && route != Route::NotFound {
             return Err(ApiError::unsupported("the registry is in read-only mode for maintenance"));
@@ -238,6 +275,39 @@ impl App {
             return Err(ApiError::unsupported("deletes are disabled (storage.delete.enabled is false)"));
         }
         handlers::dispatch(self, route, req).await
+    }
+
+    /// Berth's token endpoint: parameters from the query (`GET`) or the form body (`POST`).
+    async fn token_endpoint(
+        &self,
+        auth: &Auth,
+        req: Request<Incoming>,
+        peer: Option<std::net::SocketAddr>,
+        id: &str,
+    ) -> Result<Response<Body>, ApiError> {
+        /// A token request's form is a few hundred bytes; this bounds what a client can make
+        /// the server buffer.
+        const MAX_FORM: usize = 64 << 10;
+        let method = req.method().clone();
+        let (parts, body) = req.into_parts();
+        let caller = Caller { headers: &parts.headers, peer, method: &method, request_id: id, tls: self.options.tls };
+        let request = match method {
+            Method::GET => auth::issuer::TokenRequest { params: handlers::form(parts.uri.query().unwrap_or("")), post: false },
+            Method::POST => {
+                let bytes = http_body_util::Limited::new(body, MAX_FORM).collect().await.map_err(|_| {
+                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID", "token request body too large")
+                })?;
+                let text = String::from_utf8_lossy(&bytes.to_bytes()).into_owned();
+                auth::issuer::TokenRequest { params: handlers::form(&text), post: true }
+            }
+            _ => return Err(ApiError::unsupported(format!("method {method} is not supported on /auth/token"))),
+        };
+        let answer = auth.issue(&caller, request).await?;
+        let mut r = Response::new(full(answer.to_string()));
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(r)
     }
 
     /// A URL for `path` as the client should follow it: relative, or absolute from the

@@ -4,10 +4,24 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// For `#[serde(with = "duration")]`.
+/// For `#[serde(with = "duration")]`: a Go-style string, or a plain number of milliseconds (as
+/// the administration guide writes some of them).
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = String::deserialize(d)?;
-    parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a duration like 168h, 30m or 10s")))
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+        Raw::Text(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().map(Duration::from_millis).map_err(serde::de::Error::custom)
+        }
+        Raw::Text(s) => {
+            parse(&s).ok_or_else(|| serde::de::Error::custom(format!("{s:?} is not a duration like 168h, 30m or 10s")))
+        }
+    }
 }
 
 pub fn parse(s: &str) -> Option<Duration> {

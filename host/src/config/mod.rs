@@ -5,6 +5,7 @@
 //! Each top-level section is a module holding its types, defaults, path resolution and
 //! validation, behind [`Section`]; a new section is a new module and one line in `sections!`.
 
+mod auth;
 mod compatibility;
 pub mod duration;
 mod env;
@@ -18,6 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::Value;
 
+pub use auth::{Auth, Htpasswd, Issuer, Token};
 pub use compatibility::{Compatibility, Schema1};
 pub use http::{Debug, Http, Prometheus, Tls};
 pub use log::{Log, LogFormatter, LogLevel};
@@ -65,6 +67,8 @@ sections! {
     /// WebAssembly plugins by name, and their `defaults`.
     plugins: Plugins,
     compatibility: Compatibility,
+    /// Who may do what (none: open).
+    auth: Auth,
 }
 
 /// A problem in a configuration, naming the key it is about.
@@ -165,6 +169,11 @@ impl Config {
     pub fn problems(&self) -> Vec<ConfigError> {
         let mut out = Vec::new();
         self.each_problems(&mut out);
+        if let Some(p) = self.auth.policy() {
+            if !self.plugins.entries.contains_key(p) {
+                out.push(ConfigError::new("auth.policy", format!("no plugin {p:?} under plugins")));
+            }
+        }
         if let Some(p) = &self.storage.plugin {
             if !self.plugins.entries.contains_key(&p.name) {
                 out.push(ConfigError::new("storage.plugin.name", format!("no plugin {:?} under plugins", p.name)));

@@ -12,13 +12,15 @@
 //!   on failure, metrics);
 //! - `reload`: swapping in new versions, for every kind at once;
 //! - `error`: `PluginError`, typed, with a stable `kind()` for metrics and health;
-//! - adapters: `crate::storage::ComponentDriver` (storage) and `cleanup` (retention).
+//! - adapters: `crate::storage::ComponentDriver` (storage), `auth` (authorization) and
+//!   `cleanup` (retention).
 //!
 //! Adding a kind now takes: its world in `wit/` (and `bindgen!` in `wit/since_v0_1_0.rs`), one
 //! `kind!` line in `world`, and an adapter that implements the kind's native trait over
 //! `Pool<K>` (see `cleanup`, about 60 lines); loading, limits, failures, metrics, health and
 //! reload come with the pool.
 
+pub mod auth;
 pub mod cleanup;
 mod engine;
 mod error;

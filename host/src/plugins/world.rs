@@ -45,7 +45,7 @@ impl World {
 
     /// Whether the host serves this kind yet (the others are recognised and link-checked).
     pub fn served(self) -> bool {
-        matches!(self, World::StorageDriver | World::CleanupPolicy)
+        matches!(self, World::StorageDriver | World::AuthPolicy | World::CleanupPolicy)
     }
 
     /// Checks that a pre-linked component has this world's exports with the right types.
@@ -123,7 +123,7 @@ kind!(
     bindings::storage::StorageDriverPlugin
 );
 kind!(
-    /// `auth-policy-plugin`: link-checked; served once auth lands.
+    /// `auth-policy-plugin`: adapted by `super::auth::PolicyPlugin`.
     AuthKind,
     World::AuthPolicy,
     bindings::auth::AuthPolicyPluginPre<State>,
