@@ -27,10 +27,13 @@ impl Actions {
     const NAMES: [(&'static str, Actions); 4] =
         [("pull", Actions::PULL), ("push", Actions::PUSH), ("delete", Actions::DELETE), ("*", Actions::ALL)];
 
-    /// Parses a comma-separated list (`pull,push`, `*`); spaces around names are ignored. An
-    /// unknown name is an error, so a typo in a policy's config fails at load time.
+    /// Parses a comma-separated list (`pull,push`, `*`; empty = none); spaces around names are
+    /// ignored. An unknown name is an error, so a typo in a policy's config fails at load time.
     pub fn parse(list: &str) -> Result<Actions, String> {
         let mut set = Actions::NONE;
+        if list.trim().is_empty() {
+            return Ok(set);
+        }
         for name in list.split(',').map(str::trim) {
             match Actions::NAMES.iter().find(|(n, _)| *n == name) {
                 Some((_, a)) => set = set | *a,
@@ -189,7 +192,7 @@ mod tests {
         assert_eq!(Actions::parse("*").unwrap(), Actions::ALL);
         assert_eq!(Actions::parse("pull,*").unwrap(), Actions::ALL);
         assert!(Actions::parse("pul").is_err());
-        assert!(Actions::parse("").is_err());
+        assert_eq!(Actions::parse(" ").unwrap(), Actions::NONE);
         assert!(Actions::parse("pull,").is_err());
         assert_eq!((Actions::PULL | Actions::DELETE).to_string(), "pull,delete");
         assert_eq!(Actions::ALL.to_string(), "*");
