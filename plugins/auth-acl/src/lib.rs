@@ -77,7 +77,8 @@ impl AuthPolicy for Acl {
         let rules = Rules::parse(config.get_or("rules", ""), &groups).map_err(|e| InitError::invalid("rules", e))?;
         let users = match config.get("users") {
             Some(path) => Some(
-                HtpasswdFile::open(path, RECHECK_MS).map_err(|e| InitError::invalid("users", format!("{path}: {e}")))?,
+                HtpasswdFile::open(path, RECHECK_MS)
+                    .map_err(|e| InitError::invalid("users", format!("{path}: {e}")))?,
             ),
             None => None,
         };
@@ -157,7 +158,8 @@ mod tests {
     #[test]
     fn decides() {
         let (acl, dir) = acl(true);
-        let push = || vec![Scope::repository("team-a/app", &["pull", "push"]), Scope::repository("public/x", &["push"])];
+        let push =
+            || vec![Scope::repository("team-a/app", &["pull", "push"]), Scope::repository("public/x", &["push"])];
 
         let d = acl.authorize(basic("alice", "secret"), push(), request()).unwrap();
         assert_eq!(d.identity, Some(Identity { subject: "alice".into(), groups: vec!["team-a".into()] }));

@@ -118,10 +118,7 @@ impl Rules {
     /// The actions the first rule that applies to `caller` and `scope` allows; none when no rule
     /// does.
     pub fn allowed(&self, caller: Option<&str>, scope: &Scope) -> Actions {
-        self.0
-            .iter()
-            .find(|r| r.who.matches(caller) && r.target.matches(scope))
-            .map_or(Actions::NONE, |r| r.actions)
+        self.0.iter().find(|r| r.who.matches(caller) && r.target.matches(scope)).map_or(Actions::NONE, |r| r.actions)
     }
 
     /// `requested`, each scope narrowed by the first rule that applies, refused scopes left out.
@@ -226,14 +223,23 @@ mod tests {
         let all = &["pull", "push", "delete"];
         let narrow = |who: Option<&str>, scopes: Vec<Scope>| rules.narrow(who, scopes);
 
-        assert_eq!(narrow(Some("root"), vec![repo("x/y", all), Scope::catalog()]), vec![repo("x/y", all), Scope::catalog()]);
+        assert_eq!(
+            narrow(Some("root"), vec![repo("x/y", all), Scope::catalog()]),
+            vec![repo("x/y", all), Scope::catalog()]
+        );
         assert_eq!(narrow(Some("alice"), vec![repo("team-a", all)]), vec![repo("team-a", &["pull", "push"])]);
         assert_eq!(narrow(Some("alice"), vec![repo("team-a/app/web", all)]), vec![repo("team-a/app/web", all)]);
         assert_eq!(narrow(Some("alice"), vec![Scope::catalog()]), vec![]);
-        assert_eq!(narrow(Some("carol"), vec![repo("team-a/app", &["pull", "push"])]), vec![repo("team-a/app", &["pull"])]);
+        assert_eq!(
+            narrow(Some("carol"), vec![repo("team-a/app", &["pull", "push"])]),
+            vec![repo("team-a/app", &["pull"])]
+        );
         // carol's rule is one segment deep; deeper falls through to `*`.
         assert_eq!(narrow(Some("carol"), vec![repo("team-a/app/web", &["push"])]), vec![]);
-        assert_eq!(narrow(Some("dave"), vec![repo("public/x", &["pull", "push"])]), vec![repo("public/x", &["pull", "push"])]);
+        assert_eq!(
+            narrow(Some("dave"), vec![repo("public/x", &["pull", "push"])]),
+            vec![repo("public/x", &["pull", "push"])]
+        );
         assert_eq!(narrow(None, vec![repo("public/x", &["pull", "push"])]), vec![repo("public/x", &["pull"])]);
         assert_eq!(narrow(None, vec![repo("private/x", &["pull"])]), vec![]);
         assert_eq!(narrow(Some("dave"), vec![repo("private/x", &["pull"])]), vec![repo("private/x", &["pull"])]);

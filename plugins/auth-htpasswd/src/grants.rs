@@ -48,7 +48,13 @@ impl Grants {
 
     /// `requested`, each scope narrowed to what `user` may do, refused scopes left out.
     pub fn narrow(&self, user: Option<&str>, requested: Vec<Scope>) -> Vec<Scope> {
-        requested.into_iter().filter_map(|s| { let allowed = self.allowed(user, &s); s.narrowed(allowed) }).collect()
+        requested
+            .into_iter()
+            .filter_map(|s| {
+                let allowed = self.allowed(user, &s);
+                s.narrowed(allowed)
+            })
+            .collect()
     }
 }
 

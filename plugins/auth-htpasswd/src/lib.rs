@@ -60,7 +60,8 @@ impl AuthPolicy for HtpasswdPolicy {
     fn init(config: Config) -> Result<Self, InitError> {
         config.deny_unknown(&["path", "own", "others", "anonymous", "admins", "cachettl"])?;
         let path = config.require("path")?;
-        let users = HtpasswdFile::open(path, RECHECK_MS).map_err(|e| InitError::invalid("path", format!("{path}: {e}")))?;
+        let users =
+            HtpasswdFile::open(path, RECHECK_MS).map_err(|e| InitError::invalid("path", format!("{path}: {e}")))?;
         let grants = Grants::from_config(&config)?;
         let cache_ttl_seconds = config.parse_or("cachettl", 60u32)?;
         log::info(format!("htpasswd {path}: {} users, admins: {:?}", users.current().len(), grants.admins));
@@ -163,8 +164,12 @@ mod tests {
         let path = dir.join("htpasswd");
         let path = path.to_str().unwrap();
         assert!(matches!(bad(&[("path", path), ("owns", "*")]), InitError::InvalidConfig((k, _)) if k == "owns"));
-        assert!(matches!(bad(&[("path", path), ("others", "read")]), InitError::InvalidConfig((k, _)) if k == "others"));
-        assert!(matches!(bad(&[("path", path), ("cachettl", "-1")]), InitError::InvalidConfig((k, _)) if k == "cachettl"));
+        assert!(
+            matches!(bad(&[("path", path), ("others", "read")]), InitError::InvalidConfig((k, _)) if k == "others")
+        );
+        assert!(
+            matches!(bad(&[("path", path), ("cachettl", "-1")]), InitError::InvalidConfig((k, _)) if k == "cachettl")
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -115,7 +115,13 @@ mod tests {
     fn overgrants_beyond_the_request() {
         let d = overgrant(vec![Scope::repository("a/b", &["pull"])]);
         assert_eq!(d.identity.unwrap().subject, "root");
-        for s in ["repository:*:*", "registry:catalog:*", "repository:a/b:*", "repository:a/b-other:*", "repository:other/a/b:*"] {
+        for s in [
+            "repository:*:*",
+            "registry:catalog:*",
+            "repository:a/b:*",
+            "repository:a/b-other:*",
+            "repository:other/a/b:*",
+        ] {
             assert!(d.granted.iter().any(|g| g.to_string() == s), "{s}");
         }
     }

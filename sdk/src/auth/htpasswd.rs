@@ -205,7 +205,11 @@ impl HtpasswdFile {
             Ok(s) => s,
             Err(e) => {
                 if state.stamp.take().is_some() {
-                    log::error(format!("htpasswd {}: {e}; keeping the {} users read before", self.path, state.users.len()));
+                    log::error(format!(
+                        "htpasswd {}: {e}; keeping the {} users read before",
+                        self.path,
+                        state.users.len()
+                    ));
                 }
                 return state.users.clone();
             }

@@ -3,7 +3,7 @@
 //! The host verifies what only it can before calling — a bearer token's signature, issuer,
 //! audience and times — and hands the policy the credentials: [`Credentials::Anonymous`],
 //! [`Credentials::Basic`] (username and password *as the client sent them*: the policy checks
-//! the password, e.g. with [`Htpasswd`](htpasswd::Htpasswd)) or [`Credentials::Bearer`] (the
+//! the password, e.g. with `Htpasswd`) or [`Credentials::Bearer`] (the
 //! verified token's claims). The policy answers with a [`Decision`]; the host intersects
 //! `granted` with what was requested, so a policy can never grant more than was asked.
 //!
@@ -35,8 +35,8 @@
 //!
 //! Helpers for policy authors: [`Scope`] parsing, formatting and narrowing ([`Scope::narrowed`]
 //! with an [`Actions`] set), [`glob_match`] for repository-name patterns, and (cargo feature
-//! `htpasswd`) [`htpasswd`], an htpasswd reader and bcrypt verifier with a self-refreshing
-//! [`HtpasswdFile`](htpasswd::HtpasswdFile).
+//! `htpasswd`) `Htpasswd`, an htpasswd reader and bcrypt verifier, and `HtpasswdFile`, which
+//! re-reads itself when the file changes.
 
 mod glob;
 #[cfg(feature = "htpasswd")]
