@@ -4,7 +4,7 @@
 //!
 //! | `mode` | what it does | what the host must do |
 //! |--------|--------------|-----------------------|
-//! | (absent) / `none` | behaves: grants exactly what was requested to anyone, identity `anyone` (none for anonymous callers), not cached | serve normally |
+//! | (absent) / `none` | behaves: grants exactly what was requested, not cached, to anonymous callers (no identity) and bearer tokens (identity = subject); refuses Basic credentials, as a policy with no users must (no identity: a failed login) | serve normally |
 //! | `panic` | panics | treat the trap as a denial (401/403, never a grant), log it, keep serving |
 //! | `loop` | spins forever | stop it at the call deadline, deny, keep serving |
 //! | `oom` | allocates until the memory cap traps | trap at the cap, deny, keep serving |
@@ -63,11 +63,13 @@ impl AuthPolicy for HostileAuth {
     }
 }
 
-/// Everything requested, to anyone.
+/// Everything requested, to anyone the host can vouch for. It has no users, so it cannot accept a
+/// password: Basic credentials are refused.
 fn behave(credentials: Credentials, requested: Vec<Scope>) -> Decision {
     let identity = match credentials {
         Credentials::Anonymous => None,
-        Credentials::Basic(_) | Credentials::Bearer(_) => Some(Identity::user("anyone")),
+        Credentials::Bearer(claims) => Some(Identity::user(claims.subject)).filter(|i| !i.subject.is_empty()),
+        Credentials::Basic(_) => return Decision::refused(),
     };
     Decision { identity, granted: requested, cache_ttl_seconds: 0 }
 }
@@ -109,6 +111,8 @@ berth_plugin_sdk::declare_stateless!();
 
 #[cfg(test)]
 mod tests {
+    use berth_plugin_sdk::auth::BasicCredentials;
+
     use super::*;
 
     #[test]
@@ -134,5 +138,7 @@ mod tests {
         assert!(p.authorize(Credentials::Anonymous, vec![], req.clone()).is_err());
         let d = behave(Credentials::Anonymous, vec![Scope::catalog()]);
         assert_eq!((d.identity, d.granted), (None, vec![Scope::catalog()]));
+        let basic = BasicCredentials { username: "alice".into(), password: "x".into() };
+        assert_eq!(behave(Credentials::Basic(basic), vec![Scope::catalog()]), Decision::refused());
     }
 }
