@@ -100,6 +100,8 @@ pub mod auth {
             "berth:plugin/host@0.1.0": crate::bindings::common::berth::plugin::host,
         },
         pub_export_macro: true,
+        // Policies compare scopes and decisions (and their tests assert on them).
+        additional_derives: [PartialEq, Eq],
         export_macro_name: "__export_auth_policy",
         default_bindings_module: "berth_plugin_sdk::bindings::auth",
     });
