@@ -222,6 +222,8 @@ def small_layout(tmp_path: Path, name: str, tag: str = "v1"):
 
 def assert_no_secret(text: str, secrets, where: str) -> None:
     for s in secrets:
+        if not s:
+            continue  # an empty part (alg none's signature) is in every text
         assert s not in text, f"a secret ({s[:6]}…, {len(s)} chars) appears in {where}"
 
 

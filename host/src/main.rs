@@ -93,6 +93,7 @@ fn main() -> ExitCode {
                 .map(|e| e.to_string())
                 .collect();
                 problems.extend(check_plugins(&loaded.config));
+                problems.extend(berth::auth::check(&loaded.config).err().map(|e| e.to_string()));
                 for name in berth::server::unused_plugins(&loaded.config) {
                     println!("warning: plugins.{name}: configured but nothing uses it; it will not be loaded");
                 }

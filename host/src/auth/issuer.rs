@@ -240,7 +240,9 @@ impl Auth {
         let requested = req.scopes()?;
         let basic_challenge = || format!("Basic realm=\"{}\"", super::quoted(&issuer.realm(caller.headers, caller.tls)));
         let grant = req.get("grant_type");
-        let offline = req.get("offline_token") == Some("true") || req.get("access_type") == Some("offline");
+        let offline = req.get("offline_token") == Some("true")
+            || req.get("access_type") == Some("offline")
+            || (req.post && grant == Some("refresh_token"));
         // Credentials: a refresh token, a password grant, Basic, or none.
         let refresh_claims;
         let (credentials, user): (Credentials, Option<String>);

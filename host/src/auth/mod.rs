@@ -67,6 +67,25 @@ pub enum SetupError {
     Config(String),
 }
 
+/// For `berth config check`: loads the files the auth mode names (a bundle, a JWKS file, an
+/// htpasswd file, the issuer's configured key and certificate) as `serve` would, without
+/// generating anything.
+pub fn check(config: &Config) -> Result<(), SetupError> {
+    let a = &config.auth;
+    if let Some(t) = &a.token {
+        keys::TrustStore::load(t.rootcertbundle.as_deref(), t.jwks.as_deref())?;
+    }
+    if let Some(h) = &a.htpasswd {
+        HtpasswdFile::open(&h.path)?;
+    }
+    if let Some(i) = &a.issuer {
+        if i.key.is_some() {
+            Issuer::open(config, i).map_err(SetupError::Issuer)?;
+        }
+    }
+    Ok(())
+}
+
 /// Who made a request, once allowed.
 #[derive(Debug, Clone, Default)]
 pub struct Access {

@@ -24,7 +24,8 @@ pub struct Claims {
     pub iss: String,
     #[serde(default)]
     pub sub: String,
-    #[serde(default, deserialize_with = "one_or_many")]
+    /// Written as one string when there is one audience, as Docker's token servers do.
+    #[serde(default, deserialize_with = "one_or_many", serialize_with = "string_if_one")]
     pub aud: Vec<String>,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -38,6 +39,13 @@ pub struct Claims {
     /// Set on Berth's refresh tokens, which are never access tokens.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub berth_refresh: bool,
+}
+
+fn string_if_one<S: serde::Serializer>(aud: &[String], s: S) -> Result<S::Ok, S::Error> {
+    match aud {
+        [one] => s.serialize_str(one),
+        many => many.serialize(s),
+    }
 }
 
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -159,10 +167,17 @@ impl Verifier {
             return Err(TokenError::Algorithm(format!("{:?}", header.alg)));
         }
         let key = match (&header.x5c, &header.kid) {
-            (Some(_), _) => {
+            (Some(_), kid) => {
                 let chain = header.x5c_der().map_err(|_| TokenError::Malformed)?.unwrap_or_default();
                 let leaf = chain.first().ok_or(TokenError::Malformed)?;
-                self.keys.by_leaf(leaf)
+                let key = self.keys.by_leaf(leaf);
+                // A token naming two keys must name the same one twice.
+                if let (Some(k), Some(kid)) = (key, kid) {
+                    if !self.keys.by_kid(kid).is_some_and(|named| Arc::ptr_eq(named, k)) {
+                        return Err(TokenError::KeyMismatch);
+                    }
+                }
+                key
             }
             (None, Some(kid)) => self.keys.by_kid(kid),
             (None, None) => None,
