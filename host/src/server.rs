@@ -17,8 +17,8 @@ use tokio_rustls::TlsAcceptor;
 use std::path::PathBuf;
 
 use crate::api::{ApiOptions, App};
-use crate::config::{Config, Driver};
 use crate::auth::Auth;
+use crate::config::{Config, Driver};
 use crate::plugins::auth::PolicyPlugin;
 use crate::plugins::{AuthKind, PluginSet, PluginSpec, Swap, World};
 use crate::registry::Registry;
@@ -78,7 +78,13 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
     };
     let auth = Auth::build(config, policy).await.map_err(std::io::Error::other)?;
     if let Some(a) = &auth {
-        let mode = if config.auth.token.is_some() { "token" } else if config.auth.htpasswd.is_some() { "htpasswd" } else { "issuer" };
+        let mode = if config.auth.token.is_some() {
+            "token"
+        } else if config.auth.htpasswd.is_some() {
+            "htpasswd"
+        } else {
+            "issuer"
+        };
         tracing::info!(mode, policy = config.auth.policy().unwrap_or("(none)"), "auth enabled");
         let _ = a;
     }

@@ -241,7 +241,8 @@ impl App {
         let method = req.method().clone();
         if let Some(auth) = &self.auth {
             let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
-            let caller = Caller { headers: req.headers(), peer, method: &method, request_id: id, tls: self.options.tls };
+            let caller =
+                Caller { headers: req.headers(), peer, method: &method, request_id: id, tls: self.options.tls };
             if path == "/auth/token" && auth.issuer().is_some() {
                 drop(caller);
                 return self.token_endpoint(auth, req, peer, id).await;
@@ -258,7 +259,11 @@ impl App {
                     | Route::Referrers { name, .. } => Target::Repository(name),
                 };
                 let params = handlers::form(req.uri().query().unwrap_or(""));
-                let from = params.iter().any(|(k, _)| k == "mount").then(|| params.iter().find(|(k, _)| k == "from")).flatten();
+                let from = params
+                    .iter()
+                    .any(|(k, _)| k == "mount")
+                    .then(|| params.iter().find(|(k, _)| k == "from"))
+                    .flatten();
                 let needed = auth::needed(target, &method, from.map(|(_, v)| v.as_str()));
                 let access = auth.authorize(&caller, &needed).await?;
                 if !access.subject.is_empty() {
@@ -292,7 +297,9 @@ impl App {
         let (parts, body) = req.into_parts();
         let caller = Caller { headers: &parts.headers, peer, method: &method, request_id: id, tls: self.options.tls };
         let request = match method {
-            Method::GET => auth::issuer::TokenRequest { params: handlers::form(parts.uri.query().unwrap_or("")), post: false },
+            Method::GET => {
+                auth::issuer::TokenRequest { params: handlers::form(parts.uri.query().unwrap_or("")), post: false }
+            }
             Method::POST => {
                 let bytes = http_body_util::Limited::new(body, MAX_FORM).collect().await.map_err(|_| {
                     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID", "token request body too large")

@@ -73,7 +73,9 @@ fn encoding_key(pem: &str, kind: KeyType) -> Result<EncodingKey, String> {
         ("RSA PRIVATE KEY", KeyType::Rsa) => Ok(EncodingKey::from_rsa_der(&der)),
         ("PRIVATE KEY", KeyType::P256 | KeyType::P384) => Ok(EncodingKey::from_ec_der(&der)),
         ("PRIVATE KEY", KeyType::Ed25519) => Ok(EncodingKey::from_ed_der(&der)),
-        (l, _) => Err(format!("a {l} PEM block does not fit the certificate's key; give the key as PKCS#8 (\"PRIVATE KEY\")")),
+        (l, _) => {
+            Err(format!("a {l} PEM block does not fit the certificate's key; give the key as PKCS#8 (\"PRIVATE KEY\")"))
+        }
     }
 }
 
@@ -111,14 +113,16 @@ impl Issuer {
     pub fn open(config: &Config, c: &config::Issuer) -> Result<Issuer, String> {
         let (key_pem, cert_pem) = match (&c.key, &c.certificate) {
             (Some(k), Some(cert)) => {
-                let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+                let read =
+                    |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
                 (read(k)?, read(cert)?)
             }
             _ => {
                 let dir = state_dir(config, c);
                 let (k, cert) = (dir.join("issuer.key"), dir.join("issuer.crt"));
                 if k.exists() && cert.exists() {
-                    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+                    let read =
+                        |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
                     (read(&k)?, read(&cert)?)
                 } else {
                     let made = generate(&dir, &c.service, &c.issuer)?;
@@ -130,7 +134,8 @@ impl Issuer {
         let cert = x509_cert::Certificate::from_pem(cert_pem.as_bytes()).map_err(|e| format!("certificate: {e}"))?;
         let cert_der = x509_cert::der::Encode::to_der(&cert).map_err(|e| e.to_string())?;
         let store = TrustStore::single(&cert_der)?;
-        let spki_der = x509_cert::der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info).map_err(|e| e.to_string())?;
+        let spki_der =
+            x509_cert::der::Encode::to_der(&cert.tbs_certificate.subject_public_key_info).map_err(|e| e.to_string())?;
         let kind = store.by_leaf(&cert_der).map(|k| k.kind).ok_or("certificate key unusable")?;
         let key = encoding_key(&key_pem, kind)?;
         let alg = kind.signing_algorithm();
@@ -169,9 +174,16 @@ impl Issuer {
         if let Some(r) = &self.realm {
             return r.clone();
         }
-        let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string());
-        let proto = get("x-forwarded-proto").filter(|p| !p.is_empty()).unwrap_or_else(|| if tls { "https" } else { "http" }.into());
-        let host = get("x-forwarded-host").filter(|h| !h.is_empty()).or_else(|| get("host")).unwrap_or_else(|| "localhost".into());
+        let get = |k: &str| {
+            headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string())
+        };
+        let proto = get("x-forwarded-proto")
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| if tls { "https" } else { "http" }.into());
+        let host = get("x-forwarded-host")
+            .filter(|h| !h.is_empty())
+            .or_else(|| get("host"))
+            .unwrap_or_else(|| "localhost".into());
         format!("{proto}://{host}/auth/token")
     }
 
@@ -238,7 +250,8 @@ impl Auth {
             }
         }
         let requested = req.scopes()?;
-        let basic_challenge = || format!("Basic realm=\"{}\"", super::quoted(&issuer.realm(caller.headers, caller.tls)));
+        let basic_challenge =
+            || format!("Basic realm=\"{}\"", super::quoted(&issuer.realm(caller.headers, caller.tls)));
         let grant = req.get("grant_type");
         let offline = req.get("offline_token") == Some("true")
             || req.get("access_type") == Some("offline")
@@ -264,7 +277,9 @@ impl Auth {
                 user = Some(basic.0.clone());
                 credentials = Credentials::Basic { username: &basic.0, password: &basic.1 };
             }
-            (true, other) => return Err(bad_request(&format!("grant_type {other:?} is not supported (password, refresh_token)"))),
+            (true, other) => {
+                return Err(bad_request(&format!("grant_type {other:?} is not supported (password, refresh_token)")))
+            }
             (false, _) => match caller.basic() {
                 Some(Ok(b)) => {
                     basic = b;
@@ -287,7 +302,10 @@ impl Auth {
                 return Err(throttled(wait));
             }
         }
-        let decision = decisions.decide(credentials, None, &requested, caller.request_info()).await.map_err(|_| super::policy_failed())?;
+        let decision = decisions
+            .decide(credentials, None, &requested, caller.request_info())
+            .await
+            .map_err(|_| super::policy_failed())?;
         if password_login {
             if decision.subject.is_none() {
                 self.throttle.failed(caller.ip(), user.as_deref());

@@ -87,20 +87,23 @@ impl TrustStore {
         let mut store = TrustStore::default();
         if let Some(path) = bundle {
             let pem = read(path)?;
-            let certs = Certificate::load_pem_chain(&pem).map_err(|e| invalid(path, format!("not PEM certificates: {e}")))?;
+            let certs =
+                Certificate::load_pem_chain(&pem).map_err(|e| invalid(path, format!("not PEM certificates: {e}")))?;
             if certs.is_empty() {
                 return Err(invalid(path, "no certificate in the bundle".into()));
             }
             for cert in certs {
                 let der = cert.to_der().map_err(|e| invalid(path, e.to_string()))?;
-                let key = Arc::new(from_spki(&cert.tbs_certificate.subject_public_key_info).map_err(|m| invalid(path, m))?);
+                let key =
+                    Arc::new(from_spki(&cert.tbs_certificate.subject_public_key_info).map_err(|m| invalid(path, m))?);
                 store.by_kid.insert(key.libtrust_kid.clone(), key.clone());
                 store.by_kid.insert(key.thumbprint.clone(), key.clone());
                 store.by_cert.insert(der, key);
             }
         }
         if let Some(path) = jwks {
-            let set: JwkSet = serde_json::from_slice(&read(path)?).map_err(|e| invalid(path, format!("not a JWK set: {e}")))?;
+            let set: JwkSet =
+                serde_json::from_slice(&read(path)?).map_err(|e| invalid(path, format!("not a JWK set: {e}")))?;
             for jwk in &set.keys {
                 let key = Arc::new(from_jwk(jwk).map_err(|m| invalid(path, m))?);
                 if let Some(kid) = &jwk.common.key_id {
@@ -154,7 +157,8 @@ pub fn from_spki(spki: &SubjectPublicKeyInfoOwned) -> Result<TrustedKey, String>
         RSA => {
             let k = pkcs1::RsaPublicKey::from_der(raw).map_err(|e| format!("bad RSA key: {e}"))?;
             let (n, e) = (k.modulus.as_bytes(), k.public_exponent.as_bytes());
-            let jwk = format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, URL_SAFE_NO_PAD.encode(e), URL_SAFE_NO_PAD.encode(n));
+            let jwk =
+                format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, URL_SAFE_NO_PAD.encode(e), URL_SAFE_NO_PAD.encode(n));
             (KeyType::Rsa, DecodingKey::from_rsa_raw_components(n, e), jwk)
         }
         EC => {
@@ -186,7 +190,12 @@ pub fn from_spki(spki: &SubjectPublicKeyInfoOwned) -> Result<TrustedKey, String>
         }
         other => return Err(format!("key algorithm {other} is not supported (RSA, EC P-256/P-384, Ed25519)")),
     };
-    Ok(TrustedKey { kind, decoding, libtrust_kid: libtrust_key_id(&spki_der), thumbprint: sha256_b64url(jwk.as_bytes()) })
+    Ok(TrustedKey {
+        kind,
+        decoding,
+        libtrust_kid: libtrust_key_id(&spki_der),
+        thumbprint: sha256_b64url(jwk.as_bytes()),
+    })
 }
 
 fn from_jwk(jwk: &jsonwebtoken::jwk::Jwk) -> Result<TrustedKey, String> {

@@ -50,7 +50,9 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
             Err(format!("{name} is an HMAC algorithm: tokens signed with a shared secret are never accepted"))
         }
         Ok(a) => Ok(a),
-        Err(_) => Err(format!("unknown algorithm {name:?} (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)")),
+        Err(_) => {
+            Err(format!("unknown algorithm {name:?} (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA)"))
+        }
     }
 }
 
@@ -127,7 +129,8 @@ impl Caller<'_> {
     fn basic(&self) -> Option<Result<(String, String), ()>> {
         let (scheme, b64) = self.authorization().filter(|(s, _)| s.eq_ignore_ascii_case("basic"))?;
         let _ = scheme;
-        let decoded = base64::engine::general_purpose::STANDARD.decode(b64).ok().and_then(|b| String::from_utf8(b).ok());
+        let decoded =
+            base64::engine::general_purpose::STANDARD.decode(b64).ok().and_then(|b| String::from_utf8(b).ok());
         Some(decoded.and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string()))).ok_or(()))
     }
 
@@ -202,7 +205,11 @@ impl Auth {
             let algorithms = if t.signingalgorithms.is_empty() {
                 token::DEFAULT_ALGORITHMS.to_vec()
             } else {
-                t.signingalgorithms.iter().map(|n| parse_algorithm(n)).collect::<Result<_, _>>().map_err(SetupError::Config)?
+                t.signingalgorithms
+                    .iter()
+                    .map(|n| parse_algorithm(n))
+                    .collect::<Result<_, _>>()
+                    .map_err(SetupError::Config)?
             };
             let verifier = Verifier::new(keys, &t.issuer, &t.service, algorithms, t.leeway.as_secs());
             Mode::Token { realm: t.realm.clone(), verifier }
@@ -330,7 +337,12 @@ impl Auth {
         if let Some(d) = &self.decisions {
             if !needed.is_empty() {
                 let answer = d
-                    .decide(Credentials::Basic { username: &user, password: &password }, None, needed, caller.request_info())
+                    .decide(
+                        Credentials::Basic { username: &user, password: &password },
+                        None,
+                        needed,
+                        caller.request_info(),
+                    )
                     .await
                     .map_err(|_| policy_failed())?;
                 if !covers(&answer.granted, needed) {

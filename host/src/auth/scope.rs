@@ -60,9 +60,7 @@ impl fmt::Display for Scope {
 
 /// Whether `granted` covers every action of every scope in `needed`.
 pub fn covers(granted: &[Scope], needed: &[Scope]) -> bool {
-    needed.iter().all(|n| {
-        n.actions.iter().all(|a| granted.iter().any(|g| g.same_resource(n) && g.allows(a)))
-    })
+    needed.iter().all(|n| n.actions.iter().all(|a| granted.iter().any(|g| g.same_resource(n) && g.allows(a))))
 }
 
 /// `granted` narrowed to what `requested` asked for: only requested resources, only requested
@@ -71,12 +69,8 @@ pub fn covers(granted: &[Scope], needed: &[Scope]) -> bool {
 pub fn narrow(granted: &[Scope], requested: &[Scope]) -> Vec<Scope> {
     let mut out: Vec<Scope> = Vec::new();
     for r in requested {
-        let actions: Vec<String> = r
-            .actions
-            .iter()
-            .filter(|a| granted.iter().any(|g| g.same_resource(r) && g.allows(a)))
-            .cloned()
-            .collect();
+        let actions: Vec<String> =
+            r.actions.iter().filter(|a| granted.iter().any(|g| g.same_resource(r) && g.allows(a))).cloned().collect();
         if actions.is_empty() {
             continue;
         }

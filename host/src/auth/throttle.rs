@@ -46,7 +46,11 @@ impl Throttle {
     pub fn wait(&self, addr: Option<IpAddr>, user: Option<&str>) -> Option<Duration> {
         let now = Instant::now();
         let entries = self.entries.lock().unwrap();
-        keys(addr, user).filter_map(|k| entries.get(&k)).map(|e| e.until.saturating_duration_since(now)).max().filter(|d| !d.is_zero())
+        keys(addr, user)
+            .filter_map(|k| entries.get(&k))
+            .map(|e| e.until.saturating_duration_since(now))
+            .max()
+            .filter(|d| !d.is_zero())
     }
 
     pub fn failed(&self, addr: Option<IpAddr>, user: Option<&str>) {

@@ -144,7 +144,10 @@ impl Section for Auth {
                 }
             }
             if t.rootcertbundle.is_none() && t.jwks.is_none() {
-                out.push(ConfigError::new("auth.token.rootcertbundle", "give rootcertbundle or jwks: the keys tokens are signed with"));
+                out.push(ConfigError::new(
+                    "auth.token.rootcertbundle",
+                    "give rootcertbundle or jwks: the keys tokens are signed with",
+                ));
             }
             for (i, a) in t.signingalgorithms.iter().enumerate() {
                 if let Err(m) = crate::auth::parse_algorithm(a) {
@@ -159,10 +162,16 @@ impl Section for Auth {
         }
         if let Some(i) = &self.issuer {
             if i.policy.is_empty() {
-                out.push(ConfigError::new("auth.issuer.policy", "name the auth-policy plugin that decides who gets what"));
+                out.push(ConfigError::new(
+                    "auth.issuer.policy",
+                    "name the auth-policy plugin that decides who gets what",
+                ));
             }
             if i.key.is_some() != i.certificate.is_some() {
-                out.push(ConfigError::new("auth.issuer.key", "give key and certificate together, or neither (generated)"));
+                out.push(ConfigError::new(
+                    "auth.issuer.key",
+                    "give key and certificate together, or neither (generated)",
+                ));
             }
             if i.expiration.is_zero() {
                 out.push(ConfigError::new("auth.issuer.expiration", "must be longer than zero"));
@@ -201,7 +210,10 @@ mod tests {
         let e = load("auth:\n  token: {realm: r, service: s, issuer: i, jwks: j, signingalgorithms: [HS256]}\n", &[])
             .unwrap_err();
         assert_eq!(e.key, "auth.token.signingalgorithms[0]");
-        let c = load("auth:\n  issuer: {policy: acl, expiration: 2s, leeway: 0}\n", &[]).unwrap().config;
+        let c =
+            load("auth:\n  issuer: {policy: acl, expiration: 2s, leeway: 0}\nplugins:\n  acl: {path: a.wasm}\n", &[])
+                .unwrap()
+                .config;
         let i = c.auth.issuer.unwrap();
         assert_eq!((i.expiration, i.leeway, i.service.as_str()), (Duration::from_secs(2), Duration::ZERO, "berth"));
     }

@@ -11,7 +11,7 @@
 //!
 //! `REGISTRY_*` variables are applied first, `BERTH_*` after them, so `BERTH_` wins. A `BERTH_`
 //! variable whose first segment names no section (`BERTH_BIN`, `BERTH_CONFIG`, `BERTH_TEST_*`) is
-//! not configuration and is left alone; a `REGISTRY_` one (`REGISTRY_AUTH_*`: a section Berth
+//! not configuration and is left alone; a `REGISTRY_` one (`REGISTRY_REDIS_*`: a section Berth
 //! lacks) is warned about as an unknown key. Within a section, a key Berth does not know is warned
 //! about like the same key in a file.
 //!
@@ -477,6 +477,32 @@ mod tests {
         ("plugins.storage-fs.grants.network", "PLUGINS_STORAGE_FS_GRANTS_NETWORK", "[127.0.0.1:9000]"),
         ("plugins.storage-fs.config.root", "PLUGINS_STORAGE_FS_CONFIG_ROOT", "/data"),
         ("plugins.storage-fs.config.max_size", "PLUGINS_STORAGE_FS_CONFIG_MAX_SIZE", "010"),
+        ("plugins.acl.path", "PLUGINS_ACL_PATH", "/p/acl.wasm"),
+        ("plugins.acl.grants.dirs", "PLUGINS_ACL_GRANTS_DIRS", "[{host: /etc/auth, guest: /auth, mode: ro}]"),
+        ("plugins.acl.config.users", "PLUGINS_ACL_CONFIG_USERS", "/auth/htpasswd"),
+        ("plugins.acl.config.groups", "PLUGINS_ACL_CONFIG_GROUPS", "a=x,y"),
+        ("plugins.acl.config.rules", "PLUGINS_ACL_CONFIG_RULES", "anonymous public/** pull"),
+        ("auth.token.realm", "AUTH_TOKEN_REALM", "https://gitlab/jwt/auth"),
+        ("auth.token.service", "AUTH_TOKEN_SERVICE", "container_registry"),
+        ("auth.token.issuer", "AUTH_TOKEN_ISSUER", "gitlab-issuer"),
+        ("auth.token.rootcertbundle", "AUTH_TOKEN_ROOTCERTBUNDLE", "/etc/bundle.crt"),
+        ("auth.token.jwks", "AUTH_TOKEN_JWKS", "/etc/jwks.json"),
+        ("auth.token.signingalgorithms", "AUTH_TOKEN_SIGNINGALGORITHMS", "[RS256, ES256]"),
+        ("auth.token.leeway", "AUTH_TOKEN_LEEWAY", "5s"),
+        ("auth.token.policy", "AUTH_TOKEN_POLICY", "acl"),
+        ("auth.htpasswd.realm", "AUTH_HTPASSWD_REALM", "basic-realm"),
+        ("auth.htpasswd.path", "AUTH_HTPASSWD_PATH", "/etc/htpasswd"),
+        ("auth.htpasswd.policy", "AUTH_HTPASSWD_POLICY", "acl"),
+        ("auth.issuer.policy", "AUTH_ISSUER_POLICY", "acl"),
+        ("auth.issuer.service", "AUTH_ISSUER_SERVICE", "svc"),
+        ("auth.issuer.issuer", "AUTH_ISSUER_ISSUER", "iss"),
+        ("auth.issuer.realm", "AUTH_ISSUER_REALM", "https://r/auth/token"),
+        ("auth.issuer.expiration", "AUTH_ISSUER_EXPIRATION", "10m"),
+        ("auth.issuer.refreshexpiration", "AUTH_ISSUER_REFRESHEXPIRATION", "48h"),
+        ("auth.issuer.leeway", "AUTH_ISSUER_LEEWAY", "1500"),
+        ("auth.issuer.key", "AUTH_ISSUER_KEY", "/etc/issuer.key"),
+        ("auth.issuer.certificate", "AUTH_ISSUER_CERTIFICATE", "/etc/issuer.crt"),
+        ("auth.issuer.statedir", "AUTH_ISSUER_STATEDIR", "/var/lib/berth"),
     ];
 
     /// The leaf keys of every `yaml` block in README.md, commented-out alternatives included.
@@ -571,7 +597,45 @@ mod tests {
         let d = &c.plugins.defaults;
         assert_eq!((d.deadline_ms, d.memory_mib), (1000, 128));
         assert_eq!(d.cache_dir.as_deref(), Some(Path::new("/cache")));
-        assert_eq!(c.plugins.entries.keys().collect::<Vec<_>>(), ["storage-fs"]);
+        assert_eq!(c.plugins.entries.keys().collect::<Vec<_>>(), ["acl", "storage-fs"]);
+        let acl = &c.plugins.entries["acl"];
+        assert_eq!(acl.path, Path::new("/p/acl.wasm"));
+        assert_eq!((acl.grants.dirs[0].guest.as_str(), acl.grants.dirs[0].mode), ("/auth", DirMode::Ro));
+        assert_eq!(
+            acl.config.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect::<Vec<_>>(),
+            [("groups", "a=x,y"), ("rules", "anonymous public/** pull"), ("users", "/auth/htpasswd")]
+        );
+        let t = c.auth.token.as_ref().unwrap();
+        assert_eq!(
+            (t.realm.as_str(), t.service.as_str(), t.issuer.as_str()),
+            ("https://gitlab/jwt/auth", "container_registry", "gitlab-issuer")
+        );
+        assert_eq!(
+            (t.rootcertbundle.as_deref(), t.jwks.as_deref()),
+            (Some(Path::new("/etc/bundle.crt")), Some(Path::new("/etc/jwks.json")))
+        );
+        assert_eq!(
+            (t.signingalgorithms.join(","), t.leeway, t.policy.as_deref()),
+            ("RS256,ES256".into(), Duration::from_secs(5), Some("acl"))
+        );
+        let h = c.auth.htpasswd.as_ref().unwrap();
+        assert_eq!(
+            (h.realm.as_str(), h.path.as_path(), h.policy.as_deref()),
+            ("basic-realm", Path::new("/etc/htpasswd"), Some("acl"))
+        );
+        let i = c.auth.issuer.as_ref().unwrap();
+        assert_eq!(
+            (i.policy.as_str(), i.service.as_str(), i.issuer.as_str(), i.realm.as_deref()),
+            ("acl", "svc", "iss", Some("https://r/auth/token"))
+        );
+        assert_eq!(
+            (i.expiration, i.refreshexpiration, i.leeway),
+            (Duration::from_secs(600), Duration::from_secs(48 * 3600), Duration::from_millis(1500))
+        );
+        assert_eq!(
+            (i.key.as_deref(), i.certificate.as_deref(), i.statedir.as_deref()),
+            (Some(Path::new("/etc/issuer.key")), Some(Path::new("/etc/issuer.crt")), Some(Path::new("/var/lib/berth")))
+        );
         let p = &c.plugins.entries["storage-fs"];
         assert_eq!(p.path, Path::new("/p/fs.wasm"));
         assert_eq!(p.sha256.as_deref(), Some("0123456789"));
@@ -642,7 +706,7 @@ mod tests {
                 ("BERTH_TEST_STORAGE", "s3"),
                 ("BERTH_PLUGIN_DIR", "/p"),
                 ("PATH", "/bin"),
-                ("REGISTRY_AUTH_HTPASSWD_PATH", "/htpasswd"),
+                ("REGISTRY_REDIS_ADDR", "10.0.0.2:6379"),
                 ("BERTH_HTTP_SECRET", "s"),
                 // What Kubernetes defines for a service named `registry`.
                 ("REGISTRY_PORT", "tcp://10.0.0.1:5000"),
@@ -654,9 +718,9 @@ mod tests {
             l.unknown_keys,
             [
                 "http.secret (from BERTH_HTTP_SECRET)",
-                "auth.htpasswd.path (from REGISTRY_AUTH_HTPASSWD_PATH)",
                 "port (from REGISTRY_PORT)",
                 "port.5000.tcp.addr (from REGISTRY_PORT_5000_TCP_ADDR)",
+                "redis.addr (from REGISTRY_REDIS_ADDR)",
             ]
         );
     }

@@ -14,7 +14,10 @@ use crate::auth::scope::{narrow, Scope};
 pub enum Credentials<'a> {
     Anonymous,
     /// As the client sent them; the plugin checks the password.
-    Basic { username: &'a str, password: &'a str },
+    Basic {
+        username: &'a str,
+        password: &'a str,
+    },
     /// A token whose signature, issuer, audience and times the host verified.
     Bearer(&'a crate::auth::token::Claims),
 }
@@ -72,21 +75,26 @@ impl PolicyPlugin {
         let answer = p
             .call("authorize", |i| {
                 Box::pin(async move {
-                    i.bindings.berth_plugin_auth_policy().call_authorize(&mut i.store, &credentials, &wanted, &request).await
+                    i.bindings
+                        .berth_plugin_auth_policy()
+                        .call_authorize(&mut i.store, &credentials, &wanted, &request)
+                        .await
                 })
             })
             .await?
             .map_err(|message| PolicyError::Refused { policy: p.name().to_string(), message })?;
-        let granted: Vec<Scope> = answer
-            .granted
-            .into_iter()
-            .map(|s| Scope { kind: s.kind, name: s.name, actions: s.actions })
-            .collect();
+        let granted: Vec<Scope> =
+            answer.granted.into_iter().map(|s| Scope { kind: s.kind, name: s.name, actions: s.actions }).collect();
         let (subject, groups) = match answer.identity {
             Some(i) => (Some(i.subject), i.groups),
             None => (None, Vec::new()),
         };
-        Ok(Decision { subject, groups, granted: narrow(&granted, requested), cache_ttl_seconds: answer.cache_ttl_seconds })
+        Ok(Decision {
+            subject,
+            groups,
+            granted: narrow(&granted, requested),
+            cache_ttl_seconds: answer.cache_ttl_seconds,
+        })
     }
 }
 
