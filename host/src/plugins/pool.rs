@@ -5,6 +5,9 @@
 //! deadline or memory cap discards the instance, logs and counts the failure by its kind; the
 //! slot re-instantiates on next use.
 //!
+//! A call whose future is dropped mid-way (its request was cancelled) leaves its instance
+//! unusable; the next `hold` notices and replaces it.
+//!
 //! A call locks one slot for that call only; a stream or writer bound to an instance locks its
 //! slot per operation, so a long upload never blocks other calls. `instances` slots are kept
 //! warm. A plugin that declares itself stateless (`loader::INFO_SECTION`) may grow to
@@ -179,6 +182,12 @@ impl<K: Kind> Pool<K> {
     /// instance (a stream or writer bound to it).
     pub async fn hold<'a>(&self, slot: &'a Slot<K>, id: Option<u64>) -> Result<Held<'a, K>, Failure> {
         let mut guard = slot.lock().await;
+        if guard.as_ref().is_some_and(|i| i.store.data().in_call) {
+            // The last call on it was abandoned mid-way (its request went away): the instance
+            // cannot be entered again. Not a plugin failure, so not counted as one.
+            tracing::debug!(plugin = %self.spec.name, "instance left mid-call by a cancelled request; replacing it");
+            *guard = None;
+        }
         let current = guard.as_ref().map(|i| i.id);
         match (id, current) {
             (Some(want), Some(have)) if want == have => {}
@@ -201,7 +210,9 @@ impl<K: Kind> Pool<K> {
         let started = Instant::now();
         inst.store.data_mut().call_deadline = started + self.spec.deadline;
         inst.store.set_epoch_deadline(1);
+        inst.store.data_mut().in_call = true;
         let result = tokio::time::timeout(self.spec.deadline + HOST_TIMER_SLACK, f(inst)).await;
+        held.instance().store.data_mut().in_call = false;
         self.observe(op, started);
         let error = match result {
             Ok(Ok(v)) => return Ok(v),

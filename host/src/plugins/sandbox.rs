@@ -24,6 +24,10 @@ pub struct State {
     pub(crate) plugin: Arc<str>,
     /// When the current call must end (`Pool::run` sets it before every call).
     pub(crate) call_deadline: Instant,
+    /// A guest call started and has not returned. Still set when no call is running means the
+    /// call's future was dropped mid-way (its request was cancelled): wasmtime then refuses to
+    /// enter the instance again, so the pool replaces it.
+    pub(crate) in_call: bool,
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
@@ -114,6 +118,7 @@ pub fn new_store(engine: &Engine, spec: &PluginSpec) -> Result<Store<State>, Plu
     let state = State {
         plugin: name,
         call_deadline: Instant::now() + spec.deadline,
+        in_call: false,
         wasi: b.build(),
         table: ResourceTable::new(),
         limiter,

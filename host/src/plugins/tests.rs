@@ -152,3 +152,17 @@ async fn a_stuck_call_does_not_hold_up_a_stateless_plugin() {
     let second = p.pick();
     assert!(Arc::ptr_eq(&held, &second), "a stateful plugin with one instance has one slot");
 }
+
+/// A call abandoned mid-way (its request was cancelled, so its future was dropped) leaves an
+/// instance wasmtime will not enter again: the next call must get a fresh one, not a trap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_abandoned_mid_way_does_not_poison_the_next() {
+    let mut s = spec("berth_hostile.wasm", &[("mode", "stuck")]);
+    s.deadline = Duration::from_secs(5);
+    s.max_instances = 1;
+    let p = Pool::<StorageKind>::load(s).await.unwrap();
+    let abandoned = tokio::time::timeout(Duration::from_millis(100), stat_failure(&p, "/stuck")).await;
+    assert!(abandoned.is_err(), "the stuck call was cut off by the caller");
+    assert_eq!(stat_failure(&p, "/other").await, None, "the next call is answered by a fresh instance");
+    assert_eq!(stat_failure(&p, "/other").await, None);
+}
