@@ -1,5 +1,5 @@
 //! The policy plugin's decisions, cached for the TTL it returns under a keyed hash of the
-//! plugin version, the credentials and the scopes asked for. The key is SHA-256 over a
+//! plugin version (a reload starts afresh), the credentials and the scopes asked for. The key is SHA-256 over a
 //! per-process random secret first, so a password is never kept, not even as a plain hash an
 //! attacker with a memory dump could test guesses against.
 
@@ -35,7 +35,7 @@ impl Decisions {
     fn key(&self, credentials: &Credentials<'_>, token: Option<&str>, requested: &[Scope]) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(self.secret);
-        h.update(self.policy.version_key().as_bytes());
+        h.update(self.policy.generation().to_le_bytes());
         match credentials {
             Credentials::Anonymous => h.update(b"\x00anonymous"),
             Credentials::Basic { username, password } => {

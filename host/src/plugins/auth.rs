@@ -44,10 +44,10 @@ pub enum PolicyError {
 pub struct PolicyPlugin(pub Arc<Swap<AuthKind>>);
 
 impl PolicyPlugin {
-    /// The serving version's content hash: decisions cached under one version are not reused
-    /// under another.
-    pub fn version_key(&self) -> String {
-        self.0.current().sha256.clone()
+    /// The serving version (one load of a file and its config): decisions cached under one
+    /// version are not reused under another.
+    pub fn generation(&self) -> u64 {
+        self.0.current().generation
     }
 
     pub async fn authorize(

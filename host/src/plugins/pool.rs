@@ -70,6 +70,8 @@ pub struct Pool<K: Kind> {
     pub version: semver::Version,
     /// It declared that its instances keep no state between calls.
     pub stateless: bool,
+    /// Unique per load: a reload with the same file but another config is another version.
+    pub generation: u64,
     engine: Engine,
     pre: K::Pre,
     slots: Vec<Slot<K>>,
@@ -107,6 +109,7 @@ impl<K: Kind> Pool<K> {
             sha256: loaded.sha256,
             version: loaded.version,
             stateless: loaded.stateless,
+            generation: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             engine,
             pre,
             slots: (0..total).map(|_| Arc::new(Mutex::new(None))).collect(),
