@@ -27,9 +27,27 @@ cargo test --release -p berth
 cd tests
 echo "== black-box suite, native filesystem driver"
 python3 -m pytest -q -p no:cacheprovider "$@"
-echo "== registry API suite, storage-fs component driver"
-BERTH_TEST_STORAGE=storage-fs python3 -m pytest -q -p no:cacheprovider test_api_*.py test_interop.py test_skopeo.py "$@"
-echo "== registry API suite, S3 driver (moto server)"
-BERTH_TEST_STORAGE=s3 python3 -m pytest -q -p no:cacheprovider test_api_*.py test_interop.py test_skopeo.py "$@"
-echo "== registry API suite, Azure driver (Azurite)"
-BERTH_TEST_STORAGE=azure python3 -m pytest -q -p no:cacheprovider test_api_*.py test_skopeo.py "$@"
+# The registry API suite on the other drivers: the three runs share nothing (their own servers,
+# ports, temporary directories and key prefixes) and mostly wait on I/O, so they run at once;
+# each one's output is shown whole when it ends.
+suites_dir="$(mktemp -d)"
+trap 'kill $services 2>/dev/null || true; rm -f "$services_env"; rm -rf "$suites_dir"' EXIT
+suite() { # name storage files...
+  local name=$1 storage=$2
+  shift 2
+  BERTH_TEST_STORAGE=$storage python3 -m pytest -q -p no:cacheprovider --basetemp="$suites_dir/$name.tmp" "$@" \
+    >"$suites_dir/$name.log" 2>&1
+}
+suite storage-fs storage-fs test_api_*.py test_interop.py test_skopeo.py "$@" & fs=$!
+suite s3 s3 test_api_*.py test_interop.py test_skopeo.py "$@" & s3=$!
+suite azure azure test_api_*.py test_skopeo.py "$@" & az=$!
+failed=0
+for run in "storage-fs component driver:storage-fs:$fs" "S3 driver (moto server):s3:$s3" "Azure driver (Azurite):azure:$az"; do
+  IFS=: read -r title name pid <<<"$run"
+  status=0
+  wait "$pid" || status=$?
+  echo "== registry API suite, $title"
+  cat "$suites_dir/$name.log"
+  [ "$status" -eq 0 ] || failed=1
+done
+exit $failed

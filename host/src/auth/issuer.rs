@@ -321,7 +321,7 @@ impl Auth {
             tracing::error!(error = %e, "cannot sign a token");
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "cannot sign a token")
         })?;
-        metrics::get_tokens().inc();
+        crate::metrics::get().tokens_issued.inc();
         count("allowed");
         tracing::info!(subject = %subject, scopes = %super::scope::join(&granted), "token issued");
         let mut out = json!({
@@ -344,11 +344,5 @@ impl Auth {
             out["refresh_token"] = json!(refresh);
         }
         Ok(out)
-    }
-}
-
-mod metrics {
-    pub fn get_tokens() -> &'static prometheus_client::metrics::counter::Counter {
-        &crate::metrics::get().tokens_issued
     }
 }

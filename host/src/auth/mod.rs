@@ -41,7 +41,6 @@ use scope::{covers, Scope};
 use throttle::Throttle;
 use token::{TokenError, Verifier};
 
-pub use decisions::PolicyAnswer;
 
 /// An `alg` name from `signingalgorithms`: any asymmetric one; `none` and HMAC refused.
 pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
@@ -127,8 +126,7 @@ impl Caller<'_> {
 
     /// Basic credentials, decoded; `Err` for a malformed header.
     fn basic(&self) -> Option<Result<(String, String), ()>> {
-        let (scheme, b64) = self.authorization().filter(|(s, _)| s.eq_ignore_ascii_case("basic"))?;
-        let _ = scheme;
+        let (_, b64) = self.authorization().filter(|(s, _)| s.eq_ignore_ascii_case("basic"))?;
         let decoded =
             base64::engine::general_purpose::STANDARD.decode(b64).ok().and_then(|b| String::from_utf8(b).ok());
         Some(decoded.and_then(|s| s.split_once(':').map(|(u, p)| (u.to_string(), p.to_string()))).ok_or(()))
@@ -190,7 +188,7 @@ fn policy_failed() -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "DENIED", "the authorization policy failed; access denied")
 }
 
-/// `/v2/` requests (no scope) need authentication only.
+/// `s` as the inside of a quoted-string in a challenge.
 fn quoted(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"")
 }

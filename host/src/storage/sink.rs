@@ -48,7 +48,8 @@ impl DirectBuf {
 impl Sink {
     /// `file` was opened for writing (appending if resuming) and holds `start` bytes.
     pub fn new(file: File, start: u64) -> Sink {
-        let direct = (start % ALIGN as u64 == 0 && set_direct(&file, true)).then(DirectBuf::new);
+        let direct = (mode() != Mode::Buffered && start % ALIGN as u64 == 0 && set_direct(&file, true))
+            .then(DirectBuf::new);
         Sink { file, written: start, flushed: start, direct }
     }
 
@@ -132,8 +133,42 @@ pub(super) struct Prefetch(Option<File>);
 impl Prefetch {
     pub fn run(self) {
         if let Some(file) = self.0 {
-            prefetch(&file);
+            if mode() == Mode::Readback {
+                read_back(&file);
+            } else {
+                prefetch(&file);
+            }
         }
+    }
+}
+
+/// EXPERIMENT (issue 13): how uploads are written, from `BERTH_FS_WRITES`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Direct,
+    Buffered,
+    Readback,
+}
+
+fn mode() -> Mode {
+    static MODE: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
+    *MODE.get_or_init(|| match std::env::var("BERTH_FS_WRITES").as_deref() {
+        Ok("buffered") => Mode::Buffered,
+        Ok("readback") => Mode::Readback,
+        _ => Mode::Direct,
+    })
+}
+
+/// Reads the whole file through the page cache, so the next reader finds it there.
+fn read_back(file: &File) {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    while let Ok(n) = file.read_at(&mut buf, off) {
+        if n == 0 {
+            break;
+        }
+        off += n as u64;
     }
 }
 
