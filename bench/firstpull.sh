@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The first pull right after a push (issue 13), as a CI pipeline does it: COUNT blobs of BLOB_MIB
 # MiB pushed in parallel, then pulled in parallel at once (first pull), then again (second pull),
-# against distribution 2.8.2 and against Berth in each upload write mode, side by side in one
-# run. Every server starts on a fresh directory; before each push the page cache is dropped
+# against distribution 2.8.2 and against Berth with each `storage.filesystem.warmbytes` given
+# (the default: the first 256 MiB of an upload through the page cache; 0: all direct writes),
+# side by side in one run. Every server starts on a fresh directory; before each push the page cache is dropped
 # (when the kernel lets us) and the source blobs read back in, so every server starts equal.
 #
 #   bash bench/firstpull.sh                      # builds berth, runs, prints the table
-#   BENCH_NO_BUILD=1 BENCH_MODES="direct buffered" bash bench/firstpull.sh
+#   BENCH_NO_BUILD=1 BENCH_MODES="warm=268435456 direct=0" bash bench/firstpull.sh
 #   BENCH_SMALL_CACHE_GIB=20 ...                 # pin that much anonymous memory first, leaving
 #                                                # a small page cache (the small-cache figures)
 #
@@ -23,7 +24,7 @@ DIST_BIN=${DIST_BIN:-docker-registry}
 COUNT=${BENCH_COUNT:-8}
 BLOB_MIB=${BENCH_BLOB_MIB:-128}
 RUNS=${BENCH_RUNS:-3}
-MODES=${BENCH_MODES:-direct buffered readback}
+MODES=${BENCH_MODES:-warm=268435456 direct=0}
 SMALL_GIB=${BENCH_SMALL_CACHE_GIB:-0}
 NCPU=$(nproc)
 CLIENT_CPUS=${BENCH_CLIENT_CPUS:-0-$((NCPU - 1))}
@@ -70,8 +71,8 @@ drop_caches() {
   cat "${FILES[@]:1}" >/dev/null
 }
 
-start() { # name mode -> URL in $URL, pid in $SPID
-  local name=$1 mode=$2 port
+start() { # name warmbytes -> URL in $URL, pid in $SPID
+  local name=$1 warm=$2 port
   port=$(free_port)
   rm -rf "$WORK/$name" && mkdir -p "$WORK/$name/data"
   if [ "$name" = distribution ]; then
@@ -79,9 +80,9 @@ start() { # name mode -> URL in $URL, pid in $SPID
       "$WORK/$name/data" "$port" >"$WORK/$name/config.yml"
     (cd "$WORK/$name" && exec "$DIST_BIN" serve config.yml) >"$WORK/$name/log" 2>&1 &
   else
-    printf 'log: {level: warn}\nhttp: {addr: "127.0.0.1:%s"}\nstorage: {filesystem: {rootdirectory: %s}}\n' \
-      "$port" "$WORK/$name/data" >"$WORK/$name/config.yml"
-    (cd "$WORK/$name" && BERTH_FS_WRITES=$mode exec "$BERTH_BIN" serve --config config.yml) >"$WORK/$name/log" 2>&1 &
+    printf 'log: {level: warn}\nhttp: {addr: "127.0.0.1:%s"}\nstorage: {filesystem: {rootdirectory: %s, warmbytes: %s}}\n' \
+      "$port" "$WORK/$name/data" "$warm" >"$WORK/$name/config.yml"
+    (cd "$WORK/$name" && exec "$BERTH_BIN" serve --config config.yml) >"$WORK/$name/log" 2>&1 &
   fi
   SPID=$!
   PIDS+=("$SPID")
@@ -123,7 +124,7 @@ wait_all() {
 
 declare -A PUSH FIRST SECOND
 SERVERS=(distribution)
-for m in $MODES; do SERVERS+=("berth:$m"); done
+for m in $MODES; do SERVERS+=("berth-${m%%=*}:${m#*=}"); done
 for run in $(seq 1 "$RUNS"); do
   for s in "${SERVERS[@]}"; do
     name=${s%%:*}; mode=${s#*:}

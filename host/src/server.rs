@@ -45,9 +45,19 @@ pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
 fn native_driver(config: &Config) -> std::io::Result<Arc<dyn StorageDriver>> {
     let redirect = !config.storage.redirect.disable;
     let driver: Arc<dyn StorageDriver> = match config.driver() {
-        Driver::Filesystem(root) => Arc::new(FilesystemDriver::open(&root).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("storage.filesystem.rootdirectory {}: {e}", root.display()))
-        })?),
+        Driver::Filesystem(root) => {
+            let warm = config.storage.filesystem.as_ref().map_or(crate::storage::DEFAULT_WARM_BYTES, |f| f.warmbytes);
+            Arc::new(
+                FilesystemDriver::open(&root)
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("storage.filesystem.rootdirectory {}: {e}", root.display()),
+                        )
+                    })?
+                    .with_warm_bytes(warm),
+            )
+        }
         Driver::InMemory => Arc::new(InMemoryDriver::new()),
         Driver::Plugin(name) => {
             return Err(std::io::Error::other(format!("storage.plugin {name}: plugin drivers need build_with_plugins")))

@@ -430,6 +430,7 @@ mod tests {
         ("http.debug.prometheus.enabled", "HTTP_DEBUG_PROMETHEUS_ENABLED", "false"),
         ("http.debug.prometheus.path", "HTTP_DEBUG_PROMETHEUS_PATH", "/m"),
         ("storage.filesystem.rootdirectory", "STORAGE_FILESYSTEM_ROOTDIRECTORY", "/srv/registry"),
+        ("storage.filesystem.warmbytes", "STORAGE_FILESYSTEM_WARMBYTES", "1048576"),
         ("storage.inmemory", "STORAGE_INMEMORY", "{}"),
         ("storage.delete.enabled", "STORAGE_DELETE_ENABLED", "false"),
         ("storage.maintenance.readonly.enabled", "STORAGE_MAINTENANCE_READONLY_ENABLED", "true"),
@@ -564,6 +565,7 @@ mod tests {
         assert_eq!(d.prometheus.path, "/m");
         let st = &c.storage;
         assert_eq!(st.filesystem.as_ref().unwrap().rootdirectory, Path::new("/srv/registry"));
+        assert_eq!(st.filesystem.as_ref().unwrap().warmbytes, 1 << 20);
         assert!(st.inmemory.is_some());
         assert!(!st.delete.enabled);
         assert!(st.maintenance.readonly.enabled);

@@ -211,11 +211,14 @@ pub struct Redirect {
 #[serde(default)]
 pub struct Filesystem {
     pub rootdirectory: PathBuf,
+    /// The first bytes of every upload written through the page cache, so a pull right after
+    /// the push finds them there; the rest of a larger blob goes to the device directly.
+    pub warmbytes: u64,
 }
 
 impl Default for Filesystem {
     fn default() -> Self {
-        Filesystem { rootdirectory: PathBuf::from("./data") }
+        Filesystem { rootdirectory: PathBuf::from("./data"), warmbytes: crate::storage::DEFAULT_WARM_BYTES }
     }
 }
 

@@ -24,6 +24,8 @@ pub struct FilesystemDriver {
     root: Arc<Dir>,
     /// A plain descriptor of the root to fsync it (cap-std's own is an `O_PATH` one).
     sync_handle: Arc<std::fs::File>,
+    /// Bytes of each upload written through the page cache (see `sink`).
+    warm_bytes: u64,
 }
 
 impl FilesystemDriver {
@@ -32,7 +34,14 @@ impl FilesystemDriver {
         std::fs::create_dir_all(root)?;
         let dir = Dir::open_ambient_dir(root, ambient_authority())?;
         let sync_handle = std::fs::File::open(root)?;
-        Ok(Self { root: Arc::new(dir), sync_handle: Arc::new(sync_handle) })
+        Ok(Self { root: Arc::new(dir), sync_handle: Arc::new(sync_handle), warm_bytes: super::sink::DEFAULT_WARM_BYTES })
+    }
+
+    /// Writes the first `n` bytes of each upload through the page cache, the rest directly
+    /// (`storage.filesystem.warmbytes`).
+    pub fn with_warm_bytes(mut self, n: u64) -> Self {
+        self.warm_bytes = n;
+        self
     }
 
     /// Runs blocking filesystem work off the async workers.
@@ -161,7 +170,7 @@ impl StorageDriver for FilesystemDriver {
             let len = f.metadata().map_err(io_err(&rel))?.len();
             Ok((f.into_std(), len))
         };
-        Ok(Box::new(FsWriter::spawn(open, path.to_string()).await?))
+        Ok(Box::new(FsWriter::spawn(open, path.to_string(), self.warm_bytes).await?))
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
@@ -262,7 +271,7 @@ struct FsWriter {
 impl FsWriter {
     /// Opens the file on the writer's own blocking thread (one hop instead of two), then
     /// writes what arrives until commit or cancel.
-    async fn spawn<F>(open: F, path: String) -> Result<Self>
+    async fn spawn<F>(open: F, path: String, warm: u64) -> Result<Self>
     where
         F: FnOnce() -> Result<(std::fs::File, u64)> + Send + 'static,
     {
@@ -280,7 +289,7 @@ impl FsWriter {
                     return;
                 }
             };
-            let mut sink = Some(Sink::new(file, start));
+            let mut sink = Some(Sink::new(file, start, warm));
             let mut prefetch = None;
             let result = (|| -> std::io::Result<()> {
                 while let Some(msg) = rx.blocking_recv() {

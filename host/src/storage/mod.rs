@@ -18,6 +18,7 @@ use futures_util::Stream;
 
 pub use component::ComponentDriver;
 pub use fs::FilesystemDriver;
+pub use sink::DEFAULT_WARM_BYTES;
 pub use metered::MeteredDriver;
 pub use object::{InMemoryDriver, ObjectStoreDriver};
 

@@ -1,11 +1,20 @@
-//! Where the filesystem driver's writer thread puts bytes: straight to the device with
-//! `O_DIRECT` when the file offset allows it, through the page cache otherwise.
+//! Where the filesystem driver's writer thread puts bytes: the first `warm` bytes of an upload
+//! through the page cache, the rest straight to the device with `O_DIRECT`.
 //!
-//! An upload must be on stable storage before its blob becomes visible. Through the page cache
-//! that means the kernel's writeback of every dirty page before the final fsync, which on the
-//! machines measured ran at a third of what the device takes with direct writes. Direct writes
-//! need block-aligned buffers, offsets and lengths, so whole blocks go direct and the unaligned
-//! tail goes through the page cache at commit, followed by one `fdatasync`.
+//! An upload must be on stable storage before its blob becomes visible, and a blob just pushed
+//! is usually pulled at once (a CI job pushes, a deploy pulls). Through the page cache, durability
+//! means the kernel's writeback of every dirty page before the final `fdatasync`, which on the
+//! machines measured ran at a third of what the device takes with direct writes, and gets slower
+//! as the cache grows; but the pages stay cached, so the first pull costs what the second does.
+//! Direct writes are fast and leave the cache alone, but the first pull then reads the disk
+//! (`bench/firstpull.sh`: 8 x 128 MiB pulled right after their push took 1.8-3x the second pull;
+//! asking the kernel to read the blob back after commit, or reading it back ourselves, does not
+//! finish before the pull starts and only competes with it). So an upload's first `warm` bytes
+//! (256 MiB by default, `storage.filesystem.warmbytes`) go through the cache, with writeback
+//! started every 16 MiB so the final sync has little left to do; a larger blob's remainder goes
+//! direct, where the cache would only be churned by a layer too big to keep. Direct writes need
+//! block-aligned buffers, offsets and lengths, so the switch happens at a block boundary and the
+//! unaligned tail goes through the page cache at commit, followed by one `fdatasync`.
 
 use std::fs::File;
 use std::io::Write;
@@ -23,8 +32,17 @@ pub(super) struct Sink {
     written: u64,
     /// Page-cache mode: offset up to which writeback has been started.
     flushed: u64,
+    /// Bytes of the file written through the page cache before switching to direct writes.
+    warm: u64,
+    /// The filesystem refused `O_DIRECT`: everything goes through the page cache.
+    refused: bool,
+    /// Where direct writes began, if they did (the part a pull will read from the device).
+    direct_from: Option<u64>,
     direct: Option<DirectBuf>,
 }
+
+/// The default of `storage.filesystem.warmbytes`.
+pub const DEFAULT_WARM_BYTES: u64 = 256 << 20;
 
 /// A block-aligned staging buffer for direct writes.
 struct DirectBuf {
@@ -46,22 +64,50 @@ impl DirectBuf {
 }
 
 impl Sink {
-    /// `file` was opened for writing (appending if resuming) and holds `start` bytes.
-    pub fn new(file: File, start: u64) -> Sink {
-        let direct = (mode() != Mode::Buffered && start % ALIGN as u64 == 0 && set_direct(&file, true))
-            .then(DirectBuf::new);
-        Sink { file, written: start, flushed: start, direct }
+    /// `file` was opened for writing (appending if resuming) and holds `start` bytes; its first
+    /// `warm` bytes are written through the page cache.
+    pub fn new(file: File, start: u64, warm: u64) -> Sink {
+        Sink { file, written: start, flushed: start, warm, refused: false, direct_from: None, direct: None }
+    }
+
+    /// How many more bytes go through the page cache before direct writes are tried: up to the
+    /// warm limit, then on to the next block boundary; all of them once direct writes were refused.
+    fn cached_room(&self) -> u64 {
+        if self.refused {
+            u64::MAX
+        } else if self.written < self.warm {
+            self.warm - self.written
+        } else {
+            (ALIGN as u64 - self.written % ALIGN as u64) % ALIGN as u64
+        }
+    }
+
+    /// At a block boundary past the warm prefix: switch to direct writes, where the
+    /// filesystem allows them.
+    fn go_direct(&mut self) {
+        if set_direct(&self.file, true) {
+            self.direct = Some(DirectBuf::new());
+            self.direct_from = Some(self.written);
+        } else {
+            self.refused = true;
+        }
     }
 
     pub fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        if self.direct.is_none() {
-            self.file.write_all(data)?;
-            self.written += data.len() as u64;
+        while self.direct.is_none() && !data.is_empty() {
+            let room = self.cached_room();
+            if room == 0 {
+                self.go_direct();
+                continue;
+            }
+            let n = room.min(data.len() as u64) as usize;
+            self.file.write_all(&data[..n])?;
+            self.written += n as u64;
+            data = &data[n..];
             if self.written - self.flushed >= WRITEBACK_STEP {
                 start_writeback(&self.file, self.flushed, self.written - self.flushed);
                 self.flushed = self.written;
             }
-            return Ok(());
         }
         while !data.is_empty() {
             let d = self.direct.as_mut().expect("direct mode");
@@ -107,10 +153,10 @@ impl Sink {
 
     /// Everything durable. Returns a `Prefetch` to run once the caller has been answered.
     pub fn commit(mut self) -> std::io::Result<Prefetch> {
-        let was_direct = self.direct.is_some();
+        let direct_from = self.direct.as_ref().and(self.direct_from);
         self.drain()?;
         self.file.sync_data()?;
-        Ok(Prefetch(was_direct.then_some(self.file)))
+        Ok(Prefetch(direct_from.map(|from| (self.file, from))))
     }
 
     /// Drops what this writer added since `start`.
@@ -125,65 +171,30 @@ impl Sink {
     }
 }
 
-/// Direct writes leave nothing in the page cache, but a blob just pushed is usually pulled
-/// soon (a CI job pushes, a deploy pulls): ask the kernel to read it back in the background, as
-/// a page-cache write would have left it.
-pub(super) struct Prefetch(Option<File>);
+/// Direct writes leave nothing in the page cache: ask the kernel to read that part back in the
+/// background, in case the pull comes later than at once.
+pub(super) struct Prefetch(Option<(File, u64)>);
 
 impl Prefetch {
     pub fn run(self) {
-        if let Some(file) = self.0 {
-            if mode() == Mode::Readback {
-                read_back(&file);
-            } else {
-                prefetch(&file);
-            }
+        if let Some((file, from)) = self.0 {
+            prefetch(&file, from);
         }
     }
 }
 
-/// EXPERIMENT (issue 13): how uploads are written, from `BERTH_FS_WRITES`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
-    Direct,
-    Buffered,
-    Readback,
-}
-
-fn mode() -> Mode {
-    static MODE: std::sync::OnceLock<Mode> = std::sync::OnceLock::new();
-    *MODE.get_or_init(|| match std::env::var("BERTH_FS_WRITES").as_deref() {
-        Ok("buffered") => Mode::Buffered,
-        Ok("readback") => Mode::Readback,
-        _ => Mode::Direct,
-    })
-}
-
-/// Reads the whole file through the page cache, so the next reader finds it there.
-fn read_back(file: &File) {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    while let Ok(n) = file.read_at(&mut buf, off) {
-        if n == 0 {
-            break;
-        }
-        off += n as u64;
-    }
-}
-
-/// Asks the kernel to read a file into the page cache in the background.
-pub(super) fn prefetch(file: &File) {
+/// Asks the kernel to read a file from `from` on into the page cache in the background.
+pub(super) fn prefetch(file: &File, from: u64) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
         // SAFETY: advice on an open descriptor; it only schedules readahead.
         unsafe {
-            libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+            libc::posix_fadvise(file.as_raw_fd(), from as i64, 0, libc::POSIX_FADV_WILLNEED);
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = file;
+    let _ = (file, from);
 }
 
 /// Turns `O_DIRECT` on or off for an open file; false where the filesystem refuses it.
@@ -231,11 +242,17 @@ mod tests {
     fn direct_and_buffered_write_the_same_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let data = pattern(3 * DIRECT_CHUNK + 12_345);
-        for (name, start) in [("aligned", 0usize), ("unaligned", 10)] {
+        let cases = [
+            ("direct", 0usize, 0u64),
+            ("direct-unaligned", 10, 0),
+            ("warm-prefix-then-direct", 0, DIRECT_CHUNK as u64 + 7),
+            ("all-warm", 10, u64::MAX),
+        ];
+        for (name, start, warm) in cases {
             let path = dir.path().join(name);
             std::fs::write(&path, pattern(start)).unwrap();
             let f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-            let mut sink = Sink::new(f, start as u64);
+            let mut sink = Sink::new(f, start as u64, warm);
             for chunk in data.chunks(65_521) {
                 sink.write(chunk).unwrap();
             }
@@ -251,12 +268,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         let f = std::fs::File::create(&path).unwrap();
-        let mut sink = Sink::new(f, 0);
+        let mut sink = Sink::new(f, 0, 0);
         sink.write(&pattern(DIRECT_CHUNK + 5)).unwrap();
         sink.abandon().unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), pattern(DIRECT_CHUNK + 5));
         let f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-        let mut sink = Sink::new(f, (DIRECT_CHUNK + 5) as u64);
+        let mut sink = Sink::new(f, (DIRECT_CHUNK + 5) as u64, 0);
         sink.write(b"more").unwrap();
         sink.cancel((DIRECT_CHUNK + 5) as u64).unwrap();
         assert_eq!(std::fs::read(&path).unwrap().len(), DIRECT_CHUNK + 5);

@@ -39,13 +39,14 @@ pub(super) fn regular_file(d: Descriptor, mode: OpenMode) -> std::result::Result
     }
 }
 
-/// The native driver's upload sink on a plugin's file, positioned at `at`: aligned blocks go
-/// straight to the device, so an upload costs no page-cache copy (or memory) on the host.
+/// The native driver's upload sink on a plugin's file, positioned at `at`: the warm prefix
+/// through the page cache (for the pull that follows a push), the rest straight to the device,
+/// as the native driver writes.
 pub(super) fn direct_sink(file: &std::fs::File, at: u64) -> std::io::Result<Sink> {
     use std::io::{Seek, SeekFrom};
     // A descriptor of our own (the plugin's copy was handed over): its offset and its direct
     // flag are ours to set.
     let mut own = file.try_clone()?;
     own.seek(SeekFrom::Start(at))?;
-    Ok(Sink::new(own, at))
+    Ok(Sink::new(own, at, super::super::DEFAULT_WARM_BYTES))
 }

@@ -266,7 +266,7 @@ impl PluginWriter {
         if let Some(file) = file {
             // As the native driver does after its direct writes: a blob just pushed is usually
             // pulled soon, so have the kernel read it back in the background.
-            tokio::task::spawn_blocking(move || prefetch(&file));
+            tokio::task::spawn_blocking(move || prefetch(&file, 0));
         }
         Ok(())
     }
