@@ -12,10 +12,26 @@ from pathlib import Path
 import pytest
 import requests
 
-from harness import object_store_config, start_berth, start_distribution
+import harness
+from harness import object_store_config, start_distribution
 
 LINK_RE = re.compile(r'^<([^>]+)>;\s*rel="?next"?$')
 REPOS = "docker/registry/v2/repositories"
+
+
+@pytest.fixture(autouse=True)
+def stop_servers(monkeypatch):
+    """Every server a test starts is stopped when it ends."""
+    started = []
+
+    def start(*args, **kwargs):
+        started.append(harness.start_berth(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setitem(globals(), "start_berth", start)
+    yield
+    for s in started:
+        s.stop()
 
 
 def names(count: int) -> list[str]:
