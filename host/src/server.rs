@@ -231,6 +231,7 @@ fn app(config: &Config, driver: Arc<dyn StorageDriver>, auth: Option<Arc<Auth>>)
         delete_enabled: config.storage.delete.enabled,
         relative_urls: config.http.relativeurls,
         max_in_flight: config.http.maxinflight,
+        catalog_max_entries: config.catalog.maxentries,
         tls: config.http.tls.is_some(),
     };
     let registry =

@@ -152,15 +152,8 @@ fn pagination(req: &Request<Incoming>) -> Result<(Option<usize>, Option<String>)
     Ok((n, param(&q, "last").filter(|l| !l.is_empty()).map(str::to_string)))
 }
 
-fn json_page(
-    app: &App,
-    req: &Request<Incoming>,
-    path: &str,
-    body: serde_json::Value,
-    page: &Page,
-    n: Option<usize>,
-) -> Response<Body> {
-    let mut r = Response::new(full(body.to_string()));
+fn json_page(app: &App, req: &Request<Incoming>, path: &str, body: String, page: &Page, n: Option<usize>) -> Response<Body> {
+    let mut r = Response::new(full(body));
     set(&mut r, "content-type", "application/json");
     if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
         let next = format!(
@@ -172,17 +165,34 @@ fn json_page(
     r
 }
 
+/// A catalog page: `catalog.maxentries` names without `n`, and never more. distribution 2.8
+/// has no cap and distribution 3 refuses a larger `n` with `PAGINATION_NUMBER_INVALID`;
+/// Berth clamps it and links on, which the spec allows and no paging client trips over.
 async fn catalog(app: &App, req: &Request<Incoming>) -> Result {
     let (n, last) = pagination(req)?;
+    let max = match app.options.catalog_max_entries {
+        0 => crate::config::Catalog::default().maxentries,
+        m => m,
+    };
+    let n = n.map_or(max, |n| n.min(max));
     let page = app.registry.catalog(n, last.as_deref()).await?;
-    Ok(json_page(app, req, "/v2/_catalog", json!({ "repositories": page.items }), &page, n))
+    let body = serde_json::to_string(&json!({ "repositories": page.items })).expect("json of strings");
+    Ok(json_page(app, req, "/v2/_catalog", body, &page, Some(n)))
 }
 
+/// Every tag without `n`, as distribution answers; the body is written from the names with no
+/// intermediate JSON tree, so 100,000 tags cost their names and their text once each.
 async fn tags(app: &App, name: &RepoName, req: &Request<Incoming>) -> Result {
+    #[derive(serde::Serialize)]
+    struct TagList<'a> {
+        name: &'a str,
+        tags: &'a [String],
+    }
     let (n, last) = pagination(req)?;
     let page = app.registry.list_tags(name, n, last.as_deref()).await?;
     let path = format!("/v2/{name}/tags/list");
-    Ok(json_page(app, req, &path, json!({ "name": name.as_str(), "tags": page.items }), &page, n))
+    let body = serde_json::to_string(&TagList { name: name.as_str(), tags: &page.items }).expect("json of strings");
+    Ok(json_page(app, req, &path, body, &page, n))
 }
 
 /// Every media type in the `Accept` headers, without parameters.

@@ -42,6 +42,8 @@ pub struct ApiOptions {
     pub relative_urls: bool,
     /// Requests handled at once (0: unlimited); the rest get 429 TOOMANYREQUESTS.
     pub max_in_flight: usize,
+    /// The most repositories one catalog page holds, and the page size without `n`.
+    pub catalog_max_entries: usize,
     /// The listener serves HTTPS: absolute URLs say `https` unless a proxy says otherwise.
     pub tls: bool,
 }

@@ -460,6 +460,7 @@ mod tests {
         ("storage.gcs.rootdirectory", "STORAGE_GCS_ROOTDIRECTORY", "/gs"),
         ("storage.plugin.name", "STORAGE_PLUGIN_NAME", "storage-fs"),
         ("compatibility.schema1.enabled", "COMPATIBILITY_SCHEMA1_ENABLED", "true"),
+        ("catalog.maxentries", "CATALOG_MAXENTRIES", "250"),
         ("plugins.defaults.deadlinems", "PLUGINS_DEFAULTS_DEADLINEMS", "1000"),
         ("plugins.defaults.memorymib", "PLUGINS_DEFAULTS_MEMORYMIB", "128"),
         ("plugins.defaults.cachedir", "PLUGINS_DEFAULTS_CACHEDIR", "/cache"),
@@ -596,6 +597,7 @@ mod tests {
         assert_eq!(gcs.rootdirectory.as_deref(), Some("/gs"));
         assert_eq!(st.plugin.as_ref().unwrap().name, "storage-fs");
         assert!(c.compatibility.schema1.enabled);
+        assert_eq!(c.catalog.maxentries, 250);
         let d = &c.plugins.defaults;
         assert_eq!((d.deadline_ms, d.memory_mib), (1000, 128));
         assert_eq!(d.cache_dir.as_deref(), Some(Path::new("/cache")));

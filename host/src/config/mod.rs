@@ -6,6 +6,7 @@
 //! validation, behind [`Section`]; a new section is a new module and one line in `sections!`.
 
 mod auth;
+mod catalog;
 mod compatibility;
 pub mod duration;
 mod env;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 pub use auth::{Auth, Htpasswd, Issuer, Token};
+pub use catalog::Catalog;
 pub use compatibility::{Compatibility, Schema1};
 pub use http::{Debug, Http, Prometheus, Tls};
 pub use log::{Log, LogFormatter, LogLevel};
@@ -67,6 +69,8 @@ sections! {
     /// WebAssembly plugins by name, and their `defaults`.
     plugins: Plugins,
     compatibility: Compatibility,
+    /// Catalog page sizes.
+    catalog: Catalog,
     /// Who may do what (none: open).
     auth: Auth,
 }

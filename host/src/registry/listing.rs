@@ -1,26 +1,62 @@
-//! Tag lists and the catalog, sorted lexically and paginated with `n` and `last`.
+//! Tag lists and the catalog, in the spec's lexical order, paginated with `n` and `last`.
+//!
+//! Both read the layout a page at a time through `StorageDriver::list_page`, so a page costs
+//! what it holds: the catalog walks `repositories/` depth first from `last` and stops once the
+//! page is full. The order is distribution's: names compare by path component (`a` < `a/b` <
+//! `a-b`), which is what a walk over sorted directories produces.
+
+use std::collections::VecDeque;
 
 use super::{paths, Registry, RegistryError, RepoName, Result, Tag};
+use crate::storage::{validate_path, ListPage};
 
-/// One page of names; `more` says whether a next page exists.
+/// One page of names; `more` says whether a next page may exist.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Page {
     pub items: Vec<String>,
     pub more: bool,
 }
 
-/// Sorted names after `last`, at most `n` of them.
-fn paginate(mut all: Vec<String>, n: Option<usize>, last: Option<&str>) -> Page {
-    all.sort();
-    all.dedup();
-    let start = last.map_or(0, |l| all.partition_point(|x| x.as_str() <= l));
-    let rest = &all[start..];
-    let take = n.unwrap_or(rest.len()).min(rest.len());
-    Page { items: rest[..take].to_vec(), more: take < rest.len() }
-}
+/// Children asked of the driver per call on the walk: a page's worth, within bounds so a
+/// small page still reads a useful batch and a large one never asks for a huge one.
+const MIN_BATCH: usize = 16;
+const MAX_BATCH: usize = 1000;
 
 pub(super) fn last_component(path: &str) -> &str {
     path.rsplit('/').next().unwrap_or(path)
+}
+
+/// A directory on the catalog walk: its children after `cursor` not visited yet.
+struct Frame {
+    dir: String,
+    /// The repository name the directory stands for ("" for `repositories/` itself).
+    name: String,
+    cursor: Option<String>,
+    queued: VecDeque<String>,
+    more: bool,
+}
+
+impl Frame {
+    fn new(dir: String, name: String, cursor: Option<String>) -> Frame {
+        Frame { dir, name, cursor, queued: VecDeque::new(), more: true }
+    }
+}
+
+/// The walk's stack to resume after `last`: each ancestor directory of `last`, resuming after
+/// the component `last` goes on with, then `last`'s own directory (the names below it come
+/// next). A component that cannot be a path ends it: nothing can be below it.
+fn resume_after(root: &str, last: Option<&str>) -> Vec<Frame> {
+    let Some(last) = last else { return vec![Frame::new(root.to_string(), String::new(), None)] };
+    let comps: Vec<&str> = last.split('/').collect();
+    let mut frames = vec![Frame::new(root.to_string(), String::new(), Some(comps[0].to_string()))];
+    for i in 1..=comps.len() {
+        if validate_path(&format!("/{}", comps[i - 1])).is_err() {
+            break;
+        }
+        let name = comps[..i].join("/");
+        frames.push(Frame::new(format!("{root}/{name}"), name, comps.get(i).map(|c| c.to_string())));
+    }
+    frames
 }
 
 impl Registry {
@@ -32,20 +68,95 @@ impl Registry {
         }
     }
 
+    /// Tags after `last`, at most `n` (all without `n`), read in order from the tags directory.
     pub async fn list_tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
         match self.driver.stat(&paths::repo(repo)).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Err(RegistryError::NameUnknown(repo.to_string())),
             Err(e) => return Err(e.into()),
         }
-        let tags = self.all_tags(repo).await?.into_iter().map(|t| t.as_str().to_string()).collect();
-        Ok(paginate(tags, n, last))
+        let limit = n.unwrap_or(usize::MAX);
+        let dir = paths::tags(repo);
+        let mut items = Vec::new();
+        let mut cursor = last.map(str::to_string);
+        while items.len() < limit {
+            let page = match self.driver.list_page(&dir, cursor.as_deref(), limit - items.len()).await {
+                Ok(p) => p,
+                Err(e) if e.is_not_found() => break,
+                Err(e) => return Err(e.into()),
+            };
+            let Some(end) = page.names.last().cloned() else { break };
+            cursor = Some(end);
+            items.extend(page.names.into_iter().filter(|t| Tag::parse(t).is_ok()));
+            if !page.more {
+                return Ok(Page { items, more: false });
+            }
+        }
+        let more = items.len() >= limit && limit > 0;
+        Ok(Page { items, more })
     }
 
-    /// Every repository with manifests, found by walking `repositories/` as distribution does.
-    pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
-        let repos = self.repository_dirs().await?.into_iter().filter(|r| r.has("_manifests")).map(|r| r.name);
-        Ok(paginate(repos.collect(), n, last))
+    /// At most `n` repositories after `last`: a depth-first walk of `repositories/` in sorted
+    /// order from `last`, stopping once the page is full. A repository is a directory holding
+    /// `_manifests`; `_`-prefixed directories are the repository's own and not descended into.
+    pub async fn catalog(&self, n: usize, last: Option<&str>) -> Result<Page> {
+        let mut items = Vec::new();
+        if n == 0 {
+            return Ok(Page { items, more: false });
+        }
+        let mut stack = resume_after(&paths::repositories(), last);
+        while let Some(top) = stack.last_mut() {
+            if items.len() >= n {
+                return Ok(Page { items, more: true });
+            }
+            let want = (n - items.len()).clamp(MIN_BATCH, MAX_BATCH);
+            if top.queued.is_empty() && top.more {
+                let page = self.page_of(&top.dir, top.cursor.as_deref(), want).await?;
+                top.queued = page.names.into();
+                top.more = page.more;
+            }
+            let Some(child) = top.queued.pop_front() else {
+                stack.pop();
+                continue;
+            };
+            top.cursor = Some(child.clone());
+            if child.starts_with('_') {
+                continue;
+            }
+            let dir = format!("{}/{child}", top.dir);
+            let name = if top.name.is_empty() { child } else { format!("{}/{child}", top.name) };
+            let first = self.page_of(&dir, None, want).await?;
+            if self.holds_manifests(&dir, &first).await? {
+                items.push(name.clone());
+            }
+            stack.push(Frame { dir, name, cursor: None, more: first.more, queued: first.names.into() });
+        }
+        Ok(Page { items, more: false })
+    }
+
+    /// A page of a directory; a missing one (or a file) is an empty page.
+    async fn page_of(&self, dir: &str, after: Option<&str>, limit: usize) -> Result<ListPage> {
+        match self.driver.list_page(dir, after, limit).await {
+            Ok(p) => Ok(p),
+            Err(e) if e.is_not_found() => Ok(ListPage::default()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether a directory whose first page is `first` holds `_manifests`, asked separately
+    /// only when names sorting before it filled that page.
+    async fn holds_manifests(&self, dir: &str, first: &ListPage) -> Result<bool> {
+        if first.names.iter().any(|c| c == "_manifests") {
+            return Ok(true);
+        }
+        if !(first.more && first.names.last().is_some_and(|l| l.as_str() < "_manifests")) {
+            return Ok(false);
+        }
+        match self.driver.stat(&format!("{dir}/_manifests")).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Walks `repositories/`: every directory with a name, and its `_`-prefixed children
@@ -91,17 +202,51 @@ impl RepoDir {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::sync::Arc;
 
-    #[test]
-    fn pages() {
-        let all: Vec<String> = ["c", "a", "b", "d"].map(String::from).to_vec();
-        assert_eq!(paginate(all.clone(), Some(2), None), Page { items: vec!["a".into(), "b".into()], more: true });
-        assert_eq!(
-            paginate(all.clone(), Some(2), Some("b")),
-            Page { items: vec!["c".into(), "d".into()], more: false }
-        );
-        assert_eq!(paginate(all.clone(), None, Some("bb")).items, ["c", "d"]);
-        assert_eq!(paginate(all, Some(0), None), Page { items: vec![], more: true });
+    use super::*;
+    use crate::storage::{FilesystemDriver, StorageDriver};
+
+    /// Names in distribution's order: by path component.
+    const NAMES: &[&str] = &["a", "a/0x", "a/b", "a/b/c", "a-b", "a.b", "a0", "b/c", "b-c/d", "z"];
+
+    async fn registry_with(names: &[&str]) -> (tempfile::TempDir, Registry) {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("docker/registry/v2/repositories");
+        for n in names {
+            std::fs::create_dir_all(root.join(n).join("_manifests/tags")).unwrap();
+            std::fs::create_dir_all(root.join(n).join("_layers")).unwrap();
+        }
+        std::fs::create_dir_all(root.join("b/_uploads")).unwrap(); // `b` holds no manifests
+        let d: Arc<dyn StorageDriver> = Arc::new(FilesystemDriver::open(tmp.path()).unwrap());
+        (tmp, Registry::new(d))
+    }
+
+    #[tokio::test]
+    async fn catalog_in_component_order() {
+        let (_t, r) = registry_with(NAMES).await;
+        assert_eq!(r.catalog(100, None).await.unwrap(), Page { items: NAMES.iter().map(|s| s.to_string()).collect(), more: false });
+    }
+
+    #[tokio::test]
+    async fn catalog_pages_resume_after_any_name() {
+        let (_t, r) = registry_with(NAMES).await;
+        for size in 1..=4 {
+            let mut got: Vec<String> = Vec::new();
+            loop {
+                let p = r.catalog(size, got.last().map(String::as_str)).await.unwrap();
+                assert!(p.items.len() <= size);
+                got.extend(p.items);
+                if !p.more {
+                    break;
+                }
+            }
+            assert_eq!(got, NAMES, "pages of {size}");
+        }
+        // After a name that is not there, or not a name at all.
+        assert_eq!(r.catalog(2, Some("a/a")).await.unwrap().items, ["a/b", "a/b/c"]);
+        assert_eq!(r.catalog(2, Some("a-a")).await.unwrap().items, ["a-b", "a.b"]);
+        assert_eq!(r.catalog(2, Some("b/../x")).await.unwrap().items, ["b/c", "b-c/d"]);
+        assert_eq!(r.catalog(0, None).await.unwrap(), Page { items: vec![], more: false });
     }
 }

@@ -12,7 +12,8 @@ use cap_std::fs::{Dir, OpenOptions};
 use tokio::sync::{mpsc, oneshot};
 
 use super::sink::Sink;
-use super::{validate_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
+use super::sorted_dirs::SortedDirs;
+use super::{validate_path, ByteStream, FileInfo, FileWriter, ListPage, Result, StorageDriver, StorageError};
 
 /// Size of the chunks a reader sends: large, so a multi-GB/s download is a few thousand sends.
 const READ_CHUNK: usize = 256 << 10;
@@ -26,6 +27,8 @@ pub struct FilesystemDriver {
     sync_handle: Arc<std::fs::File>,
     /// Bytes of each upload written through the page cache (see `sink`).
     warm_bytes: u64,
+    /// Sorted listings of large directories, for catalog and tag pages.
+    dirs: Arc<SortedDirs>,
 }
 
 impl FilesystemDriver {
@@ -34,7 +37,12 @@ impl FilesystemDriver {
         std::fs::create_dir_all(root)?;
         let dir = Dir::open_ambient_dir(root, ambient_authority())?;
         let sync_handle = std::fs::File::open(root)?;
-        Ok(Self { root: Arc::new(dir), sync_handle: Arc::new(sync_handle), warm_bytes: super::sink::DEFAULT_WARM_BYTES })
+        Ok(Self {
+            root: Arc::new(dir),
+            sync_handle: Arc::new(sync_handle),
+            warm_bytes: super::sink::DEFAULT_WARM_BYTES,
+            dirs: Arc::default(),
+        })
     }
 
     /// Writes the first `n` bytes of each upload through the page cache, the rest directly
@@ -202,6 +210,14 @@ impl StorageDriver for FilesystemDriver {
             Ok(out)
         })
         .await
+    }
+
+    /// A sorted `readdir` of the one directory (kept while it is unchanged when large): a page
+    /// never walks the tree below it.
+    async fn list_page(&self, path: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
+        let dirs = self.dirs.clone();
+        let after = start_after.map(str::to_string);
+        self.blocking(path, move |dir, rel| dirs.page(dir, rel, after.as_deref(), limit)).await
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{ByteStream, FileInfo, FileWriter, Result, StorageDriver};
+use super::{ByteStream, FileInfo, FileWriter, ListPage, Result, StorageDriver};
 use crate::metrics::{self, StorageLabels};
 
 /// The operations measured, in the order of `MeteredDriver::ops`.
@@ -28,11 +28,12 @@ enum Op {
     Cancel,
     Stat,
     List,
+    ListPage,
     Rename,
     Delete,
 }
 
-const OPS: [(Op, &str); 14] = [
+const OPS: [(Op, &str); 15] = [
     (Op::RedirectUrl, "redirect_url"),
     (Op::GetContent, "get_content"),
     (Op::PutContent, "put_content"),
@@ -45,6 +46,7 @@ const OPS: [(Op, &str); 14] = [
     (Op::Cancel, "cancel"),
     (Op::Stat, "stat"),
     (Op::List, "list"),
+    (Op::ListPage, "list_page"),
     (Op::Rename, "rename"),
     (Op::Delete, "delete"),
 ];
@@ -145,6 +147,10 @@ impl StorageDriver for MeteredDriver {
 
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         self.timed(Op::List, self.inner.list(path)).await
+    }
+
+    async fn list_page(&self, path: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
+        self.timed(Op::ListPage, self.inner.list_page(path, start_after, limit)).await
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {

@@ -6,7 +6,9 @@ mod component;
 mod fs;
 mod metered;
 mod object;
+mod page;
 mod sink;
+mod sorted_dirs;
 pub mod suite;
 
 use std::pin::Pin;
@@ -21,6 +23,7 @@ pub use fs::FilesystemDriver;
 pub use sink::DEFAULT_WARM_BYTES;
 pub use metered::MeteredDriver;
 pub use object::{InMemoryDriver, ObjectStoreDriver};
+pub use page::ListPage;
 
 /// Errors a driver may return. The registry maps `NotFound` to the spec's "unknown" codes and
 /// everything else to a 500 with a request id.
@@ -120,6 +123,18 @@ pub trait StorageDriver: Send + Sync + 'static {
 
     /// Full paths of the direct children of a directory, in no particular order.
     async fn list(&self, path: &str) -> Result<Vec<String>>;
+
+    /// Names of the direct children of a directory that sort after `start_after` (bytewise;
+    /// it need not exist), ascending, at most `limit`: what the catalog and tag pages walk, so
+    /// a page costs what it holds. A missing directory is `NotFound`. This default lists the
+    /// whole directory; drivers with an ordered listing override it.
+    async fn list_page(&self, path: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
+        let mut sel = page::Selection::new(start_after, limit);
+        for entry in self.list(path).await? {
+            sel.offer(entry.rsplit('/').next().unwrap_or(&entry));
+        }
+        Ok(sel.finish())
+    }
 
     /// Move a file into place, replacing any file already at `to` (durable after `sync`).
     async fn rename(&self, from: &str, to: &str) -> Result<()>;

@@ -19,8 +19,10 @@ use object_store::gcp::GoogleCloudStorageBuilder;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjPath;
 use object_store::signer::Signer;
+use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::{GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload};
 
+use super::page::{settled, ListPage, Selection};
 use super::{validate_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 use crate::config;
 
@@ -44,7 +46,20 @@ pub struct ObjectStoreDriver {
     /// Largest object the service copies in one request (S3's `CopyObject`: 5 GiB); a bigger
     /// one is moved by streaming it through a new multipart upload.
     copy_limit: u64,
+    /// The service's own paged listing, for ordered pages of a directory.
+    pager: Option<Pager>,
 }
+
+/// A service's paged, delimited listing (`ListObjectsV2` and its kin).
+#[derive(Clone)]
+struct Pager {
+    store: Arc<dyn PaginatedListStore>,
+    /// Whether it starts at a key (S3 and GCS `start-after`); Azure pages only from the start.
+    offsets: bool,
+}
+
+/// Keys asked of the service per request (S3's maximum).
+const SERVICE_PAGE: usize = 1000;
 
 /// The in-memory driver: an `object_store` `InMemory` behind the same adapter.
 pub struct InMemoryDriver;
@@ -79,7 +94,7 @@ impl ObjectStoreDriver {
         part_size: usize,
     ) -> Self {
         let root = root.unwrap_or("").trim_matches('/').to_string();
-        ObjectStoreDriver { name, store, signer, root, part_size, copy_limit: COPY_LIMIT }
+        ObjectStoreDriver { name, store, signer, root, part_size, copy_limit: COPY_LIMIT, pager: None }
     }
 
     /// S3 or an S3-compatible service (`regionendpoint`), distribution's keys.
@@ -109,7 +124,8 @@ impl ObjectStoreDriver {
         let s3 = Arc::new(b.with_retry(retry()).build().map_err(backend("storage.s3"))?);
         let signer = redirect.then(|| s3.clone() as Arc<dyn Signer>);
         let part = c.chunksize.map_or(DEFAULT_PART_SIZE, |n| n as usize);
-        Ok(Self::new("s3", s3, signer, c.rootdirectory.as_deref(), part))
+        let pager = Pager { store: s3.clone(), offsets: true };
+        Ok(Self::new("s3", s3, signer, c.rootdirectory.as_deref(), part).with_pager(pager))
     }
 
     /// Azure Blob Storage; `serviceurl` points it at Azurite or a sovereign cloud.
@@ -128,7 +144,8 @@ impl ObjectStoreDriver {
         }
         let az = Arc::new(b.with_retry(retry()).build().map_err(backend("storage.azure"))?);
         let signer = redirect.then(|| az.clone() as Arc<dyn Signer>);
-        Ok(Self::new("azure", az, signer, c.rootdirectory.as_deref(), DEFAULT_PART_SIZE))
+        let pager = Pager { store: az.clone(), offsets: false };
+        Ok(Self::new("azure", az, signer, c.rootdirectory.as_deref(), DEFAULT_PART_SIZE).with_pager(pager))
     }
 
     /// Google Cloud Storage; without `keyfile`, application default credentials.
@@ -140,7 +157,68 @@ impl ObjectStoreDriver {
         let gcs = Arc::new(b.with_retry(retry()).build().map_err(backend("storage.gcs"))?);
         let signer = redirect.then(|| gcs.clone() as Arc<dyn Signer>);
         let part = c.chunksize.map_or(DEFAULT_PART_SIZE, |n| n as usize);
-        Ok(Self::new("gcs", gcs, signer, c.rootdirectory.as_deref(), part))
+        let pager = Pager { store: gcs.clone(), offsets: true };
+        Ok(Self::new("gcs", gcs, signer, c.rootdirectory.as_deref(), part).with_pager(pager))
+    }
+
+    fn with_pager(mut self, pager: Pager) -> Self {
+        self.pager = Some(pager);
+        self
+    }
+
+    /// A page of a directory from the service's delimited listing, starting at the key after
+    /// `start_after` where the service can (never the whole bucket for one page). Pages come
+    /// in key order, where `u/` sorts after `u-x/`; a name is returned only once nothing
+    /// unseen can sort before it (`settled`), reading on if need be.
+    async fn service_page(&self, pager: &Pager, path: &str, after: Option<&str>, limit: usize) -> Result<ListPage> {
+        let prefix = format!("{}/", self.key(path)?.as_ref());
+        let mut sel = Selection::new(after, limit);
+        let mut token: Option<String> = None;
+        let mut first = true;
+        let mut any = false;
+        loop {
+            let opts = PaginatedListOptions {
+                offset: if first && pager.offsets { after.map(|a| format!("{prefix}{a}")) } else { None },
+                delimiter: Some("/".into()),
+                max_keys: Some(if pager.offsets { limit.saturating_add(1).min(SERVICE_PAGE) } else { SERVICE_PAGE }),
+                page_token: token.take(),
+                ..Default::default()
+            };
+            first = false;
+            let got = pager.store.list_paginated(Some(&prefix), opts).await.map_err(self.map_err(path))?;
+            let rel = |p: &ObjPath| p.as_ref().strip_prefix(prefix.as_str()).map(str::to_string);
+            let dirs = got.result.common_prefixes.iter().filter_map(rel);
+            let files = got.result.objects.iter().filter_map(|o| rel(&o.location));
+            let mut last_key: Option<String> = None;
+            for (name, key) in dirs.map(|d| (d.clone(), format!("{d}/"))).chain(files.map(|f| (f.clone(), f))) {
+                any = true;
+                sel.offer(&name);
+                if last_key.as_ref().is_none_or(|k| key > *k) {
+                    last_key = Some(key);
+                }
+            }
+            let Some(next) = got.page_token else {
+                if !any && after.is_none() {
+                    return Err(StorageError::NotFound(path.to_string()));
+                }
+                return Ok(sel.finish());
+            };
+            token = Some(next);
+            if sel.is_full() {
+                let mut page = sel.finish();
+                let ok = settled(&page.names, after, last_key.as_deref());
+                if ok > 0 {
+                    page.names.truncate(ok);
+                    page.more = true;
+                    return Ok(page);
+                }
+                // Read on: rebuild the selection from what was kept.
+                sel = Selection::new(after, limit);
+                for n in &page.names {
+                    sel.offer(n);
+                }
+            }
+        }
     }
 
     fn key(&self, path: &str) -> Result<ObjPath> {
@@ -295,6 +373,19 @@ impl StorageDriver for ObjectStoreDriver {
             return Err(StorageError::NotFound(path.to_string()));
         }
         Ok(out)
+    }
+
+    async fn list_page(&self, path: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
+        match &self.pager {
+            Some(pager) => self.service_page(pager, path, start_after, limit).await,
+            None => {
+                let mut sel = Selection::new(start_after, limit);
+                for entry in self.list(path).await? {
+                    sel.offer(entry.rsplit('/').next().unwrap_or(&entry));
+                }
+                Ok(sel.finish())
+            }
+        }
     }
 
     /// A server-side copy and a delete: the bytes never come back through the registry, except

@@ -41,7 +41,8 @@ use bytes::Bytes;
 
 use self::reader::{get_content, open_reader};
 use self::writer::{finish, open_body, PluginWriter};
-use super::{validate_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
+use super::page::Selection;
+use super::{validate_path, ByteStream, FileInfo, FileWriter, ListPage, Result, StorageDriver, StorageError};
 use crate::plugins::wit::latest::storage::exports::berth::plugin::storage_driver as sd;
 use crate::plugins::PluginSpec;
 use crate::plugins::{Failure, Pool, Reloadable, StorageKind, Swap};
@@ -213,48 +214,27 @@ impl StorageDriver for ComponentDriver {
         })
     }
 
-    /// Reads the plugin's pages until it says there are no more, refusing a listing that does
-    /// not end: a token seen before, a page larger than asked for, or more pages or entries
-    /// than `MAX_LIST_PAGES` / `MAX_LIST_ENTRIES`.
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         validate_path(path)?;
-        let p = self.plugin();
-        let broken = |why: String| {
-            tracing::error!(plugin = %p.name(), path, error = %why, "plugin listing refused");
-            StorageError::Backend(format!("plugin {}: list {path}: {why}", p.name()))
-        };
         let mut entries = Vec::new();
-        let mut seen = HashSet::new();
-        let mut token: Option<String> = None;
-        for _ in 0..MAX_LIST_PAGES {
-            let (arg, after) = (path.to_string(), token.clone());
-            let r = p
-                .call("list", |i| {
-                    Box::pin(async move {
-                        i.bindings
-                            .berth_plugin_storage_driver()
-                            .call_list(&mut i.store, &arg, after.as_deref(), LIST_PAGE)
-                            .await
-                    })
-                })
-                .await?;
-            let page = r.map_err(|e| plugin_error(&p, "list", path, e))?;
-            if page.entries.len() > LIST_PAGE as usize {
-                return Err(broken(format!("a page of {} entries, {LIST_PAGE} asked for", page.entries.len())));
+        self.each_page(path, |page| entries.extend(page)).await?;
+        Ok(children_only(&self.plugin(), path, entries))
+    }
+
+    /// The plugin's pages, read through with only the `limit` smallest names kept: bounded in
+    /// memory however large the directory. The WIT's `start-after` takes only a token the
+    /// plugin handed out, so a page after a name reads the listing from its start.
+    async fn list_page(&self, path: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
+        validate_path(path)?;
+        let p = self.plugin();
+        let mut sel = Selection::new(start_after, limit);
+        self.each_page(path, |page| {
+            for name in children_only(&p, path, page).iter().filter_map(|e| e.rsplit('/').next()) {
+                sel.offer(name);
             }
-            entries.extend(page.entries);
-            if entries.len() > MAX_LIST_ENTRIES {
-                return Err(broken(format!("more than {MAX_LIST_ENTRIES} entries")));
-            }
-            match page.next {
-                None => return Ok(children_only(&p, path, entries)),
-                Some(next) if !seen.insert(next.clone()) => {
-                    return Err(broken(format!("the continuation token {next:?} came back twice")))
-                }
-                Some(next) => token = Some(next),
-            }
-        }
-        Err(broken(format!("more than {MAX_LIST_PAGES} pages")))
+        })
+        .await?;
+        Ok(sel.finish())
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
@@ -303,6 +283,52 @@ impl StorageDriver for ComponentDriver {
             })
             .await?;
         r.map_err(|e| plugin_error(&p, "delete", path, e))
+    }
+}
+
+impl ComponentDriver {
+    /// Reads the plugin's pages until it says there are no more, handing each to `each`, and
+    /// refuses a listing that does not end: a token seen before, a page larger than asked for,
+    /// or more pages or entries than `MAX_LIST_PAGES` / `MAX_LIST_ENTRIES`.
+    async fn each_page(&self, path: &str, mut each: impl FnMut(Vec<String>) + Send) -> Result<()> {
+        let p = self.plugin();
+        let broken = |why: String| {
+            tracing::error!(plugin = %p.name(), path, error = %why, "plugin listing refused");
+            StorageError::Backend(format!("plugin {}: list {path}: {why}", p.name()))
+        };
+        let mut total = 0;
+        let mut seen = HashSet::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let (arg, after) = (path.to_string(), token.clone());
+            let r = p
+                .call("list", |i| {
+                    Box::pin(async move {
+                        i.bindings
+                            .berth_plugin_storage_driver()
+                            .call_list(&mut i.store, &arg, after.as_deref(), LIST_PAGE)
+                            .await
+                    })
+                })
+                .await?;
+            let page = r.map_err(|e| plugin_error(&p, "list", path, e))?;
+            if page.entries.len() > LIST_PAGE as usize {
+                return Err(broken(format!("a page of {} entries, {LIST_PAGE} asked for", page.entries.len())));
+            }
+            total += page.entries.len();
+            if total > MAX_LIST_ENTRIES {
+                return Err(broken(format!("more than {MAX_LIST_ENTRIES} entries")));
+            }
+            each(page.entries);
+            match page.next {
+                None => return Ok(()),
+                Some(next) if !seen.insert(next.clone()) => {
+                    return Err(broken(format!("the continuation token {next:?} came back twice")))
+                }
+                Some(next) => token = Some(next),
+            }
+        }
+        Err(broken(format!("more than {MAX_LIST_PAGES} pages")))
     }
 }
 

@@ -1,0 +1,113 @@
+//! Ordered pages of a directory's children: what `StorageDriver::list_page` returns, and the
+//! bounded selection drivers without a native ordered listing use to build one.
+
+use std::collections::BinaryHeap;
+
+/// Child names (not paths) of a directory, ascending bytewise, all after the asked start.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    pub names: Vec<String>,
+    /// More children may follow the last name (a page may also end short with `more` set: ask
+    /// again after its last name).
+    pub more: bool,
+}
+
+/// Keeps the `limit` smallest names after `after` from names offered in any order: a page
+/// holds `limit` names in memory however large the directory it is chosen from.
+pub struct Selection<'a> {
+    after: Option<&'a str>,
+    limit: usize,
+    /// A max-heap: its top is the one to drop for a smaller name.
+    heap: BinaryHeap<String>,
+    more: bool,
+}
+
+impl<'a> Selection<'a> {
+    pub fn new(after: Option<&'a str>, limit: usize) -> Self {
+        Selection { after, limit, heap: BinaryHeap::with_capacity(limit.min(4096) + 1), more: false }
+    }
+
+    pub fn offer(&mut self, name: &str) {
+        if self.after.is_some_and(|a| name <= a) {
+            return;
+        }
+        if self.heap.len() < self.limit {
+            self.heap.push(name.to_string());
+        } else {
+            self.more = true;
+            if self.heap.peek().is_some_and(|top| name < top.as_str()) {
+                self.heap.pop();
+                self.heap.push(name.to_string());
+            }
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.heap.len() >= self.limit
+    }
+
+    pub fn finish(self) -> ListPage {
+        let mut names = self.heap.into_vec();
+        names.sort_unstable();
+        names.dedup();
+        ListPage { names, more: self.more }
+    }
+}
+
+/// How many names of `sorted` (ascending) are certain to be the first children after `after`,
+/// when a service listed the keys up to `last_key` (relative to the directory, `None`: to the
+/// end) in its key order.
+///
+/// Key order and name order differ in one case: a directory `u` is listed as `u/`, and `/`
+/// sorts after `-` and `.`, so `u-x/` comes before `u/` although `u` < `u-x`. A name is only
+/// settled once every such shorter `u` it extends is either seen or could not exist unseen
+/// (its `u/` is within the listed keys).
+pub fn settled(sorted: &[String], after: Option<&str>, last_key: Option<&str>) -> usize {
+    let Some(last_key) = last_key else { return sorted.len() };
+    let unsettled = |e: &String| {
+        e.bytes().enumerate().any(|(i, b)| {
+            if b >= b'/' || i == 0 {
+                return false;
+            }
+            let u = &e[..i];
+            after.is_none_or(|a| u > a)
+                && sorted.binary_search_by(|x| x.as_str().cmp(u)).is_err()
+                && format!("{u}/").as_str() > last_key
+        })
+    };
+    sorted.iter().position(unsettled).unwrap_or(sorted.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn selection_keeps_the_smallest_after_the_start() {
+        let mut sel = Selection::new(Some("b"), 2);
+        for n in ["e", "a", "d", "b", "c", "bb"] {
+            sel.offer(n);
+        }
+        assert_eq!(sel.finish(), ListPage { names: s(&["bb", "c"]), more: true });
+        let mut sel = Selection::new(None, 5);
+        sel.offer("x");
+        assert_eq!(sel.finish(), ListPage { names: s(&["x"]), more: false });
+    }
+
+    #[test]
+    fn a_name_waits_for_a_shorter_one_listed_later() {
+        // The service listed `p-1/` .. `p-3/`; `p/` would come after them.
+        let page = s(&["p-1", "p-2", "p-3"]);
+        assert_eq!(settled(&page, None, Some("p-3/")), 0);
+        assert_eq!(settled(&page, None, None), 3, "the listing ended: nothing is unseen");
+        assert_eq!(settled(&page, Some("p"), Some("p-3/")), 3, "p is before the start");
+        // Seen, or within the listed keys: settled.
+        assert_eq!(settled(&s(&["p", "p-1"]), None, Some("p/")), 2);
+        assert_eq!(settled(&s(&["a", "p-1"]), None, Some("q/")), 2);
+        assert_eq!(settled(&s(&["a", "b.c", "b.d"]), None, Some("b.d/")), 1);
+    }
+}
