@@ -181,7 +181,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, driver = app.registry.driver().name(), read_only = app.options.read_only, "berth listening");
-        berth::server::serve(app, listener, tls, berth::server::shutdown_signal()).await;
+        let limits = berth::server::ConnectionLimits::from_config(&config.http);
+        berth::server::serve(app, listener, tls, limits, berth::server::shutdown_signal()).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
