@@ -283,7 +283,10 @@ mod tests {
         // A request in flight is never timed out here.
         let s = Arc::new(ConnState::new());
         let g = s.begin_request();
-        let r = tokio::time::timeout(Duration::from_millis(100), watchdog(&s, Duration::from_millis(10), Duration::from_millis(10)));
+        let r = tokio::time::timeout(
+            Duration::from_millis(100),
+            watchdog(&s, Duration::from_millis(10), Duration::from_millis(10)),
+        );
         assert!(r.await.is_err());
         drop(g);
         assert_eq!(watchdog(&s, Duration::from_millis(10), Duration::from_millis(10)).await, Closed::Idle);

@@ -8,8 +8,8 @@
 //!   or too large headers) by itself, with an empty body and no way to shape it; those answers
 //!   are rewritten here into the registry's JSON error body, like every other error.
 
-use std::io;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -39,7 +39,10 @@ impl<S> GuardedIo<S> {
 
 /// The write stalled past `http.timeouts.bodystall`.
 fn stalled(stall: Duration) -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, format!("client took no response bytes for {stall:?} (http.timeouts.bodystall)"))
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("client took no response bytes for {stall:?} (http.timeouts.bodystall)"),
+    )
 }
 
 impl<S: AsyncWrite + Unpin> GuardedIo<S> {
@@ -163,9 +166,10 @@ fn rewrite_parse_error(head: &[u8]) -> Option<Vec<u8>> {
     let (code, message) = match status.get(..4)? {
         b"400 " => ("UNSUPPORTED", "malformed HTTP request"),
         b"414 " => ("SIZE_INVALID", "request URI too long (the limit is 65534 bytes)"),
-        b"431 " => {
-            ("SIZE_INVALID", "request headers too large (more fields than http.maxheaders, or over the header byte limit)")
-        }
+        b"431 " => (
+            "SIZE_INVALID",
+            "request headers too large (more fields than http.maxheaders, or over the header byte limit)",
+        ),
         _ => return None,
     };
     let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;

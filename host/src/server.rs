@@ -19,10 +19,10 @@ use std::path::PathBuf;
 
 use crate::accept_backoff::AcceptBackoff;
 use crate::api::{ApiOptions, App, RequestBody};
-use crate::connections::{watchdog, Admission, Connections, Ticket};
-use crate::guarded_io::GuardedIo;
 use crate::auth::Auth;
 use crate::config::{Config, Driver};
+use crate::connections::{watchdog, Admission, Connections, Ticket};
+use crate::guarded_io::GuardedIo;
 use crate::plugins::auth::PolicyPlugin;
 use crate::plugins::{AuthKind, PluginSet, PluginSpec, Swap, World};
 use crate::registry::Registry;

@@ -41,7 +41,6 @@ pub struct Http {
     pub debug: Option<Debug>,
 }
 
-
 /// Per-connection timeouts, each the answer to a client that holds a connection without making
 /// progress. Each is a Go-style duration (`30s`, `2m`) or milliseconds; `0` turns one off.
 #[derive(Debug, Clone, Deserialize)]
@@ -66,11 +65,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            header: Duration::from_secs(30),
-            idle: Duration::from_secs(120),
-            bodystall: Duration::from_secs(60),
-        }
+        Timeouts { header: Duration::from_secs(30), idle: Duration::from_secs(120), bodystall: Duration::from_secs(60) }
     }
 }
 
@@ -162,7 +157,10 @@ mod tests {
     #[test]
     fn limits_and_timeouts() {
         let d = load("", &[]).unwrap().config.http;
-        assert_eq!((d.timeouts.header.as_secs(), d.timeouts.idle.as_secs(), d.timeouts.bodystall.as_secs()), (30, 120, 60));
+        assert_eq!(
+            (d.timeouts.header.as_secs(), d.timeouts.idle.as_secs(), d.timeouts.bodystall.as_secs()),
+            (30, 120, 60)
+        );
         assert_eq!((d.maxconnections, d.maxheaders, d.manifestmemory), (0, 1000, 64 << 20));
         let l = load(
             "http:\n  timeouts: {header: 2s, idle: 1m, bodystall: 1500}\n  maxconnections: 10\n  maxheaders: 5000\n  manifestmemory: 1048576\n",
