@@ -195,6 +195,11 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt is called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // A fixed threshold: blocks of 1 MiB and more (manifest bodies, large buffers) are
+        // mapped for themselves and unmapped when freed. glibc's default threshold rises to the
+        // size of the largest block freed (up to 32 MiB), after which 8 MiB manifest bodies
+        // come from the arena and their memory stays with the process after a load is over.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

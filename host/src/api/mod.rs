@@ -123,10 +123,14 @@ fn error_response(err: ApiError, request_id: &str) -> Response<Body> {
         err.detail = serde_json::json!({"request_id": request_id});
     }
     let body = err.body();
+    let len = HeaderValue::from(body.len());
     let mut resp = Response::new(full(body));
     *resp.status_mut() = err.status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // Stated, not left to chunking: the body is known, and a client refused before its
+    // upload is read (413, 503) can read the answer whole and stop.
+    h.insert(header::CONTENT_LENGTH, len);
     for (k, v) in err.headers {
         h.insert(k, v);
     }
