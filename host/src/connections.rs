@@ -158,6 +158,8 @@ pub async fn watchdog(state: &ConnState, header: Duration, idle: Duration) -> Cl
 #[derive(Debug)]
 pub struct Connections {
     cap: usize,
+    /// Told of every connection that closes.
+    pub trim: Arc<crate::heap_trim::HeapTrim>,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<ConnState>>>,
 }
@@ -174,7 +176,12 @@ impl Connections {
     /// `cap` 0: derived from the open-file limit (three quarters of it).
     pub fn new(cap: usize) -> Arc<Self> {
         let cap = if cap == 0 { default_cap() } else { cap };
-        Arc::new(Connections { cap, next_id: AtomicU64::new(0), open: Mutex::new(HashMap::new()) })
+        Arc::new(Connections {
+            cap,
+            trim: Arc::default(),
+            next_id: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn cap(&self) -> usize {
@@ -235,6 +242,7 @@ pub struct Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.all.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        self.all.trim.closed();
     }
 }
 

@@ -10,6 +10,7 @@ pub mod config;
 pub mod connections;
 pub mod debug;
 pub mod guarded_io;
+pub mod heap_trim;
 pub mod metrics;
 pub mod plugins;
 pub mod profiling;

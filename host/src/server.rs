@@ -266,6 +266,7 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let connections = Connections::new(limits.max_connections);
     tracing::info!(max_connections = connections.cap(), "connection limits");
+    crate::heap_trim::spawn(&connections.trim);
     let limits = Arc::new(limits);
     let mut backoff = AcceptBackoff::default();
     let mut refused = RefusalLog::default();
