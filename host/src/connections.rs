@@ -5,7 +5,7 @@
 //! connection's IO (`guarded_io`).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -42,6 +42,9 @@ pub struct ConnState {
     kick: Notify,
     /// Asks the connection to close now (the tracker makes room for a new one).
     shed: Notify,
+    /// HTTP/2: streams have no head to time here (frames such as PING or WINDOW_UPDATE arrive
+    /// between requests), so only the idle timeout applies.
+    http2: AtomicBool,
 }
 
 impl ConnState {
@@ -51,11 +54,19 @@ impl ConnState {
         s
     }
 
+    /// The connection speaks HTTP/2 (chosen by ALPN).
+    pub fn set_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
     /// Bytes arrived from the client.
     pub fn on_read(&self) {
         let now = now_ms();
         self.last_activity.store(now, Ordering::Relaxed);
-        if self.busy.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
+        if self.busy.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+            && !self.http2.load(Ordering::Relaxed)
+        {
             self.head_started.store(now, Ordering::Relaxed);
             self.kick.notify_one();
         }

@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 
 use berth::config::{Config, LogFormatter};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "berth", version, about = "An OCI container registry")]
 struct Cli {

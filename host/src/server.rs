@@ -384,6 +384,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let state = ticket.state.clone();
+    if protocol == Protocol::Http2 {
+        state.set_http2();
+    }
     let stall = limits.timeouts.bodystall;
     let svc_state = state.clone();
     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
