@@ -2,11 +2,15 @@
 //! stores bytes; `server` wires them to a socket (`tls` for HTTPS) and `config` says how;
 //! `debug` serves health, vars, `metrics`, `profiling` and the `admin` operations to operators.
 
+pub mod accept_backoff;
 pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod debug;
+pub mod guarded_io;
+pub mod heap_trim;
 pub mod metrics;
 pub mod plugins;
 pub mod profiling;

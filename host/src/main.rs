@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 
 use berth::config::{Config, LogFormatter};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "berth", version, about = "An OCI container registry")]
 struct Cli {
@@ -181,7 +185,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, driver = app.registry.driver().name(), read_only = app.options.read_only, "berth listening");
-        berth::server::serve(app, listener, tls, berth::server::shutdown_signal()).await;
+        let limits = berth::server::ConnectionLimits::from_config(&config.http);
+        berth::server::serve(app, listener, tls, limits, berth::server::shutdown_signal()).await;
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })
@@ -194,6 +199,11 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt is called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        // A fixed threshold: blocks of 1 MiB and more (manifest bodies, large buffers) are
+        // mapped for themselves and unmapped when freed. glibc's default threshold rises to the
+        // size of the largest block freed (up to 32 MiB), after which 8 MiB manifest bodies
+        // come from the arena and their memory stays with the process after a load is over.
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }
 

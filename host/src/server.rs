@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -16,9 +17,12 @@ use tokio_rustls::TlsAcceptor;
 
 use std::path::PathBuf;
 
-use crate::api::{ApiOptions, App};
+use crate::accept_backoff::AcceptBackoff;
+use crate::api::{ApiOptions, App, RequestBody};
 use crate::auth::Auth;
 use crate::config::{Config, Driver};
+use crate::connections::{watchdog, Admission, Connections, Ticket};
+use crate::guarded_io::GuardedIo;
 use crate::plugins::auth::PolicyPlugin;
 use crate::plugins::{AuthKind, PluginSet, PluginSpec, Swap, World};
 use crate::registry::Registry;
@@ -233,17 +237,50 @@ fn app(config: &Config, driver: Arc<dyn StorageDriver>, auth: Option<Arc<Auth>>)
         max_in_flight: config.http.maxinflight,
         catalog_max_entries: config.catalog.maxentries,
         tls: config.http.tls.is_some(),
+        manifest_memory: config.http.manifestmemory,
     };
     let registry =
         Registry::new(Arc::new(MeteredDriver::new(driver))).with_schema1(config.compatibility.schema1.enabled);
     App::new(registry, options, auth)
 }
 
+/// What the server allows each client connection: `http.timeouts`, `http.maxconnections` and
+/// `http.maxheaders`.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    pub timeouts: crate::config::Timeouts,
+    /// 0: derived from the open-file limit (`Connections::new`).
+    pub max_connections: usize,
+    pub max_headers: usize,
+}
+
+impl ConnectionLimits {
+    pub fn from_config(http: &crate::config::Http) -> Self {
+        ConnectionLimits {
+            timeouts: http.timeouts.clone(),
+            max_connections: http.maxconnections,
+            max_headers: http.maxheaders.max(1),
+        }
+    }
+}
+
 /// Serves until `shutdown` resolves, then drains connections. With `tls`, each connection
 /// first completes a TLS handshake in its own task; one that fails is logged at debug level and
 /// dropped, as a client's mistake.
-pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
+    let connections = Connections::new(limits.max_connections);
+    tracing::info!(max_connections = connections.cap(), "connection limits");
+    crate::heap_trim::spawn(&connections.trim);
+    let limits = Arc::new(limits);
+    let mut backoff = AcceptBackoff::default();
+    let mut refused = RefusalLog::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -251,8 +288,27 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        // Out of descriptors: an idle connection gives one back.
+                        if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                            connections.shed_idle();
+                        }
+                        let wait = backoff.failed(&e);
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = &mut shutdown => break,
+                        }
+                        continue;
+                    }
+                };
+                backoff.succeeded();
+                let ticket = match connections.admit() {
+                    Admission::Admitted(t) => t,
+                    Admission::Refused => {
+                        refused.refused(peer, connections.cap());
+                        if tls.is_none() {
+                            // Best effort, never waits: the socket buffer takes this at once.
+                            let _ = stream.try_write(REFUSED_ANSWER.as_bytes());
+                        }
                         continue;
                     }
                 };
@@ -260,14 +316,15 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
                 let app = app.clone();
                 let watcher = graceful.watcher();
                 let tls = tls.clone();
+                let limits = limits.clone();
                 tokio::spawn(async move {
                     let result = match tls {
-                        None => serve_connection(app, stream, peer, Protocol::Http1, watcher).await,
+                        None => serve_connection(app, stream, peer, Protocol::Http1, watcher, ticket, &limits).await,
                         Some(tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
                             Ok(Ok(stream)) => {
                                 let h2 = stream.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2);
                                 let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
-                                serve_connection(app, stream, peer, protocol, watcher).await
+                                serve_connection(app, stream, peer, protocol, watcher, ticket, &limits).await
                             }
                             Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
@@ -288,6 +345,33 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, tls: Option<TlsAcceptor
     }
 }
 
+/// What a plain-HTTP client refused at `http.maxconnections` reads before the close.
+const REFUSED_ANSWER: &str = concat!(
+    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n",
+    "connection: close\r\ndocker-distribution-api-version: registry/2.0\r\ncontent-length: 95\r\n\r\n",
+    r#"{"errors":[{"code":"UNAVAILABLE","message":"too many open connections (http.maxconnections)"}]}"#,
+);
+
+/// Logs refused connections at most once every 10 s, with how many since the last line.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<tokio::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, peer: std::net::SocketAddr, cap: usize) {
+        let now = tokio::time::Instant::now();
+        if self.last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10)) {
+            tracing::warn!(%peer, cap, not_logged = self.unlogged, "connection refused: http.maxconnections reached and none idle");
+            self.last = Some(now);
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+    }
+}
+
 /// The HTTP version a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -296,18 +380,29 @@ enum Protocol {
     Http2,
 }
 
-/// Serves one connection (plain or TLS) under graceful shutdown.
+/// Serves one connection (plain or TLS) under graceful shutdown, until it ends or its watchdog
+/// closes it (header or idle timeout, or shed for a newcomer).
 async fn serve_connection<S>(
     app: Arc<App>,
     stream: S,
     peer: std::net::SocketAddr,
     protocol: Protocol,
     watcher: hyper_util::server::graceful::Watcher,
+    ticket: Ticket,
+    limits: &ConnectionLimits,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+    let state = ticket.state.clone();
+    if protocol == Protocol::Http2 {
+        state.set_http2();
+    }
+    let stall = limits.timeouts.bodystall;
+    let svc_state = state.clone();
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let busy = svc_state.begin_request();
+        let mut req = req.map(|b| RequestBody::new(b, stall));
         // HTTP/2 carries the host in the `:authority` pseudo-header, which hyper puts in the
         // URI; the API builds absolute URLs from `Host`, as HTTP/1.1 sends it.
         if !req.headers().contains_key(http::header::HOST) {
@@ -316,17 +411,41 @@ where
             }
         }
         req.extensions_mut().insert(crate::api::PeerAddr(peer));
-        app.clone().serve(req)
+        let app = app.clone();
+        async move {
+            let resp = app.serve(req).await?;
+            // The connection stays busy until the response body is done (or dropped).
+            Ok::<_, std::convert::Infallible>(resp.map(|b| {
+                b.map_frame(move |f| {
+                    let _ = &busy;
+                    f
+                })
+                .boxed_unsync()
+            }))
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Size flow-control windows to the measured bandwidth-delay product: a fixed window caps a
     // single blob push or pull over a long path.
     builder.http2().adaptive_window(true);
+    // Header and idle timeouts are the watchdog's (hyper's own header timer also runs between
+    // keep-alive requests, which would make it an idle timeout as well).
+    builder.http1().max_headers(limits.max_headers);
     let builder = match protocol {
         Protocol::Http1 => builder.http1_only(),
         Protocol::Http2 => builder.http2_only(),
     };
-    watcher.watch(builder.serve_connection(TokioIo::new(stream), svc).into_owned()).await
+    let io = GuardedIo::new(stream, state.clone(), stall);
+    let conn = watcher.watch(builder.serve_connection(TokioIo::new(io), svc).into_owned());
+    let t = &limits.timeouts;
+    tokio::select! {
+        r = conn => r,
+        why = watchdog(&state, t.header, t.idle) => {
+            tracing::debug!(%peer, reason = %why, "connection closed");
+            drop(ticket);
+            Ok(())
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -2,11 +2,10 @@
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde_json::json;
 
-use super::{body_stream, empty, full, stream, ApiError, App, Body, Route};
+use super::manifest_budget::ManifestReadError;
+use super::{body_stream, empty, full, stream, ApiError, App, Body, RequestBody, Route};
 use crate::registry::{Condition, Digest, Page, RangeSpec, Reference, RegistryError, RepoName, MAX_MANIFEST_SIZE};
 
 type Result<T = Response<Body>> = std::result::Result<T, ApiError>;
@@ -22,7 +21,7 @@ fn set(resp: &mut Response<Body>, name: &'static str, value: impl AsRef<str>) {
 }
 
 /// Query parameters, percent-decoded.
-fn query(req: &Request<Incoming>) -> Vec<(String, String)> {
+fn query(req: &Request<RequestBody>) -> Vec<(String, String)> {
     form(req.uri().query().unwrap_or(""))
 }
 
@@ -50,7 +49,7 @@ fn digest(s: &str) -> Result<Digest> {
     Ok(Digest::parse(s)?)
 }
 
-pub(super) async fn dispatch(app: &App, route: Route<'_>, req: Request<Incoming>) -> Result {
+pub(super) async fn dispatch(app: &App, route: Route<'_>, req: Request<RequestBody>) -> Result {
     let m = req.method().clone();
     match route {
         Route::Base => match m {
@@ -141,7 +140,7 @@ pub(super) async fn dispatch(app: &App, route: Route<'_>, req: Request<Incoming>
 }
 
 /// `n` and `last` of a paginated list.
-fn pagination(req: &Request<Incoming>) -> Result<(Option<usize>, Option<String>)> {
+fn pagination(req: &Request<RequestBody>) -> Result<(Option<usize>, Option<String>)> {
     let q = query(req);
     let n = match param(&q, "n") {
         None | Some("") => None,
@@ -152,7 +151,14 @@ fn pagination(req: &Request<Incoming>) -> Result<(Option<usize>, Option<String>)
     Ok((n, param(&q, "last").filter(|l| !l.is_empty()).map(str::to_string)))
 }
 
-fn json_page(app: &App, req: &Request<Incoming>, path: &str, body: String, page: &Page, n: Option<usize>) -> Response<Body> {
+fn json_page(
+    app: &App,
+    req: &Request<RequestBody>,
+    path: &str,
+    body: String,
+    page: &Page,
+    n: Option<usize>,
+) -> Response<Body> {
     let mut r = Response::new(full(body));
     set(&mut r, "content-type", "application/json");
     if let (true, Some(n), Some(last)) = (page.more, n, page.items.last()) {
@@ -168,7 +174,7 @@ fn json_page(app: &App, req: &Request<Incoming>, path: &str, body: String, page:
 /// A catalog page: `catalog.maxentries` names without `n`, and never more. distribution 2.8
 /// has no cap and distribution 3 refuses a larger `n` with `PAGINATION_NUMBER_INVALID`;
 /// Berth clamps it and links on, which the spec allows and no paging client trips over.
-async fn catalog(app: &App, req: &Request<Incoming>) -> Result {
+async fn catalog(app: &App, req: &Request<RequestBody>) -> Result {
     let (n, last) = pagination(req)?;
     let max = match app.options.catalog_max_entries {
         0 => crate::config::Catalog::default().maxentries,
@@ -182,7 +188,7 @@ async fn catalog(app: &App, req: &Request<Incoming>) -> Result {
 
 /// Every tag without `n`, as distribution answers; the body is written from the names with no
 /// intermediate JSON tree, so 100,000 tags cost their names and their text once each.
-async fn tags(app: &App, name: &RepoName, req: &Request<Incoming>) -> Result {
+async fn tags(app: &App, name: &RepoName, req: &Request<RequestBody>) -> Result {
     #[derive(serde::Serialize)]
     struct TagList<'a> {
         name: &'a str,
@@ -223,7 +229,7 @@ fn condition(headers: &HeaderMap) -> Condition {
     }
 }
 
-async fn get_manifest(app: &App, name: &RepoName, reference: &Reference, req: &Request<Incoming>) -> Result {
+async fn get_manifest(app: &App, name: &RepoName, reference: &Reference, req: &Request<RequestBody>) -> Result {
     let mut m = app.registry.get_manifest(name, reference).await?;
     // By digest the client gets exactly those bytes; only a tag has representations to choose.
     if let Reference::Tag(_) = reference {
@@ -239,17 +245,22 @@ async fn get_manifest(app: &App, name: &RepoName, reference: &Reference, req: &R
     Ok(r)
 }
 
-async fn put_manifest(app: &App, name: &RepoName, reference: &Reference, req: Request<Incoming>) -> Result {
+async fn put_manifest(app: &App, name: &RepoName, reference: &Reference, req: Request<RequestBody>) -> Result {
     let content_type = header_str(req.headers(), "content-type").map(str::to_string);
     let cond = condition(req.headers());
     let headers = req.headers().clone();
-    let limit = MAX_MANIFEST_SIZE;
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return Err(RegistryError::TooLarge(format!("manifest exceeds {limit} bytes")).into())
+    let declared = header_str(&headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    // A declared length over the cap is refused before any byte is read; the reservation holds
+    // the body's share of the manifest memory budget until the manifest is stored.
+    let (body, _reservation) = match app.manifest_budget.read(req.into_body(), declared, MAX_MANIFEST_SIZE).await {
+        Ok(r) => r,
+        Err(e @ ManifestReadError::TooLarge(_)) => return Err(RegistryError::TooLarge(e.to_string()).into()),
+        Err(e @ ManifestReadError::OverBudget) => {
+            let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", e.to_string());
+            err.headers.push(("retry-after", HeaderValue::from_static("1")));
+            return Err(err);
         }
-        Err(e) => return Err(RegistryError::BodyRead(e.to_string()).into()),
+        Err(ManifestReadError::Body(e)) => return Err(RegistryError::BodyRead(e.to_string()).into()),
     };
     let put = app.registry.put_manifest(name, reference, content_type.as_deref(), body, &cond).await?;
     let mut r = empty(StatusCode::CREATED);
@@ -261,7 +272,7 @@ async fn put_manifest(app: &App, name: &RepoName, reference: &Reference, req: Re
     Ok(r)
 }
 
-async fn get_blob(app: &App, name: &RepoName, d: &Digest, req: &Request<Incoming>) -> Result {
+async fn get_blob(app: &App, name: &RepoName, d: &Digest, req: &Request<RequestBody>) -> Result {
     let range = header_str(req.headers(), "range").and_then(RangeSpec::parse);
     let head = req.method() == Method::HEAD;
     if !head {
@@ -324,7 +335,7 @@ fn blob_created(app: &App, headers: &HeaderMap, name: &RepoName, d: &Digest) -> 
     r
 }
 
-async fn start_upload(app: &App, name: &RepoName, req: Request<Incoming>) -> Result {
+async fn start_upload(app: &App, name: &RepoName, req: Request<RequestBody>) -> Result {
     let q = query(&req);
     let headers = req.headers().clone();
     if let Some(mount) = param(&q, "mount") {
@@ -353,7 +364,7 @@ fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>> {
     })
 }
 
-async fn patch_upload(app: &App, name: &RepoName, id: &str, req: Request<Incoming>) -> Result {
+async fn patch_upload(app: &App, name: &RepoName, id: &str, req: Request<RequestBody>) -> Result {
     let headers = req.headers().clone();
     let range = content_range(&headers)?;
     match app.registry.append_upload(name, id, range, body_stream(req.into_body())).await {
@@ -372,7 +383,7 @@ async fn patch_upload(app: &App, name: &RepoName, id: &str, req: Request<Incomin
     }
 }
 
-async fn finish_upload(app: &App, name: &RepoName, id: &str, req: Request<Incoming>) -> Result {
+async fn finish_upload(app: &App, name: &RepoName, id: &str, req: Request<RequestBody>) -> Result {
     let q = query(&req);
     let headers = req.headers().clone();
     let d = match param(&q, "digest") {
@@ -389,7 +400,7 @@ async fn finish_upload(app: &App, name: &RepoName, id: &str, req: Request<Incomi
     Ok(blob_created(app, &headers, name, &d))
 }
 
-async fn referrers(app: &App, name: &RepoName, d: &Digest, req: &Request<Incoming>) -> Result {
+async fn referrers(app: &App, name: &RepoName, d: &Digest, req: &Request<RequestBody>) -> Result {
     let q = query(req);
     let at = param(&q, "artifactType").filter(|a| !a.is_empty());
     let refs = app.registry.referrers(name, d, at).await?;

@@ -3,6 +3,8 @@
 
 mod error;
 mod handlers;
+mod manifest_budget;
+pub mod request_body;
 mod routes;
 
 use std::convert::Infallible;
@@ -14,7 +16,7 @@ use bytes::Bytes;
 use futures_util::TryStreamExt;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{combinators::UnsyncBoxBody, BodyDataStream, BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::Instrument;
@@ -25,6 +27,8 @@ use crate::registry::{BodyStream, Registry};
 use crate::storage::ByteStream;
 
 pub use error::ApiError;
+use manifest_budget::ManifestBudget;
+pub use request_body::RequestBody;
 use routes::Route;
 
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -46,6 +50,8 @@ pub struct ApiOptions {
     pub catalog_max_entries: usize,
     /// The listener serves HTTPS: absolute URLs say `https` unless a proxy says otherwise.
     pub tls: bool,
+    /// Bytes of manifest bodies held in memory at once (`http.manifestmemory`; 0: no limit).
+    pub manifest_memory: usize,
 }
 
 /// Reloads the configuration and plugin files; `Ok` describes what now serves.
@@ -60,6 +66,7 @@ pub struct App {
     reload: OnceLock<ReloadFn>,
     plugins: OnceLock<crate::plugins::PluginSet>,
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
+    manifest_budget: ManifestBudget,
 }
 
 pub(crate) fn full(b: impl Into<Bytes>) -> Body {
@@ -99,7 +106,7 @@ impl Drop for InFlight<'_> {
     }
 }
 
-pub(crate) fn body_stream(b: Incoming) -> BodyStream {
+pub(crate) fn body_stream(b: RequestBody) -> BodyStream {
     let stream = BodyDataStream::new(b).map_err(std::io::Error::other);
     match REQUEST_BYTES.try_with(|m| m.clone()) {
         Ok(m) => {
@@ -118,10 +125,14 @@ fn error_response(err: ApiError, request_id: &str) -> Response<Body> {
         err.detail = serde_json::json!({"request_id": request_id});
     }
     let body = err.body();
+    let len = HeaderValue::from(body.len());
     let mut resp = Response::new(full(body));
     *resp.status_mut() = err.status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // Stated, not left to chunking: the body is known, and a client refused before its
+    // upload is read (413, 503) can read the answer whole and stop.
+    h.insert(header::CONTENT_LENGTH, len);
     for (k, v) in err.headers {
         h.insert(k, v);
     }
@@ -138,6 +149,7 @@ impl App {
             plugins: OnceLock::new(),
             in_flight: (options.max_in_flight > 0)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_in_flight))),
+            manifest_budget: ManifestBudget::new(options.manifest_memory),
             options,
         })
     }
@@ -172,7 +184,7 @@ impl App {
     }
 
     /// Entry point for every request: one span, one log line, errors shaped as OCI JSON.
-    pub async fn serve(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    pub async fn serve(self: Arc<Self>, req: Request<RequestBody>) -> Result<Response<Body>, Infallible> {
         let id = format!("{:016x}", self.next_id.fetch_add(1, Ordering::Relaxed));
         let method = req.method().clone();
         let path = req.uri().path().to_string();
@@ -237,7 +249,7 @@ impl App {
         Ok(resp)
     }
 
-    async fn route(&self, req: Request<Incoming>, id: &str) -> Result<Response<Body>, ApiError> {
+    async fn route(&self, req: Request<RequestBody>, id: &str) -> Result<Response<Body>, ApiError> {
         let path = req.uri().path().to_string();
         let route = Route::parse(&path);
         let method = req.method().clone();
@@ -288,7 +300,7 @@ impl App {
     async fn token_endpoint(
         &self,
         auth: &Auth,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: Option<std::net::SocketAddr>,
         id: &str,
     ) -> Result<Response<Body>, ApiError> {

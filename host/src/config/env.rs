@@ -424,6 +424,12 @@ mod tests {
         ("http.addr", "HTTP_ADDR", "0.0.0.0:6000"),
         ("http.relativeurls", "HTTP_RELATIVEURLS", "true"),
         ("http.maxinflight", "HTTP_MAXINFLIGHT", "7"),
+        ("http.timeouts.header", "HTTP_TIMEOUTS_HEADER", "5s"),
+        ("http.timeouts.idle", "HTTP_TIMEOUTS_IDLE", "2m"),
+        ("http.timeouts.bodystall", "HTTP_TIMEOUTS_BODYSTALL", "1500"),
+        ("http.maxconnections", "HTTP_MAXCONNECTIONS", "300"),
+        ("http.maxheaders", "HTTP_MAXHEADERS", "4000"),
+        ("http.manifestmemory", "HTTP_MANIFESTMEMORY", "1048576"),
         ("http.tls.certificate", "HTTP_TLS_CERTIFICATE", "/tls/chain.pem"),
         ("http.tls.key", "HTTP_TLS_KEY", "/tls/key.pem"),
         ("http.debug.addr", "HTTP_DEBUG_ADDR", "127.0.0.1:6001"),
@@ -555,6 +561,12 @@ mod tests {
         assert_eq!(c.http.addr.to_string(), "0.0.0.0:6000");
         assert!(c.http.relativeurls);
         assert_eq!(c.http.maxinflight, 7);
+        let t = &c.http.timeouts;
+        assert_eq!(
+            (t.header, t.idle, t.bodystall),
+            (Duration::from_secs(5), Duration::from_secs(120), Duration::from_millis(1500))
+        );
+        assert_eq!((c.http.maxconnections, c.http.maxheaders, c.http.manifestmemory), (300, 4000, 1 << 20));
         let tls = c.http.tls.as_ref().unwrap();
         assert_eq!(
             (tls.certificate.as_path(), tls.key.as_path()),

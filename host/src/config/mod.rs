@@ -23,7 +23,7 @@ use serde_yaml::Value;
 pub use auth::{Auth, Htpasswd, Issuer, Token};
 pub use catalog::Catalog;
 pub use compatibility::{Compatibility, Schema1};
-pub use http::{Debug, Http, Prometheus, Tls};
+pub use http::{Debug, Http, Prometheus, Timeouts, Tls};
 pub use log::{Log, LogFormatter, LogLevel};
 pub use plugins::{DirGrantConfig, DirMode, Grants, PluginConfig, PluginDefaults, Plugins};
 pub use storage::{

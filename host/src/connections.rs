@@ -1,0 +1,313 @@
+//! Open client connections: how many there are (`http.maxconnections`), what each is doing, and
+//! the watchdog that closes one whose client stopped making progress (`http.timeouts.header` and
+//! `.idle`). Request bodies that stall are cut where they are read (`api::request_body`);
+//! responses a client stops reading, and hyper's own bodyless error answers, are handled in the
+//! connection's IO (`guarded_io`).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+fn start() -> Instant {
+    static START: OnceLock<Instant> = OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+/// Milliseconds since the process's first call, plus one (0 means "never" in the fields
+/// below): one atomic store per read or write instead of an `Instant` behind a lock.
+pub fn now_ms() -> u64 {
+    start().elapsed().as_millis() as u64 + 1
+}
+
+fn instant_at(ms: u64) -> Instant {
+    start() + Duration::from_millis(ms.saturating_sub(1))
+}
+
+/// What one connection is doing, shared by its IO (bytes moving), its service (requests in
+/// it), its watchdog, and the tracker (which may ask it to close to make room).
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// Requests being served, counted until their response body is done.
+    busy: AtomicU32,
+    /// When bytes last moved either way, or a request started or finished.
+    last_activity: AtomicU64,
+    /// When the first byte of a request head arrived on an otherwise idle connection (0: none
+    /// yet): the header timeout runs from it.
+    head_started: AtomicU64,
+    /// Wakes the watchdog to recompute its deadline (a head started, a request finished).
+    kick: Notify,
+    /// Asks the connection to close now (the tracker makes room for a new one).
+    shed: Notify,
+    /// HTTP/2: streams have no head to time here (frames such as PING or WINDOW_UPDATE arrive
+    /// between requests), so only the idle timeout applies.
+    http2: AtomicBool,
+}
+
+impl ConnState {
+    fn new() -> Self {
+        let s = ConnState::default();
+        s.last_activity.store(now_ms(), Ordering::Relaxed);
+        s
+    }
+
+    /// The connection speaks HTTP/2 (chosen by ALPN).
+    pub fn set_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
+    }
+
+    /// Bytes arrived from the client.
+    pub fn on_read(&self) {
+        let now = now_ms();
+        self.last_activity.store(now, Ordering::Relaxed);
+        if self.busy.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+            && !self.http2.load(Ordering::Relaxed)
+        {
+            self.head_started.store(now, Ordering::Relaxed);
+            self.kick.notify_one();
+        }
+    }
+
+    /// Bytes went out to the client.
+    pub fn on_write(&self) {
+        self.last_activity.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// A request reached the service; the returned guard ends it when dropped (with the
+    /// response body, or with the handler if the client went away).
+    pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(0, Ordering::Relaxed);
+        self.last_activity.store(now_ms(), Ordering::Relaxed);
+        RequestGuard(self.clone())
+    }
+
+    /// Idle: no request in it and no request head arriving.
+    fn idle(&self) -> bool {
+        self.busy.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0
+    }
+}
+
+/// Holds a connection busy while one request is served.
+pub struct RequestGuard(Arc<ConnState>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.last_activity.store(now_ms(), Ordering::Relaxed);
+        if self.0.busy.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.0.kick.notify_one();
+        }
+    }
+}
+
+/// Why the watchdog ended a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// A request head did not arrive whole within `http.timeouts.header`.
+    HeaderTimeout,
+    /// No request for `http.timeouts.idle`.
+    Idle,
+    /// Closed to make room for a new connection at `http.maxconnections`.
+    Shed,
+}
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Closed::HeaderTimeout => "request head not received within http.timeouts.header",
+            Closed::Idle => "idle for http.timeouts.idle",
+            Closed::Shed => "idle connection closed to make room (http.maxconnections)",
+        })
+    }
+}
+
+/// Resolves when the connection should be closed: a head that took too long, a keep-alive
+/// connection idle too long, or the tracker shedding it. Never while a request is served (its
+/// body has its own stall timeout). A zero timeout is off.
+pub async fn watchdog(state: &ConnState, header: Duration, idle: Duration) -> Closed {
+    loop {
+        let deadline = if state.busy.load(Ordering::Relaxed) > 0 {
+            None
+        } else {
+            match state.head_started.load(Ordering::Relaxed) {
+                0 => (!idle.is_zero())
+                    .then(|| (state.last_activity.load(Ordering::Relaxed) + idle.as_millis() as u64, Closed::Idle)),
+                started => (!header.is_zero()).then(|| (started + header.as_millis() as u64, Closed::HeaderTimeout)),
+            }
+        };
+        let sleep = async {
+            match deadline {
+                Some((at, why)) => {
+                    tokio::time::sleep_until(instant_at(at)).await;
+                    why
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            why = sleep => {
+                // Re-check: activity may have moved the deadline while we slept.
+                let still = match why {
+                    Closed::Idle => state.idle() && state.last_activity.load(Ordering::Relaxed) + idle.as_millis() as u64 <= now_ms(),
+                    _ => state.busy.load(Ordering::Relaxed) == 0 && state.head_started.load(Ordering::Relaxed) != 0,
+                };
+                if still {
+                    return why;
+                }
+            }
+            _ = state.kick.notified() => {}
+            _ = state.shed.notified() => return Closed::Shed,
+        }
+    }
+}
+
+/// Every open connection, for the cap and for shedding idle ones first.
+#[derive(Debug)]
+pub struct Connections {
+    cap: usize,
+    /// Told of every connection that closes.
+    pub trim: Arc<crate::heap_trim::HeapTrim>,
+    next_id: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<ConnState>>>,
+}
+
+/// What to do with a connection just accepted.
+pub enum Admission {
+    /// Serve it; dropping the ticket forgets the connection.
+    Admitted(Ticket),
+    /// At the cap with nothing idle to close: refuse it.
+    Refused,
+}
+
+impl Connections {
+    /// `cap` 0: derived from the open-file limit (three quarters of it).
+    pub fn new(cap: usize) -> Arc<Self> {
+        let cap = if cap == 0 { default_cap() } else { cap };
+        Arc::new(Connections {
+            cap,
+            trim: Arc::default(),
+            next_id: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Admits a new connection. At the cap, the connection idle the longest is asked to close
+    /// and the new one admitted in its place; with none idle, the new one is refused.
+    pub fn admit(self: &Arc<Self>) -> Admission {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.len() >= self.cap && !Self::shed_locked(&mut open) {
+            return Admission::Refused;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let state = Arc::new(ConnState::new());
+        open.insert(id, state.clone());
+        Admission::Admitted(Ticket { id, state, all: self.clone() })
+    }
+
+    /// Closes the connection idle the longest, if any is idle (used at the cap, and when the
+    /// process runs out of file descriptors). True if one was asked to close.
+    pub fn shed_idle(&self) -> bool {
+        Self::shed_locked(&mut self.open.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn shed_locked(open: &mut HashMap<u64, Arc<ConnState>>) -> bool {
+        let oldest = open
+            .iter()
+            .filter(|(_, s)| s.idle())
+            .min_by_key(|(_, s)| s.last_activity.load(Ordering::Relaxed))
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| open.remove(&id)) {
+            Some(s) => {
+                // notify_one stores a permit, so the watchdog sees it even if not yet waiting.
+                s.shed.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A connection's place among the open ones; dropped when the connection ends.
+pub struct Ticket {
+    id: u64,
+    pub state: Arc<ConnState>,
+    all: Arc<Connections>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.all.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        self.all.trim.closed();
+    }
+}
+
+/// Three quarters of the soft open-file limit, so the cap is met before accept fails with
+/// EMFILE; the rest is left to storage files, plugins and the debug server.
+fn default_cap() -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    if !ok || lim.rlim_cur == libc::RLIM_INFINITY {
+        return 10_000;
+    }
+    ((lim.rlim_cur as usize) / 4 * 3).max(16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn cap_sheds_the_longest_idle_then_refuses() {
+        let c = Connections::new(2);
+        let Admission::Admitted(a) = c.admit() else { panic!() };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let Admission::Admitted(b) = c.admit() else { panic!() };
+        let _busy = b.state.begin_request();
+        // At the cap: `a` is idle, so it is shed for the newcomer.
+        let Admission::Admitted(n) = c.admit() else { panic!("a should have been shed") };
+        let closed = tokio::time::timeout(Duration::from_secs(1), watchdog(&a.state, Duration::ZERO, Duration::ZERO));
+        assert_eq!(closed.await.unwrap(), Closed::Shed);
+        let _busy2 = n.state.begin_request();
+        assert!(matches!(c.admit(), Admission::Refused));
+        drop((a, b, n));
+        assert!(c.is_empty());
+    }
+
+    #[tokio::test]
+    async fn watchdog_idle_and_header() {
+        let s = ConnState::new();
+        let t = Instant::now();
+        assert_eq!(watchdog(&s, Duration::from_secs(5), Duration::from_millis(50)).await, Closed::Idle);
+        assert!(t.elapsed() >= Duration::from_millis(45));
+        let s = ConnState::new();
+        s.on_read();
+        assert_eq!(watchdog(&s, Duration::from_millis(50), Duration::from_secs(5)).await, Closed::HeaderTimeout);
+        // A request in flight is never timed out here.
+        let s = Arc::new(ConnState::new());
+        let g = s.begin_request();
+        let r = tokio::time::timeout(
+            Duration::from_millis(100),
+            watchdog(&s, Duration::from_millis(10), Duration::from_millis(10)),
+        );
+        assert!(r.await.is_err());
+        drop(g);
+        assert_eq!(watchdog(&s, Duration::from_millis(10), Duration::from_millis(10)).await, Closed::Idle);
+    }
+}

@@ -1,0 +1,276 @@
+"""Clients that stall or send too much: header, idle and body-stall timeouts, the connection cap,
+413 before the body for a declared length over the manifest cap, JSON bodies on the parser's own
+431/414, many headers accepted, and the memory of 100 stalled 8 MiB manifest PUTs bounded.
+
+Timeouts are configured short here so each test runs in seconds; every loop is bounded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+from ocihelpers import start_upload
+
+REPO = "limits/app"
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def limits(**http) -> dict:
+    t = {"header": "1s", "idle": "10s", "bodystall": "1s"}
+    t.update(http.pop("timeouts", {}))
+    return {"http": {"timeouts": t, **http}}
+
+
+def connect(srv, timeout: float = 10) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def read_until_closed(s: socket.socket, limit_s: float) -> tuple[bytes, float]:
+    """Everything the server sends until it closes, and when it closed (seconds from now)."""
+    start = time.monotonic()
+    out = b""
+    s.settimeout(0.2)
+    while time.monotonic() - start < limit_s:
+        try:
+            d = s.recv(65536)
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            break
+        if not d:
+            break
+        out += d
+    return out, time.monotonic() - start
+
+
+def response(raw: bytes) -> tuple[int, dict, bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_slowloris_head_cut_while_others_are_served(berth_factory, tmp_path):
+    srv = berth_factory(config=limits())
+    s = connect(srv)
+    start = time.monotonic()
+    head = b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
+    closed_at = None
+    for i in range(len(head)):  # a byte every 0.1 s: 10 s if never cut
+        try:
+            s.send(head[i:i + 1])
+        except OSError:
+            closed_at = time.monotonic() - start
+            break
+        # Meanwhile, normal requests are served.
+        if i % 5 == 0:
+            assert requests.get(srv.url + "/v2/", timeout=2).status_code == 200
+        time.sleep(0.1)
+        s.settimeout(0.001)
+        try:
+            if s.recv(1) == b"":
+                closed_at = time.monotonic() - start
+                break
+        except socket.timeout:
+            pass
+        except OSError:
+            closed_at = time.monotonic() - start
+            break
+    assert closed_at is not None, "the slow head was never cut"
+    assert 0.9 <= closed_at <= 3, closed_at
+
+
+def test_idle_keepalive_closed(berth_factory):
+    srv = berth_factory(config=limits(timeouts={"idle": "1s", "header": "5s"}))
+    s = connect(srv)
+    s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)  # the response arrives; the connection stays open for another request
+    out, t = read_until_closed(s, 5)
+    assert response(out)[0] == 200
+    assert 0.5 <= t <= 2.5, t
+    # A connection that never sends a byte is idle too.
+    quiet = connect(srv)
+    out, t = read_until_closed(quiet, 5)
+    assert out == b"" and 0.8 <= t <= 2.5, (out, t)
+
+
+def test_stalled_body_is_cut(berth_factory):
+    srv = berth_factory(config=limits())
+    loc = start_upload(srv.url, REPO, requests)
+    path = loc.split(str(srv.port), 1)[-1] if loc.startswith("http") else loc
+    s = connect(srv)
+    s.sendall(f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+              f"Content-Length: 100000\r\n\r\n".encode() + b"x" * 1000)
+    out, t = read_until_closed(s, 6)
+    assert t <= 3, t
+    if out:
+        status, _, body = response(out)
+        assert status == 400 and "bodystall" in body.decode(), out
+    # A stalled manifest PUT as well.
+    s = connect(srv)
+    s.sendall(f"PUT /v2/{REPO}/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: {MANIFEST}\r\n"
+              f"Content-Length: 5000\r\n\r\n{{".encode())
+    out, t = read_until_closed(s, 6)
+    assert t <= 3 and (out == b"" or response(out)[0] == 400), (out, t)
+
+
+def test_slow_steady_upload_succeeds(berth_factory):
+    """64 KiB/s for 6 s, with a 2 s stall timeout: no gap is long, so the upload completes."""
+    srv = berth_factory(config=limits(timeouts={"bodystall": "2s"}))
+    data = bytes(range(256)) * (6 * 256)  # 384 KiB
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    loc = start_upload(srv.url, REPO, requests)
+    sep = "&" if "?" in loc else "?"
+
+    def slowly():
+        for i in range(0, len(data), 16 << 10):
+            yield data[i:i + (16 << 10)]
+            time.sleep(0.25)
+
+    start = time.monotonic()
+    r = requests.put(f"{loc}{sep}digest={digest}", data=slowly(), timeout=30,
+                     headers={"Content-Type": "application/octet-stream"})
+    took = time.monotonic() - start
+    assert r.status_code == 201, r.text
+    assert took >= 5.5, took
+    assert requests.get(f"{srv.url}/v2/{REPO}/blobs/{digest}", timeout=5).content == data
+
+
+def test_connection_cap_refuses_then_sheds_idle(berth_factory):
+    srv = berth_factory(config=limits(maxconnections=4, timeouts={"header": "20s", "idle": "20s"}))
+    # Four connections in the middle of a request head: busy, not idle.
+    busy = [connect(srv) for _ in range(4)]
+    for s in busy:
+        s.sendall(b"GET /v2/ HTTP/1.1\r\n")
+    time.sleep(0.3)
+    extra = connect(srv)
+    out, t = read_until_closed(extra, 3)
+    status, headers, body = response(out)
+    assert status == 503 and t < 1, (out, t)
+    assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
+    for s in busy:
+        s.close()
+    time.sleep(0.3)
+    # Four idle connections: a newcomer closes the one idle the longest and is served.
+    idle = []
+    for _ in range(4):
+        idle.append(connect(srv))
+        time.sleep(0.05)
+    time.sleep(0.2)
+    assert requests.get(srv.url + "/v2/", timeout=3).status_code == 200
+    out, t = read_until_closed(idle[0], 2)
+    assert out == b"" and t < 1.5, "the longest-idle connection is shed"
+    for s in idle[1:]:
+        s.settimeout(0.05)
+        with pytest.raises(socket.timeout):
+            s.recv(1)  # still open
+
+
+def test_declared_length_over_the_cap_is_refused_at_once(berth_factory):
+    srv = berth_factory(config=limits(timeouts={"bodystall": "10s"}))
+    s = connect(srv)
+    start = time.monotonic()
+    s.sendall(f"PUT /v2/{REPO}/manifests/v1 HTTP/1.1\r\nHost: x\r\nContent-Type: {MANIFEST}\r\n"
+              f"Content-Length: 52428800\r\n\r\n".encode() + b"{" * 100)
+    out, _ = read_until_closed(s, 5)
+    status, headers, body = response(out)
+    assert status == 413 and time.monotonic() - start < 2, out
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["errors"][0]["code"] == "SIZE_INVALID"
+
+
+def test_parser_errors_have_json_bodies_and_many_headers_pass(berth_factory):
+    srv = berth_factory(config=limits())
+    many = {f"X-Proxy-{i}": "v" for i in range(500)}
+    assert requests.get(srv.url + "/v2/", headers=many, timeout=5).status_code == 200
+    cases = [
+        (b"GET /v2/ HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(1500)) + b"\r\n", 431),
+        (b"GET /v2/" + b"a" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    ]
+    for raw, want in cases:
+        s = connect(srv)
+        s.sendall(raw)
+        out, _ = read_until_closed(s, 3)
+        status, headers, body = response(out)
+        assert status == want, out[:300]
+        assert headers["content-type"] == "application/json"
+        assert int(headers["content-length"]) == len(body)
+        assert json.loads(body)["errors"][0]["code"] == "SIZE_INVALID"
+
+
+def rss_mib(pid: int) -> float:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+# The manifest budget (64 MiB by default) plus the process's own growth under 100 connections.
+STALL_BOUND_MIB = 64 + 48
+
+
+def test_stalled_8mib_manifest_puts_keep_memory_bounded(berth_factory):
+    """100 connections send all but the last 100 bytes of an 8 MiB manifest and stall. RSS stays
+    under idle + STALL_BOUND_MIB, and after they close comes back within 2x of idle."""
+    srv = berth_factory(config=limits(timeouts={"bodystall": "30s"}))
+    pid = srv.proc.pid
+    requests.get(srv.url + "/v2/", timeout=2)
+    idle = rss_mib(pid)
+    length = 8384512
+    chunk = b" " * (1 << 20)
+    socks, peak = [], idle
+    status = {}
+
+    def stall(i):
+        s = connect(srv, timeout=20)
+        socks.append(s)
+        try:
+            s.sendall(f"PUT /v2/{REPO}/manifests/t{i} HTTP/1.1\r\nHost: x\r\nContent-Type: {MANIFEST}\r\n"
+                      f"Content-Length: {length}\r\n\r\n".encode())
+            left = length - 100
+            while left > 0:
+                n = min(left, len(chunk))
+                s.sendall(chunk[:n])
+                left -= n
+        except OSError:
+            pass  # refused over the budget: answered 503 and closed
+        s.settimeout(0.5)
+        try:
+            status[i] = response(s.recv(4096))[0]
+        except (socket.timeout, OSError, IndexError, ValueError):
+            status[i] = None  # still stalled, holding its share of the budget
+
+    threads = [threading.Thread(target=stall, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while any(t.is_alive() for t in threads) and time.monotonic() < deadline:
+        peak = max(peak, rss_mib(pid))
+        time.sleep(0.05)
+    for t in threads:
+        t.join(1)
+    peak = max(peak, rss_mib(pid))
+    held = sum(1 for v in status.values() if v is None)
+    refused = sum(1 for v in status.values() if v == 503)
+    assert held + refused == 100 and 1 <= held <= 8, status
+    # A normal manifest PUT still gets a clear answer meanwhile (503 while the budget is full).
+    r = requests.put(f"{srv.url}/v2/{REPO}/manifests/x", data=b"{}", headers={"Content-Type": MANIFEST}, timeout=5)
+    assert r.status_code in (400, 503), r.text
+    assert peak < idle + STALL_BOUND_MIB, (idle, peak)
+    for s in socks:
+        s.close()
+    end = time.monotonic() + 10
+    after = rss_mib(pid)
+    while after > 2 * idle and time.monotonic() < end:
+        time.sleep(0.2)
+        after = rss_mib(pid)
+    print(f"RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB, after {after:.1f} MiB")
+    assert after <= 2 * idle, (idle, peak, after)
