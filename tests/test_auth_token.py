@@ -347,6 +347,8 @@ def test_token_expiring_mid_upload_client_reauthenticates(strict, issuer):
     r = c.patch(loc, data=chunks[1], headers={"Content-Type": "application/octet-stream", "Content-Range": crange})
     want = [f"repository:{repo}:pull,push"]
     assert_unauthorized(r, challenge(want, "invalid_token"), want)
+    # The chunk was not read: the server says the connection ends, so the retry opens a new one.
+    assert r.headers.get("Connection", "").lower() == "close", r.headers
     # The client fetches a new token for the scope the challenge named and carries on.
     c.headers.update(bearer(issuer.mint([at.repo(repo, "pull", "push")])))
     r = c.patch(loc, data=chunks[1], headers={"Content-Type": "application/octet-stream", "Content-Range": crange})

@@ -279,7 +279,20 @@ impl App {
                     .then(|| params.iter().find(|(k, _)| k == "from"))
                     .flatten();
                 let needed = auth::needed(target, &method, from.map(|(_, v)| v.as_str()));
-                let access = auth.authorize(&caller, &needed).await?;
+                let access = auth.authorize(&caller, &needed).await.map_err(|mut e| {
+                    // The refused request's body (an upload chunk) is left unread, so the
+                    // connection cannot carry another request: say so, or a client that
+                    // re-authenticates and retries on it finds it closed under its feet.
+                    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+                        || req
+                            .headers()
+                            .get(header::CONTENT_LENGTH)
+                            .is_some_and(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1) > 0);
+                    if has_body {
+                        e.headers.push(("connection", HeaderValue::from_static("close")));
+                    }
+                    e
+                })?;
                 if !access.subject.is_empty() {
                     tracing::Span::current().record("user", access.subject.as_str());
                 }

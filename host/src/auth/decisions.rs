@@ -19,7 +19,6 @@ const MAX_CACHED: usize = 20_000;
 /// However long a plugin asks, a decision is re-asked at least this often.
 const MAX_TTL: Duration = Duration::from_secs(3600);
 
-
 pub struct Decisions {
     policy: PolicyPlugin,
     secret: [u8; 32],

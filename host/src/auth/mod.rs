@@ -41,7 +41,6 @@ use scope::{covers, Scope};
 use throttle::Throttle;
 use token::{TokenError, Verifier};
 
-
 /// An `alg` name from `signingalgorithms`: any asymmetric one; `none` and HMAC refused.
 pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
     match name.parse::<Algorithm>() {

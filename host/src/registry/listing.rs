@@ -225,7 +225,10 @@ mod tests {
     #[tokio::test]
     async fn catalog_in_component_order() {
         let (_t, r) = registry_with(NAMES).await;
-        assert_eq!(r.catalog(100, None).await.unwrap(), Page { items: NAMES.iter().map(|s| s.to_string()).collect(), more: false });
+        assert_eq!(
+            r.catalog(100, None).await.unwrap(),
+            Page { items: NAMES.iter().map(|s| s.to_string()).collect(), more: false }
+        );
     }
 
     #[tokio::test]

@@ -20,10 +20,10 @@ use futures_util::Stream;
 
 pub use component::ComponentDriver;
 pub use fs::FilesystemDriver;
-pub use sink::DEFAULT_WARM_BYTES;
 pub use metered::MeteredDriver;
 pub use object::{InMemoryDriver, ObjectStoreDriver};
 pub use page::ListPage;
+pub use sink::DEFAULT_WARM_BYTES;
 
 /// Errors a driver may return. The registry maps `NotFound` to the spec's "unknown" codes and
 /// everything else to a 500 with a request id.

@@ -247,7 +247,10 @@ mod tests {
     fn a_racy_listing_is_not_kept() {
         let (_tmp, dir) = dir_with((0..400).map(|i| format!("n{i:04}")));
         let dirs = SortedDirs::default();
-        assert_eq!(dirs.page(&dir, "d", Some("n0398"), 5).unwrap(), ListPage { names: vec!["n0399".into()], more: false });
+        assert_eq!(
+            dirs.page(&dir, "d", Some("n0398"), 5).unwrap(),
+            ListPage { names: vec!["n0399".into()], more: false }
+        );
         assert!(!dirs.is_kept("d"));
     }
 
