@@ -272,7 +272,9 @@ impl App {
                     | Route::Upload { name, .. }
                     | Route::Referrers { name, .. } => Target::Repository(name),
                 };
-                let params = handlers::form(req.uri().query().unwrap_or(""));
+                // Only a mount (a POST) names a second repository: reads skip the query.
+                let params =
+                    if method == Method::POST { handlers::form(req.uri().query().unwrap_or("")) } else { Vec::new() };
                 let from = params
                     .iter()
                     .any(|(k, _)| k == "mount")
@@ -350,16 +352,23 @@ impl App {
         if self.options.relative_urls {
             return path.to_string();
         }
-        let get = |k: &str| {
-            headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string())
-        };
-        let own = if self.options.tls { "https" } else { "http" };
-        let proto = get("x-forwarded-proto").filter(|p| !p.is_empty()).unwrap_or_else(|| own.into());
-        match get("x-forwarded-host").filter(|h| !h.is_empty()).or_else(|| get("host")) {
-            Some(host) => format!("{proto}://{host}{path}"),
+        match origin(headers, self.options.tls) {
+            Some(origin) => format!("{origin}{path}"),
             None => path.to_string(),
         }
     }
+}
+
+/// `scheme://host` as the client reached the registry: the request's `Host`, unless a proxy in
+/// front says otherwise (`X-Forwarded-Proto`, `X-Forwarded-Host`). `None` without a host.
+pub(crate) fn origin(headers: &HeaderMap, tls: bool) -> Option<String> {
+    let get = |k: &str| {
+        headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string())
+    };
+    let own = if tls { "https" } else { "http" };
+    let proto = get("x-forwarded-proto").filter(|p| !p.is_empty()).unwrap_or_else(|| own.into());
+    let host = get("x-forwarded-host").filter(|h| !h.is_empty()).or_else(|| get("host"))?;
+    Some(format!("{proto}://{host}"))
 }
 
 pub(crate) fn empty(status: StatusCode) -> Response<Body> {

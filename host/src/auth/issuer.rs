@@ -111,18 +111,13 @@ fn write_private(path: &Path, text: &str) -> Result<(), String> {
 
 impl Issuer {
     pub fn open(config: &Config, c: &config::Issuer) -> Result<Issuer, String> {
+        let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
         let (key_pem, cert_pem) = match (&c.key, &c.certificate) {
-            (Some(k), Some(cert)) => {
-                let read =
-                    |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-                (read(k)?, read(cert)?)
-            }
+            (Some(k), Some(cert)) => (read(k)?, read(cert)?),
             _ => {
                 let dir = state_dir(config, c);
                 let (k, cert) = (dir.join("issuer.key"), dir.join("issuer.crt"));
                 if k.exists() && cert.exists() {
-                    let read =
-                        |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
                     (read(&k)?, read(&cert)?)
                 } else {
                     let made = generate(&dir, &c.service, &c.issuer)?;
@@ -174,17 +169,9 @@ impl Issuer {
         if let Some(r) = &self.realm {
             return r.clone();
         }
-        let get = |k: &str| {
-            headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string())
-        };
-        let proto = get("x-forwarded-proto")
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| if tls { "https" } else { "http" }.into());
-        let host = get("x-forwarded-host")
-            .filter(|h| !h.is_empty())
-            .or_else(|| get("host"))
-            .unwrap_or_else(|| "localhost".into());
-        format!("{proto}://{host}/auth/token")
+        let origin = crate::api::origin(headers, tls)
+            .unwrap_or_else(|| format!("{}://localhost", if tls { "https" } else { "http" }));
+        format!("{origin}/auth/token")
     }
 
     fn sign(&self, subject: &str, access: Vec<Scope>, lifetime: Duration, refresh: bool) -> Result<String, String> {
