@@ -6,6 +6,7 @@ pub mod accept_backoff;
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod cleanup;
 pub mod config;
 pub mod connections;
 pub mod debug;

@@ -7,6 +7,7 @@
 
 mod auth;
 mod catalog;
+mod cleanup;
 mod compatibility;
 pub mod duration;
 mod env;
@@ -22,6 +23,7 @@ use serde_yaml::Value;
 
 pub use auth::{Auth, Htpasswd, Issuer, Token};
 pub use catalog::Catalog;
+pub use cleanup::{parse_cadence, repository_glob, Cleanup, Policy as CleanupPolicy};
 pub use compatibility::{Compatibility, Schema1};
 pub use http::{Debug, Http, Prometheus, Timeouts, Tls};
 pub use log::{Log, LogFormatter, LogLevel};
@@ -73,6 +75,8 @@ sections! {
     catalog: Catalog,
     /// Who may do what (none: open).
     auth: Auth,
+    /// Retention policies run by `cleanup-policy` plugins.
+    cleanup: Cleanup,
 }
 
 /// A problem in a configuration, naming the key it is about.

@@ -12,6 +12,14 @@ use futures_util::{stream, StreamExt, TryStreamExt};
 use super::{paths, Registry, RegistryError, RepoName, Result, Tag};
 use crate::storage::{validate_path, ListPage};
 
+/// A tag, where it points, and when it was pushed there.
+#[derive(Debug, Clone)]
+pub struct TagRecord {
+    pub tag: Tag,
+    pub digest: super::Digest,
+    pub pushed: std::time::SystemTime,
+}
+
 /// One page of names; `more` says whether a next page may exist.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Page {
@@ -86,6 +94,26 @@ impl Registry {
             Err(e) if e.is_not_found() => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Every tag of a repository with the digest it points at and when it was last pushed
+    /// there (its link's modification time, which every driver keeps), for retention policies.
+    pub async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>> {
+        let mut out = Vec::new();
+        let mut tags = self.all_tags(repo).await?;
+        tags.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        for tag in tags {
+            let link = paths::tag_current_link(repo, &tag);
+            let pushed = match self.driver.stat(&link).await {
+                Ok(info) => info.modified,
+                Err(e) if e.is_not_found() => continue, // deleted since the listing
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(digest) = self.resolve_tag(repo, &tag).await? {
+                out.push(TagRecord { tag, digest, pushed });
+            }
+        }
+        Ok(out)
     }
 
     /// Tags after `last`, at most `n` (all without `n`), read in order from the tags directory.
