@@ -162,7 +162,9 @@ def test_catalog_pages_on_s3(tmp_path):
     pytest.importorskip("boto3")
     repos = names(700)
     prefix, storage = s3_berth(tmp_path)
-    write_s3(prefix, repos)
+    # Two repositories with more keys than one flat listing returns, among the small ones: the
+    # catalog reads past small repositories in one request and probes a large one on its own.
+    write_s3(prefix, repos, {repos[350]: [f"t{i}" for i in range(1100)], repos[351]: [f"t{i}" for i in range(1100)]})
     b = start_berth(tmp_path, config={"storage": storage})
     for n in (1000, 23):
         got, sizes = follow(f"{b.url}/v2/_catalog?n={n}", "repositories")

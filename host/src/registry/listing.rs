@@ -70,6 +70,9 @@ struct Probe {
 /// rather than queue; enough to hide a service's latency without flooding it.
 const PROBES_AT_ONCE: usize = 16;
 
+/// Keys asked per flat listing (S3's most per request).
+const FLAT_KEYS: usize = 1000;
+
 /// The walk's stack to resume after `last`: each ancestor directory of `last`, resuming after
 /// the component `last` goes on with, then `last`'s own directory (the names below it come
 /// next). A component that cannot be a path ends it: nothing can be below it.
@@ -197,11 +200,21 @@ impl Registry {
         }
     }
 
-    /// Probes the first `count` queued children that are not the repository's own (`_`),
-    /// [`PROBES_AT_ONCE`] at a time, in order.
+    /// Probes the first `count` queued children that are not the repository's own (`_`): from
+    /// flat listings where the driver offers them, the rest [`PROBES_AT_ONCE`] at a time.
     async fn probe_ahead(&self, parent: &str, queued: &mut VecDeque<Child>, count: usize, want: usize) -> Result<()> {
-        let picked: Vec<usize> =
+        let mut picked: Vec<usize> =
             queued.iter().enumerate().filter(|(_, c)| !c.name.starts_with('_')).map(|(i, _)| i).take(count).collect();
+        let names: Vec<String> = picked.iter().map(|&i| queued[i].name.clone()).collect();
+        let flat = self.flat_probes(parent, &names).await?;
+        let mut rest = Vec::new();
+        for (i, probe) in picked.drain(..).zip(flat) {
+            match probe {
+                Some(p) => queued[i].probe = Some(p),
+                None => rest.push(i),
+            }
+        }
+        let picked = rest;
         let dirs: Vec<String> = picked.iter().map(|&i| format!("{parent}/{}", queued[i].name)).collect();
         // Futures collected first: a lazy `map` inside the stream trips the `Send` check of the
         // handler's future (a higher-ranked lifetime the compiler cannot prove).
@@ -211,6 +224,49 @@ impl Registry {
             queued[i].probe = Some(p);
         }
         Ok(())
+    }
+
+    /// Probes children of `parent` from the driver's flat listing (object stores): a child is
+    /// settled once a listing has read past all its keys, so one request settles every small
+    /// repository it covers. Stops when a request settles fewer than two (a large repository's
+    /// keys would take many requests; probing it alone takes one); `None` is left to probe.
+    async fn flat_probes(&self, parent: &str, names: &[String]) -> Result<Vec<Option<Probe>>> {
+        let mut out: Vec<Option<Probe>> = names.iter().map(|_| None).collect();
+        // A child's keys are the run starting `<child>/`; every run starts after the smallest name.
+        let Some(mut after) = names.iter().min().cloned() else { return Ok(out) };
+        let index: std::collections::HashMap<&str, usize> =
+            names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+        let mut entries: Vec<Vec<String>> = names.iter().map(|_| Vec::new()).collect();
+        loop {
+            let Some(page) = self.driver.list_flat(parent, &after, FLAT_KEYS).await? else { return Ok(out) };
+            for key in &page.keys {
+                let Some((child, rest)) = key.split_once('/') else { continue };
+                if let Some(&i) = index.get(child) {
+                    let entry = rest.split('/').next().unwrap_or(rest);
+                    if entries[i].last().is_none_or(|e| e != entry) {
+                        entries[i].push(entry.to_string());
+                    }
+                }
+            }
+            let last = page.keys.last();
+            let mut settled = 0;
+            for (i, name) in names.iter().enumerate() {
+                let prefix = format!("{name}/");
+                let read_past = last.is_some_and(|k| k.as_str() > prefix.as_str() && !k.starts_with(&prefix));
+                if out[i].is_none() && (!page.more || read_past) {
+                    let mut children = std::mem::take(&mut entries[i]);
+                    children.sort_unstable();
+                    children.dedup();
+                    let repository = children.iter().any(|c| c == "_manifests");
+                    out[i] = Some(Probe { first: ListPage { names: children, more: false }, repository });
+                    settled += 1;
+                }
+            }
+            match last {
+                Some(k) if page.more && settled >= 2 && out.iter().any(Option::is_none) => after = k.clone(),
+                _ => return Ok(out),
+            }
+        }
     }
 
     /// A directory's first page, and whether it holds `_manifests` (asked separately only

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{ByteStream, FileInfo, FileWriter, ListPage, Result, StorageDriver};
+use super::{ByteStream, FileInfo, FileWriter, FlatPage, ListPage, Result, StorageDriver};
 use crate::metrics::{self, StorageLabels};
 
 /// The operations measured, in the order of `MeteredDriver::ops`.
@@ -29,11 +29,12 @@ enum Op {
     Stat,
     List,
     ListPage,
+    ListFlat,
     Rename,
     Delete,
 }
 
-const OPS: [(Op, &str); 15] = [
+const OPS: [(Op, &str); 16] = [
     (Op::RedirectUrl, "redirect_url"),
     (Op::GetContent, "get_content"),
     (Op::PutContent, "put_content"),
@@ -47,6 +48,7 @@ const OPS: [(Op, &str); 15] = [
     (Op::Stat, "stat"),
     (Op::List, "list"),
     (Op::ListPage, "list_page"),
+    (Op::ListFlat, "list_flat"),
     (Op::Rename, "rename"),
     (Op::Delete, "delete"),
 ];
@@ -151,6 +153,10 @@ impl StorageDriver for MeteredDriver {
 
     async fn list_page(&self, path: &str, start_after: Option<&str>, limit: usize) -> Result<ListPage> {
         self.timed(Op::ListPage, self.inner.list_page(path, start_after, limit)).await
+    }
+
+    async fn list_flat(&self, path: &str, start_after: &str, limit: usize) -> Result<Option<FlatPage>> {
+        self.timed(Op::ListFlat, self.inner.list_flat(path, start_after, limit)).await
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {

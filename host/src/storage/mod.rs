@@ -22,7 +22,7 @@ pub use component::ComponentDriver;
 pub use fs::FilesystemDriver;
 pub use metered::MeteredDriver;
 pub use object::{InMemoryDriver, ObjectStoreDriver};
-pub use page::ListPage;
+pub use page::{FlatPage, ListPage};
 pub use sink::DEFAULT_WARM_BYTES;
 
 /// Errors a driver may return. The registry maps `NotFound` to the spec's "unknown" codes and
@@ -134,6 +134,15 @@ pub trait StorageDriver: Send + Sync + 'static {
             sel.offer(entry.rsplit('/').next().unwrap_or(&entry));
         }
         Ok(sel.finish())
+    }
+
+    /// Paths (relative to the directory) of the files at any depth below a directory that sort
+    /// after `start_after`, in the service's key order, at most `limit`: one request where
+    /// `list_page` needs one per directory. Offered by object stores that list from a key
+    /// (S3, GCS), where a request costs tens of milliseconds; `None` (the default): not
+    /// offered, and the caller asks each directory instead.
+    async fn list_flat(&self, _path: &str, _start_after: &str, _limit: usize) -> Result<Option<FlatPage>> {
+        Ok(None)
     }
 
     /// Move a file into place, replacing any file already at `to` (durable after `sync`).

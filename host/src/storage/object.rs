@@ -22,7 +22,7 @@ use object_store::path::Path as ObjPath;
 use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload};
 
-use super::page::{settled, ListPage, Selection};
+use super::page::{settled, FlatPage, ListPage, Selection};
 use super::{validate_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 use crate::config;
 
@@ -391,6 +391,24 @@ impl StorageDriver for ObjectStoreDriver {
     /// A server-side copy and a delete: the bytes never come back through the registry, except
     /// for objects past the service's copy limit (a chunked push of a layer over 5 GiB), which
     /// are streamed into a new upload.
+    async fn list_flat(&self, path: &str, start_after: &str, limit: usize) -> Result<Option<FlatPage>> {
+        let Some(pager) = self.pager.as_ref().filter(|p| p.offsets) else { return Ok(None) };
+        let prefix = format!("{}/", self.key(path)?.as_ref());
+        let opts = PaginatedListOptions {
+            offset: Some(format!("{prefix}{start_after}")),
+            max_keys: Some(limit.clamp(1, SERVICE_PAGE)),
+            ..Default::default()
+        };
+        let got = pager.store.list_paginated(Some(&prefix), opts).await.map_err(self.map_err(path))?;
+        let keys = got
+            .result
+            .objects
+            .iter()
+            .filter_map(|o| o.location.as_ref().strip_prefix(prefix.as_str()).map(str::to_string))
+            .collect();
+        Ok(Some(FlatPage { keys, more: got.page_token.is_some() }))
+    }
+
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         let (a, b) = (self.key(from)?, self.key(to)?);
         let size = self.store.head(&a).await.map_err(self.map_err(from))?.size;

@@ -12,6 +12,14 @@ pub struct ListPage {
     pub more: bool,
 }
 
+/// Files below a directory at any depth, as paths relative to it, in key order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FlatPage {
+    pub keys: Vec<String>,
+    /// More keys follow the last one.
+    pub more: bool,
+}
+
 /// Keeps the `limit` smallest names after `after` from names offered in any order: a page
 /// holds `limit` names in memory however large the directory it is chosen from.
 pub struct Selection<'a> {
