@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::{paths, Registry, RegistryError, RepoName, Result, Tag};
-use crate::storage::{validate_path, ListPage};
+use crate::storage::{settled, validate_path, ListPage};
 
 /// A tag, where it points, and when it was pushed there.
 #[derive(Debug, Clone)]
@@ -162,9 +162,16 @@ impl Registry {
             }
             let want = (n - items.len()).clamp(MIN_BATCH, MAX_BATCH);
             if top.queued.is_empty() && top.more {
-                let page = self.page_of(&top.dir, top.cursor.as_deref(), want).await?;
+                let (page, probes) = match self.flat_page(&top.dir, top.cursor.as_deref(), want).await? {
+                    Some(found) => found,
+                    None => {
+                        let page = self.page_of(&top.dir, top.cursor.as_deref(), want).await?;
+                        let none = page.names.iter().map(|_| None).collect();
+                        (page, none)
+                    }
+                };
                 top.more = page.more;
-                top.queued = page.names.into_iter().map(|name| Child { name, probe: None }).collect();
+                top.queued = page.names.into_iter().zip(probes).map(|(name, probe)| Child { name, probe }).collect();
                 // Probe ahead only as many children as the page can still take.
                 self.probe_ahead(&top.dir, &mut top.queued, n - items.len(), want).await?;
             }
@@ -203,8 +210,14 @@ impl Registry {
     /// Probes the first `count` queued children that are not the repository's own (`_`): from
     /// flat listings where the driver offers them, the rest [`PROBES_AT_ONCE`] at a time.
     async fn probe_ahead(&self, parent: &str, queued: &mut VecDeque<Child>, count: usize, want: usize) -> Result<()> {
-        let mut picked: Vec<usize> =
-            queued.iter().enumerate().filter(|(_, c)| !c.name.starts_with('_')).map(|(i, _)| i).take(count).collect();
+        let mut picked: Vec<usize> = queued
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c.name.starts_with('_'))
+            .take(count)
+            .filter(|(_, c)| c.probe.is_none())
+            .map(|(i, _)| i)
+            .collect();
         let names: Vec<String> = picked.iter().map(|&i| queued[i].name.clone()).collect();
         let flat = self.flat_probes(parent, &names).await?;
         let mut rest = Vec::new();
@@ -224,6 +237,54 @@ impl Registry {
             queued[i].probe = Some(p);
         }
         Ok(())
+    }
+
+    /// A page of `dir`'s children after `after` and their probes from one flat listing, where the
+    /// driver offers it: the names the listing settles (`page::settled`: key order puts `u-x/`
+    /// before `u/`), each probed if the listing read past all its keys. `None`: no flat listing,
+    /// or it settled no name (a large child filled it); the caller lists the directory instead.
+    async fn flat_page(
+        &self,
+        dir: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<(ListPage, Vec<Option<Probe>>)>> {
+        let Some(page) = self.driver.list_flat(dir, after.unwrap_or(""), FLAT_KEYS).await? else { return Ok(None) };
+        let mut children: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+        for key in &page.keys {
+            let (child, rest) = key.split_once('/').unwrap_or((key.as_str(), ""));
+            if after.is_some_and(|a| child <= a) {
+                continue;
+            }
+            let entries = children.entry(child).or_default();
+            let entry = rest.split('/').next().unwrap_or(rest);
+            if !entry.is_empty() && entries.last() != Some(&entry) {
+                entries.push(entry);
+            }
+        }
+        let names: Vec<String> = children.keys().map(|c| c.to_string()).collect();
+        let last = page.keys.last().map(String::as_str);
+        let certain = if page.more { settled(&names, after, last) } else { names.len() };
+        if certain == 0 {
+            return Ok(None);
+        }
+        let take = certain.min(limit);
+        let more = page.more || names.len() > take;
+        let mut probes = Vec::with_capacity(take);
+        for (name, entries) in children.into_iter().take(take) {
+            let prefix = format!("{name}/");
+            let read_past = !page.more || last.is_some_and(|k| k > prefix.as_str() && !k.starts_with(&prefix));
+            probes.push(read_past.then(|| {
+                let mut names: Vec<String> = entries.into_iter().map(str::to_string).collect();
+                names.sort_unstable();
+                names.dedup();
+                let repository = names.iter().any(|c| c == "_manifests");
+                Probe { first: ListPage { names, more: false }, repository }
+            }));
+        }
+        let mut names = names;
+        names.truncate(take);
+        Ok(Some((ListPage { names, more }, probes)))
     }
 
     /// Probes children of `parent` from the driver's flat listing (object stores): a child is
