@@ -57,6 +57,12 @@ pub struct AuthLabels {
     pub outcome: &'static str,
 }
 
+/// One notification endpoint (a configured name: bounded by the configuration).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -71,6 +77,12 @@ pub struct Metrics {
     pub plugin_failures: Family<PluginFailureLabels, Counter>,
     pub auth_outcomes: Family<AuthLabels, Counter>,
     pub tokens_issued: Counter,
+    pub events_queued: Family<EndpointLabels, Counter>,
+    pub events_delivered: Family<EndpointLabels, Counter>,
+    pub events_failed: Family<EndpointLabels, Counter>,
+    pub events_dropped: Family<EndpointLabels, Counter>,
+    pub events_pending: Family<EndpointLabels, Gauge>,
+    pub outbox_events: Gauge,
     /// Requests answered since start (for `/debug/vars`, without summing the families).
     served: AtomicU64,
     started: Instant,
@@ -102,6 +114,12 @@ impl Metrics {
             plugin_failures: Family::default(),
             auth_outcomes: Family::default(),
             tokens_issued: Counter::default(),
+            events_queued: Family::default(),
+            events_delivered: Family::default(),
+            events_failed: Family::default(),
+            events_dropped: Family::default(),
+            events_pending: Family::default(),
+            outbox_events: Gauge::default(),
             served: AtomicU64::new(0),
             started: Instant::now(),
             registry: Registry::default(),
@@ -158,6 +176,16 @@ impl Metrics {
             m.auth_outcomes.clone(),
         );
         registry.register("auth_tokens_issued", "Tokens issued by Berth's token endpoint", m.tokens_issued.clone());
+        registry.register("events_queued", "Events written to the outbox for an endpoint", m.events_queued.clone());
+        registry.register("events_delivered", "Events an endpoint accepted", m.events_delivered.clone());
+        registry.register("events_failed", "Events in deliveries that failed (retried)", m.events_failed.clone());
+        registry.register(
+            "events_dropped",
+            "Events an endpoint never got: the outbox bound was reached, or its plugin dropped them",
+            m.events_dropped.clone(),
+        );
+        registry.register("events_pending", "Events in the outbox an endpoint has not taken yet", m.events_pending.clone());
+        registry.register("outbox_events", "Events held in the notification outbox", m.outbox_events.clone());
         Metrics { registry, ..m }
     }
 

@@ -117,6 +117,9 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
     for name in unused_plugins(config) {
         tracing::warn!(plugin = %name, "plugins.{name} is configured but nothing uses it; not loaded");
     }
+    if let Some(n) = crate::events::Notifier::start(config).await.map_err(std::io::Error::other)? {
+        app.set_events(n);
+    }
     app.set_plugins(plugins.clone());
     let reloader =
         Arc::new(Reloader { config_path, plugins, app: Arc::downgrade(&app), lock: tokio::sync::Mutex::new(()) });
@@ -157,7 +160,8 @@ const ROLES: [Role; 2] = [STORAGE_ROLE, AUTH_ROLE];
 
 /// Plugins configured under `plugins` that no role uses (warned about, not loaded).
 pub fn unused_plugins(config: &Config) -> Vec<String> {
-    let used: Vec<String> = ROLES.iter().filter_map(|(_, _, which)| which(config)).collect();
+    let mut used: Vec<String> = ROLES.iter().filter_map(|(_, _, which)| which(config)).collect();
+    used.extend(config.notifications.plugins().map(String::from));
     config.plugins.entries.keys().filter(|n| !used.contains(n)).cloned().collect()
 }
 
