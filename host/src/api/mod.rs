@@ -324,7 +324,10 @@ impl App {
         }
         // Notifications decorate the operation here, in one place: what the request is
         // about is noted before it runs, the event shaped from the answer after.
-        let observed = self.events.get().and_then(|_| self.observe(&route, &req, id));
+        let mut observed = self.events.get().and_then(|_| self.observe(&route, &req, id));
+        if let Some(o) = &mut observed {
+            o.prepare(&self.registry).await;
+        }
         let resp = handlers::dispatch(self, route, req).await?;
         if let (Some(n), Some(o)) = (self.events.get(), observed) {
             n.record(&o, resp.status(), resp.headers(), &actor, &self.registry).await.map_err(|e| {

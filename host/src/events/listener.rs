@@ -13,7 +13,8 @@ use crate::registry::{Digest, Reference, Registry, RepoName};
 enum About {
     ManifestGet(String),
     ManifestPut(String),
-    ManifestDelete(String),
+    /// The reference, and (by digest) the tags that pointed at it, found before the delete.
+    ManifestDelete(String, Vec<String>),
     BlobGet(String),
     BlobDelete(String),
     /// `PUT` of an upload session: the digest comes back in the answer.
@@ -75,7 +76,7 @@ pub fn observe(kind: &str, repository: Option<&str>, reference: Option<&str>, f:
     let about = match (kind, f.method) {
         ("manifest", &Method::GET) => About::ManifestGet(reference?.to_string()),
         ("manifest", &Method::PUT) => About::ManifestPut(reference?.to_string()),
-        ("manifest", &Method::DELETE) => About::ManifestDelete(reference?.to_string()),
+        ("manifest", &Method::DELETE) => About::ManifestDelete(reference?.to_string(), Vec::new()),
         ("blob", &Method::GET) => About::BlobGet(reference?.to_string()),
         ("blob", &Method::DELETE) => About::BlobDelete(reference?.to_string()),
         ("upload", &Method::PUT) => About::UploadFinish,
@@ -106,6 +107,22 @@ pub fn observe(kind: &str, repository: Option<&str>, reference: Option<&str>, f:
 }
 
 impl Observed {
+    /// What must be read before the request runs: the tags a manifest deleted by digest
+    /// takes with it (distribution reports a tag delete for each).
+    pub async fn prepare(&mut self, registry: &Registry) {
+        let About::ManifestDelete(reference, tags) = &mut self.about else { return };
+        let (Ok(repo), Ok(Reference::Digest(d))) = (RepoName::parse(&self.repository), Reference::parse(reference)) else {
+            return;
+        };
+        let Ok(page) = registry.list_tags(&repo, None, None).await else { return };
+        for t in page.items {
+            let Ok(tag) = crate::registry::Tag::parse(&t) else { continue };
+            if registry.resolve_tag(&repo, &tag).await.ok().flatten().as_ref() == Some(&d) {
+                tags.push(t);
+            }
+        }
+    }
+
     /// Pulls may wait for a later sync; everything else is durable before the answer.
     pub fn durable(&self) -> bool {
         !matches!(self.about, About::ManifestGet(_) | About::BlobGet(_))
@@ -158,15 +175,21 @@ fn new_event(action: Action, target: Target, o: &Observed, actor: &str, source: 
     }
 }
 
-/// The event a successful request caused, or None (a failed request, or one that caused
-/// nothing, such as a mount that fell back to an upload).
-pub async fn event(
-    o: &Observed,
-    status: StatusCode,
-    answer: &HeaderMap,
-    actor: &str,
-    cx: &Context<'_>,
-) -> Option<Event> {
+/// The events a successful request caused, in distribution's order (none for a failed
+/// request, or one that caused nothing, such as a mount that fell back to an upload).
+pub async fn events(o: &Observed, status: StatusCode, answer: &HeaderMap, actor: &str, cx: &Context<'_>) -> Vec<Event> {
+    let Some(first) = event(o, status, answer, actor, cx).await else { return Vec::new() };
+    let mut out = vec![first];
+    if let About::ManifestDelete(_, tags) = &o.about {
+        for tag in tags {
+            let t = Target { repository: o.repository.clone(), tag: tag.clone(), ..Default::default() };
+            out.push(new_event(Action::Delete, t, o, actor, cx.source));
+        }
+    }
+    out
+}
+
+async fn event(o: &Observed, status: StatusCode, answer: &HeaderMap, actor: &str, cx: &Context<'_>) -> Option<Event> {
     let repo = RepoName::parse(&o.repository).ok()?;
     let answered_digest = header(answer, "docker-content-digest");
     let blob = |digest: &str, size: u64, from: String| Target {
@@ -215,7 +238,7 @@ pub async fn event(
             };
             (if put { Action::Push } else { Action::Pull }, target)
         }
-        About::ManifestDelete(reference) => {
+        About::ManifestDelete(reference, _) => {
             if status != StatusCode::ACCEPTED {
                 return None;
             }

@@ -149,20 +149,25 @@ impl Notifier {
         registry: &crate::registry::Registry,
     ) -> Result<(), OutboxError> {
         let cx = Context { registry, source: &self.source, include_references: self.include_references };
-        let Some(event) = listener::event(observed, status, answer, actor, &cx).await else { return Ok(()) };
-        if self.outbox.wanted_by(event.action, &event.target.media_type) == 0 {
+        let mut entries = Vec::new();
+        for event in listener::events(observed, status, answer, actor, &cx).await {
+            if self.outbox.wanted_by(event.action, &event.target.media_type) == 0 {
+                continue;
+            }
+            let json = serde_json::to_vec(&event).expect("an event serializes");
+            {
+                let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                if r.len() == RECENT {
+                    r.pop_front();
+                }
+                r.push_back(json.clone());
+            }
+            entries.push(Entry { action: event.action, media_type: event.target.media_type, json });
+        }
+        if entries.is_empty() {
             return Ok(());
         }
-        let json = serde_json::to_vec(&event).expect("an event serializes");
-        {
-            let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            if r.len() == RECENT {
-                r.pop_front();
-            }
-            r.push_back(json.clone());
-        }
-        let entry = Entry { action: event.action, media_type: event.target.media_type, json };
-        self.outbox.append(vec![entry], observed.durable()).await
+        self.outbox.append(entries, observed.durable()).await
     }
 
     /// Per endpoint: pending, delivered, failed, dropped, last error and success (`/debug/vars`).
