@@ -20,6 +20,8 @@ class Receiver:
         self.attempts: list[float] = []  # monotonic time of every request, accepted or not
         self.accepted: list[dict] = []  # {"headers", "body", "time"} of accepted requests
         self.cond = threading.Condition()
+        self._parsed: list[dict] = []  # events of accepted[:_seen], parsed once
+        self._seen = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,12 +54,12 @@ class Receiver:
     def events(self) -> list[dict]:
         """Every event accepted so far, in arrival order (JSON envelopes flattened)."""
         with self.cond:
-            bodies = [a["body"] for a in self.accepted]
-        out = []
-        for b in bodies:
-            doc = json.loads(b)
-            out.extend(doc["events"] if isinstance(doc, dict) and "events" in doc else [doc])
-        return out
+            bodies = [a["body"] for a in self.accepted[self._seen:]]
+            self._seen += len(bodies)
+            for b in bodies:
+                doc = json.loads(b)
+                self._parsed.extend(doc["events"] if isinstance(doc, dict) and "events" in doc else [doc])
+            return list(self._parsed)
 
     def wait_for(self, n: int, timeout: float = 20) -> list[dict]:
         """Waits until at least `n` events were accepted; returns them."""

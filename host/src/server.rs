@@ -167,7 +167,14 @@ pub fn unused_plugins(config: &Config) -> Vec<String> {
 
 /// The plugins a configuration uses, by role: `(role, plugin name, world it must implement)`.
 pub fn used_plugins(config: &Config) -> Vec<(&'static str, String, World)> {
-    ROLES.iter().filter_map(|(role, world, which)| which(config).map(|n| (*role, n, *world))).collect()
+    let mut used: Vec<(&'static str, String, World)> =
+        ROLES.iter().filter_map(|(role, world, which)| which(config).map(|n| (*role, n, *world))).collect();
+    for name in config.notifications.plugins() {
+        if !used.iter().any(|(_, n, _)| n == name) {
+            used.push(("notifications", name.to_string(), World::NotificationSink));
+        }
+    }
+    used
 }
 
 impl AsRef<Registry> for App {
