@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Receiver:
-    """An HTTP receiver on 127.0.0.1:`port` (a free one by default)."""
+    """An HTTP receiver on 127.0.0.1:`port` (a free one by default); HTTPS with `tls=(cert, key)`."""
 
-    def __init__(self, port: int = 0, fail_first: int = 0, status: int = 200):
+    def __init__(self, port: int = 0, fail_first: int = 0, status: int = 200, tls: tuple | None = None):
         self.fail_first = fail_first
         self.status = status
         self.attempts: list[float] = []  # monotonic time of every request, accepted or not
@@ -47,7 +47,15 @@ class Receiver:
         self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/events"
+        scheme = "http"
+        if tls:
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/events"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 

@@ -16,6 +16,7 @@ import ocihelpers as oh
 from authhelpers import basic, write_htpasswd
 from eventreceiver import Hung, Receiver, refused_url
 from harness import free_port, need_plugin, start_berth, start_distribution
+from test_tls import pki  # noqa: F401  (the fixture: a CA and a server certificate for 127.0.0.1)
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 
@@ -214,6 +215,24 @@ def test_failing_receiver_gets_everything_in_order_with_backoff(tmp_path):
         m = requests.get(srv.debug_url + "/metrics", timeout=10).text
         assert 'berth_events_delivered_total{endpoint="flaky"} 10' in m, m
         assert 'berth_events_failed_total{endpoint="flaky"}' in m
+    finally:
+        srv.stop()
+        rc.close()
+
+
+def test_https_endpoint_trusts_its_cafile_only(tmp_path, pki):  # noqa: F811
+    """An HTTPS receiver with a certificate from a private CA: delivered with `cafile`; without
+    it (the system store) the certificate is refused and the events wait."""
+    rc = Receiver(tls=(pki / "server.crt", pki / "server.key"))
+    srv = start(tmp_path, [endpoint("tls", rc.url, cafile=str(pki / "ca.crt")),
+                           endpoint("system", rc.url, threshold=1, backoff="100ms")])
+    try:
+        d = push_blobs(srv.url, "tls/repo", 2)
+        assert [e["target"]["digest"] for e in rc.wait_for(2)] == d
+        v = wait_vars(srv, "system", lambda v: v["failed"] > 0)
+        assert "certificate" in v["last_error"].lower() or "issuer" in v["last_error"].lower(), v
+        assert v["delivered"] == 0 and v["pending"] == 2
+        assert len(rc.events()) == 2
     finally:
         srv.stop()
         rc.close()

@@ -366,13 +366,36 @@ impl Writer {
             if urgent || due || (!open && (lazy_since.is_some() || !pending.is_empty())) {
                 let result = self.commit(std::mem::take(&mut pending));
                 if let Err(e) = &result {
-                    tracing::error!(error = %e, "event outbox: commit failed");
+                    tracing::error!(error = %e, "event outbox: commit failed; its events were not recorded");
+                    self.reindex();
                 }
                 for w in waiting.drain(..) {
                     let _ = w.send(result.clone());
                 }
                 lazy_since = None;
             }
+        }
+    }
+
+    /// Rebuilds the in-memory index from the file, after a commit that failed midway (the
+    /// transaction was rolled back; the index had already moved).
+    fn reindex(&mut self) {
+        let mut fresh = Index::default();
+        let mut scan = || -> Result<(), redb::Error> {
+            let txn = self.db.begin_read()?;
+            let events = txn.open_table(EVENTS)?;
+            for item in events.iter()? {
+                let (k, v) = item?;
+                let v = v.value();
+                let m = decode(v).map_or(0, |(a, mt, _)| mask(&self.positions, a, mt));
+                fresh.entries.push_back((k.value(), v.len() as u32, m));
+                fresh.bytes += v.len() as u64;
+            }
+            Ok(())
+        };
+        match scan() {
+            Ok(()) => *self.index.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Err(e) => tracing::error!(error = %e, "event outbox: cannot re-read the index"),
         }
     }
 
