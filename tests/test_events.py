@@ -408,3 +408,25 @@ def test_hung_plugin_sink_is_a_retry_and_loses_nothing(tmp_path):
         srv.stop()
         if rc:
             rc.close()
+
+
+@pytest.mark.parametrize("mode", ["trap", "loop", "error"])
+def test_hostile_sink_plugin_loses_nothing(tmp_path, mode):
+    """A sink plugin that traps, spins past its deadline or answers an error on its first
+    delivery: the registry keeps answering, the batch is retried, and every event lands, in
+    order."""
+    state = tmp_path / "state"
+    plugins = {"bad": plugin_entry("hostile-notify", deadline_ms=300, config={"mode": mode},
+                                   grants={"dirs": [{"host": str(state), "guest": "/state", "mode": "rw"}]})}
+    srv = start(tmp_path, [{"name": "bad", "plugin": "bad", "threshold": 1, "backoff": "100ms", "maxbackoff": "200ms"}],
+                extra={"plugins": plugins})
+    try:
+        digests = push_blobs(srv.url, "hostile/repo", 4)
+        v = wait_vars(srv, "bad", lambda v: v["delivered"] >= 4)
+        assert v["failed"] >= 1 and v["dropped"] == 0, v
+        assert (state / "tripped").read_text() == mode
+        lines = [json.loads(x) for x in (state / "events.jsonl").read_text().splitlines()]
+        assert list(dict.fromkeys(e["target"]["digest"] for e in lines)) == digests
+        assert requests.get(srv.url + "/v2/", timeout=5).status_code == 200
+    finally:
+        srv.stop()
