@@ -218,22 +218,30 @@ async fn event(o: &Observed, status: StatusCode, answer: &HeaderMap, actor: &str
             if status != if put { StatusCode::CREATED } else { StatusCode::OK } {
                 return None;
             }
-            let d = Digest::parse(&answered_digest).ok()?;
-            let m = cx.registry.get_manifest(&repo, &Reference::Digest(d)).await.ok()?;
-            let size = m.content.len() as u64;
+            // A pull's answer says all an event needs unless references are wanted; a push
+            // reads back what was stored (its media type may come from the body).
+            let (media_type, size, references) = if !put && !cx.include_references {
+                let size = header(answer, "content-length").parse().unwrap_or(0);
+                (header(answer, "content-type"), size, Vec::new())
+            } else {
+                let d = Digest::parse(&answered_digest).ok()?;
+                let m = cx.registry.get_manifest(&repo, &Reference::Digest(d)).await.ok()?;
+                let refs = if cx.include_references { references(&m.content) } else { Vec::new() };
+                (m.media_type.clone(), m.content.len() as u64, refs)
+            };
             let tag = match Reference::parse(reference) {
                 Ok(Reference::Tag(t)) => t.to_string(),
                 _ => String::new(),
             };
             let target = Target {
-                media_type: m.media_type.clone(),
+                media_type,
                 size,
                 digest: answered_digest.clone(),
                 length: size,
                 repository: o.repository.clone(),
                 url: o.url("manifests", &answered_digest),
                 tag,
-                references: if cx.include_references { references(&m.content) } else { Vec::new() },
+                references,
                 ..Default::default()
             };
             (if put { Action::Push } else { Action::Pull }, target)
