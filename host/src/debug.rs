@@ -77,6 +77,13 @@ async fn handle<B>(app: &App, metrics_path: Option<&str>, req: Request<B>) -> Re
         "/debug/vars" => json_response(StatusCode::OK, &vars(app)),
         "/debug/pprof/profile" => cpu_profile(req.uri().query()).await,
         "/debug/heapstats" => json_response(StatusCode::OK, &profiling::heap_stats()),
+        "/debug/events" => {
+            let n = req.uri().query().and_then(|q| q.strip_prefix("n=")).and_then(|n| n.parse().ok()).unwrap_or(20);
+            match app.events() {
+                Some(e) => json_response(StatusCode::OK, &e.tail(n)),
+                None => json_response(StatusCode::NOT_FOUND, &serde_json::json!({"error": "notifications are off"})),
+            }
+        }
         p if Some(p) == metrics_path => {
             let mut r = Response::new(Full::new(Bytes::from(metrics::get().encode())));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
@@ -152,6 +159,7 @@ pub fn vars(app: &App) -> Value {
             "deleted": r.deleted, "would_delete": r.would_delete, "skipped": r.skipped,
             "failed_repositories": r.failed_repositories, "duration_ms": r.duration_ms,
         })),
+        "notifications": app.events().map(|e| e.report()),
     })
 }
 

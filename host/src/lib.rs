@@ -10,6 +10,7 @@ pub mod cleanup;
 pub mod config;
 pub mod connections;
 pub mod debug;
+pub mod events;
 pub mod guarded_io;
 pub mod heap_trim;
 pub mod metrics;

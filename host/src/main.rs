@@ -268,7 +268,12 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, scheme, driver = app.registry.driver().name(), read_only = app.options.read_only, "berth listening");
         let limits = berth::server::ConnectionLimits::from_config(&config.http);
+        let events = app.events().cloned();
         berth::server::serve(app, listener, tls, limits, berth::server::shutdown_signal()).await;
+        // Pull events and cursors waiting for the next sync are written before exit.
+        if let Some(e) = events {
+            e.close();
+        }
         tracing::info!("stopped");
         ExitCode::SUCCESS
     })

@@ -65,6 +65,12 @@ pub struct CleanupLabels {
     pub result: &'static str,
 }
 
+/// One notification endpoint (a configured name: bounded by the configuration).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub endpoint: String,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -80,6 +86,12 @@ pub struct Metrics {
     pub auth_outcomes: Family<AuthLabels, Counter>,
     pub tokens_issued: Counter,
     pub cleanup: Family<CleanupLabels, Counter>,
+    pub events_queued: Family<EndpointLabels, Counter>,
+    pub events_delivered: Family<EndpointLabels, Counter>,
+    pub events_failed: Family<EndpointLabels, Counter>,
+    pub events_dropped: Family<EndpointLabels, Counter>,
+    pub events_pending: Family<EndpointLabels, Gauge>,
+    pub outbox_events: Gauge,
     /// Requests answered since start (for `/debug/vars`, without summing the families).
     served: AtomicU64,
     started: Instant,
@@ -112,6 +124,12 @@ impl Metrics {
             auth_outcomes: Family::default(),
             tokens_issued: Counter::default(),
             cleanup: Family::default(),
+            events_queued: Family::default(),
+            events_delivered: Family::default(),
+            events_failed: Family::default(),
+            events_dropped: Family::default(),
+            events_pending: Family::default(),
+            outbox_events: Gauge::default(),
             served: AtomicU64::new(0),
             started: Instant::now(),
             registry: Registry::default(),
@@ -173,6 +191,16 @@ impl Metrics {
             "Tags cleanup policies deleted, would delete (dry runs), skipped or failed to delete, and repositories whose run failed",
             m.cleanup.clone(),
         );
+        registry.register("events_queued", "Events written to the outbox for an endpoint", m.events_queued.clone());
+        registry.register("events_delivered", "Events an endpoint accepted", m.events_delivered.clone());
+        registry.register("events_failed", "Events in deliveries that failed (retried)", m.events_failed.clone());
+        registry.register(
+            "events_dropped",
+            "Events an endpoint never got: the outbox bound was reached, or its plugin dropped them",
+            m.events_dropped.clone(),
+        );
+        registry.register("events_pending", "Events in the outbox an endpoint has not taken yet", m.events_pending.clone());
+        registry.register("outbox_events", "Events held in the notification outbox", m.outbox_events.clone());
         Metrics { registry, ..m }
     }
 

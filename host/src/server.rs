@@ -130,6 +130,9 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
     for name in unused_plugins(config) {
         tracing::warn!(plugin = %name, "plugins.{name} is configured but nothing uses it; not loaded");
     }
+    if let Some(n) = crate::events::Notifier::start(config).await.map_err(std::io::Error::other)? {
+        app.set_events(n);
+    }
     app.set_plugins(plugins.clone());
     let reloader =
         Arc::new(Reloader { config_path, plugins, app: Arc::downgrade(&app), lock: tokio::sync::Mutex::new(()) });
@@ -181,14 +184,19 @@ pub fn unused_plugins(config: &Config) -> Vec<String> {
 }
 
 /// The plugins a configuration uses, by role: `(role, plugin name, world it must implement)`.
-/// Besides the single-plugin roles, each cleanup policy uses its plugin (loaded per run, so
-/// not in the reload set).
+/// Besides the single-plugin roles, each cleanup policy and each notification sink uses its
+/// plugin (cleanup plugins are loaded per run, so they are not in the reload set).
 pub fn used_plugins(config: &Config) -> Vec<(&'static str, String, World)> {
-    let mut used: Vec<_> =
+    let mut used: Vec<(&'static str, String, World)> =
         ROLES.iter().filter_map(|(role, world, which)| which(config).map(|n| (*role, n, *world))).collect();
-    for name in config.cleanup.plugins() {
-        if !used.iter().any(|(role, n, _)| *role == "cleanup" && n == name) {
-            used.push(("cleanup", name.to_string(), World::CleanupPolicy));
+    let many = config
+        .cleanup
+        .plugins()
+        .map(|n| ("cleanup", n, World::CleanupPolicy))
+        .chain(config.notifications.plugins().map(|n| ("notifications", n, World::NotificationSink)));
+    for (role, name, world) in many {
+        if !used.iter().any(|(r, n, _)| *r == role && n == name) {
+            used.push((role, name.to_string(), world));
         }
     }
     used

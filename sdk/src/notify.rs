@@ -1,5 +1,8 @@
 //! Notification sinks: receive registry events (distribution's envelope, delivered at least
-//! once from a durable outbox, off the request path).
+//! once and in order from a durable outbox, off the request path). Each `Event` has typed
+//! fields and `json`, the event exactly as distribution's webhook carries it. `Ok` means
+//! delivered; `SinkError::Retryable` (or a trap, or running past the deadline) makes the host
+//! send the batch again later; `SinkError::Fatal` drops it, counted.
 //!
 //! ```ignore
 //! use berth_plugin_sdk::notify::{Event, NotificationSink, SinkError};
@@ -17,6 +20,7 @@
 //! ```
 
 pub use crate::bindings::notify::exports::berth::plugin::notification_sink::{Action, Event, SinkError, Target};
+pub use crate::bindings::common::berth::plugin::types::Descriptor;
 pub use crate::{Config, InitError};
 
 /// A notification sink.

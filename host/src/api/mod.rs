@@ -70,6 +70,8 @@ pub struct App {
     cleanup: OnceLock<Arc<crate::cleanup::Cleanup>>,
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
     manifest_budget: ManifestBudget,
+    /// Notifications (none: no endpoint enabled).
+    events: OnceLock<Arc<crate::events::Notifier>>,
 }
 
 pub(crate) fn full(b: impl Into<Bytes>) -> Body {
@@ -154,6 +156,7 @@ impl App {
             in_flight: (options.max_in_flight > 0)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_in_flight))),
             manifest_budget: ManifestBudget::new(options.manifest_memory),
+            events: OnceLock::new(),
             options,
         })
     }
@@ -169,6 +172,15 @@ impl App {
             Some(f) => f().await,
             None => Ok("nothing to reload".into()),
         }
+    }
+
+    /// Installs the notifier every served request reports to (once).
+    pub fn set_events(&self, n: Arc<crate::events::Notifier>) {
+        let _ = self.events.set(n);
+    }
+
+    pub fn events(&self) -> Option<&Arc<crate::events::Notifier>> {
+        self.events.get()
     }
 
     /// Installs the plugins the server runs, for the debug server's health and vars (once).
@@ -266,6 +278,7 @@ impl App {
         let path = req.uri().path().to_string();
         let route = Route::parse(&path);
         let method = req.method().clone();
+        let mut actor = String::new();
         if let Some(auth) = &self.auth {
             let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
             let caller =
@@ -311,6 +324,7 @@ impl App {
                 if !access.subject.is_empty() {
                     tracing::Span::current().record("user", access.subject.as_str());
                 }
+                actor = access.subject.clone();
             }
         }
         let write = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
@@ -321,7 +335,40 @@ impl App {
         if method == Method::DELETE && deletes_content && !self.options.delete_enabled {
             return Err(ApiError::unsupported("deletes are disabled (storage.delete.enabled is false)"));
         }
-        handlers::dispatch(self, route, req).await
+        // Notifications decorate the operation here, in one place: what the request is
+        // about is noted before it runs, the event shaped from the answer after.
+        let mut observed = self.events.get().and_then(|_| self.observe(&route, &req, id));
+        if let Some(o) = &mut observed {
+            o.prepare(&self.registry).await;
+        }
+        let resp = handlers::dispatch(self, route, req).await?;
+        if let (Some(n), Some(o)) = (self.events.get(), observed) {
+            n.record(&o, resp.status(), resp.headers(), &actor, &self.registry).await.map_err(|e| {
+                tracing::error!(error = %e, "event not recorded");
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the event outbox cannot be written")
+            })?;
+        }
+        Ok(resp)
+    }
+
+    /// What a request may cause an event about, for `events::listener`.
+    fn observe(&self, route: &Route<'_>, req: &Request<RequestBody>, id: &str) -> Option<crate::events::listener::Observed> {
+        let (kind, name, reference) = match route {
+            Route::Manifest { name, reference } => ("manifest", name, Some(*reference)),
+            Route::Blob { name, digest } => ("blob", name, Some(*digest)),
+            Route::Upload { name, .. } => ("upload", name, None),
+            Route::UploadStart { name } => ("upload-start", name, None),
+            _ => return None,
+        };
+        let facts = crate::events::listener::RequestFacts {
+            id,
+            method: req.method(),
+            headers: req.headers(),
+            query: req.uri().query(),
+            peer: req.extensions().get::<PeerAddr>().map(|p| p.0),
+            origin: if self.options.relative_urls { None } else { origin(req.headers(), self.options.tls) },
+        };
+        crate::events::listener::observe(kind, Some(name), reference, facts)
     }
 
     /// Berth's token endpoint: parameters from the query (`GET`) or the form body (`POST`).

@@ -511,6 +511,22 @@ mod tests {
         ("auth.issuer.key", "AUTH_ISSUER_KEY", "/etc/issuer.key"),
         ("auth.issuer.certificate", "AUTH_ISSUER_CERTIFICATE", "/etc/issuer.crt"),
         ("auth.issuer.statedir", "AUTH_ISSUER_STATEDIR", "/var/lib/berth"),
+        (
+            "notifications.endpoints",
+            "NOTIFICATIONS_ENDPOINTS",
+            "[{name: hook, url: 'https://h/e', headers: {Authorization: [t]}, timeout: 500, backoff: 2s}]",
+        ),
+        ("notifications.events.includereferences", "NOTIFICATIONS_EVENTS_INCLUDEREFERENCES", "true"),
+        ("notifications.outbox.directory", "NOTIFICATIONS_OUTBOX_DIRECTORY", "/var/lib/outbox"),
+        ("notifications.outbox.maxevents", "NOTIFICATIONS_OUTBOX_MAXEVENTS", "50"),
+        ("notifications.outbox.maxbytes", "NOTIFICATIONS_OUTBOX_MAXBYTES", "65536"),
+        ("notifications.outbox.pullflush", "NOTIFICATIONS_OUTBOX_PULLFLUSH", "250ms"),
+        ("plugins.gitlab.path", "PLUGINS_GITLAB_PATH", "/p/gitlab.wasm"),
+        (
+            "cleanup.policies",
+            "CLEANUP_POLICIES",
+            "[{name: ci, plugin: gitlab, repositories: ['ci/**'], settings: {keep_n: 5}, cadence: 7d}]",
+        ),
     ];
 
     /// The leaf keys of every `yaml` block in README.md, commented-out alternatives included.
@@ -652,6 +668,18 @@ mod tests {
             (i.key.as_deref(), i.certificate.as_deref(), i.statedir.as_deref()),
             (Some(Path::new("/etc/issuer.key")), Some(Path::new("/etc/issuer.crt")), Some(Path::new("/var/lib/berth")))
         );
+        let p = &c.cleanup.policies[0];
+        assert_eq!((p.name.as_str(), p.plugin.as_str(), p.repositories[0].as_str()), ("ci", "gitlab", "ci/**"));
+        assert_eq!((p.settings["keep_n"].as_str(), p.cadence), ("5", Some(Duration::from_secs(7 * 86_400))));
+        assert_eq!(c.plugins.entries["gitlab"].path, Path::new("/p/gitlab.wasm"));
+        let n = &c.notifications;
+        let e = &n.endpoints[0];
+        assert_eq!((e.name.as_str(), e.url.as_str(), e.headers["Authorization"][0].as_str()), ("hook", "https://h/e", "t"));
+        assert_eq!((e.timeout, e.backoff), (Duration::from_millis(500), Duration::from_secs(2)));
+        assert!(n.events.includereferences);
+        let o = &n.outbox;
+        assert_eq!(o.directory.as_deref(), Some(Path::new("/var/lib/outbox")));
+        assert_eq!((o.maxevents, o.maxbytes, o.pullflush), (50, 65536, Duration::from_millis(250)));
         let p = &c.plugins.entries["storage-fs"];
         assert_eq!(p.path, Path::new("/p/fs.wasm"));
         assert_eq!(p.sha256.as_deref(), Some("0123456789"));

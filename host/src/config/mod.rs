@@ -13,6 +13,7 @@ pub mod duration;
 mod env;
 mod http;
 mod log;
+mod notifications;
 mod plugins;
 mod storage;
 
@@ -27,6 +28,7 @@ pub use cleanup::{parse_cadence, repository_glob, Cleanup, Policy as CleanupPoli
 pub use compatibility::{Compatibility, Schema1};
 pub use http::{Debug, Http, Prometheus, Timeouts, Tls};
 pub use log::{Log, LogFormatter, LogLevel};
+pub use notifications::{Endpoint, EventsOptions, Ignore, Notifications, Outbox};
 pub use plugins::{DirGrantConfig, DirMode, Grants, PluginConfig, PluginDefaults, Plugins};
 pub use storage::{
     Azure, Delete, Driver, Filesystem, Gcs, InMemory, Maintenance, ReadOnly, Redirect, Storage, StoragePlugin,
@@ -77,6 +79,8 @@ sections! {
     auth: Auth,
     /// Retention policies run by `cleanup-policy` plugins.
     cleanup: Cleanup,
+    /// Where registry events go.
+    notifications: Notifications,
 }
 
 /// A problem in a configuration, naming the key it is about.
@@ -187,7 +191,32 @@ impl Config {
                 out.push(ConfigError::new("storage.plugin.name", format!("no plugin {:?} under plugins", p.name)));
             }
         }
+        for (i, e) in self.notifications.endpoints.iter().enumerate() {
+            if let Some(p) = &e.plugin {
+                if !self.plugins.entries.contains_key(p) {
+                    out.push(ConfigError::new(
+                        format!("notifications.endpoints[{i}].plugin"),
+                        format!("no plugin {p:?} under plugins"),
+                    ));
+                }
+            }
+        }
+        let needs_outbox = self.notifications.enabled().next().is_some();
+        if needs_outbox && self.notifications.outbox.directory.is_none() && !matches!(self.driver(), Driver::Filesystem(_)) {
+            out.push(ConfigError::new(
+                "notifications.outbox.directory",
+                "is required when storage is not the filesystem (a local directory for the event outbox)",
+            ));
+        }
         out
+    }
+
+    /// The directory of the notification outbox: as configured, else beside the data.
+    pub fn outbox_dir(&self) -> Option<PathBuf> {
+        self.notifications.outbox.directory.clone().or_else(|| match self.driver() {
+            Driver::Filesystem(root) => Some(root.join("_berth")),
+            _ => None,
+        })
     }
 }
 

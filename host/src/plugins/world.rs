@@ -45,7 +45,7 @@ impl World {
 
     /// Whether the host serves this kind yet (the others are recognised and link-checked).
     pub fn served(self) -> bool {
-        matches!(self, World::StorageDriver | World::AuthPolicy | World::CleanupPolicy)
+        matches!(self, World::StorageDriver | World::AuthPolicy | World::NotificationSink | World::CleanupPolicy)
     }
 
     /// Checks that a pre-linked component has this world's exports with the right types.
@@ -130,7 +130,7 @@ kind!(
     bindings::auth::AuthPolicyPlugin
 );
 kind!(
-    /// `notification-sink-plugin`: link-checked; served once notifications land.
+    /// `notification-sink-plugin`: adapted by `crate::events::plugin_sink::PluginSink`.
     NotificationKind,
     World::NotificationSink,
     bindings::notification::NotificationSinkPluginPre<State>,

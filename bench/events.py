@@ -1,0 +1,131 @@
+"""Notification figures (issue 11), one run, one machine, the release binary:
+
+- 200 small image pushes (`berth-bench pushes`): no notifications; one healthy endpoint; one
+  healthy and one down (connection refused). Target: healthy+down >= 90% of the throughput
+  with none.
+- Manifest GET rate (`berth-bench load`, 32 connections) with one healthy endpoint against none
+  (every GET is a pull event). Target: >= 90%.
+- Outbox throughput: pull events written and delivered to a local receiver while the GET load
+  runs: events delivered / (load time + time to drain). Target: >= 20,000 events/s.
+
+    python3 bench/events.py            # after cargo build --release -p berth -p berth-bench
+
+Writes bench/results/events.md. Medians of BENCH_RUNS (3) runs, configurations alternating.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+import ocihelpers as oh  # noqa: E402
+from eventreceiver import Receiver, refused_url  # noqa: E402
+from harness import start_berth  # noqa: E402
+
+BENCH_BIN = Path(os.environ.get("BENCH_BIN", ROOT / "target" / "release" / "berth-bench"))
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+PUSHES = int(os.environ.get("BENCH_PUSHES", "200"))
+SECS = int(os.environ.get("BENCH_RPS_SECS", "5"))
+CONNS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+
+
+def endpoint(name: str, url: str) -> dict:
+    return {"name": name, "url": url, "timeout": "1s", "threshold": 3, "backoff": "1s", "maxbackoff": "10s",
+            "batch": 500}
+
+
+def server(work: Path, name: str, endpoints: list[dict]):
+    cfg: dict = {"log": {"level": "warn"}}
+    if endpoints:
+        cfg["notifications"] = {"endpoints": endpoints, "outbox": {"directory": str(work / name / "outbox")}}
+    return start_berth(work / name, config=cfg)
+
+
+def pushes(url: str, repo: str) -> float:
+    subprocess.run(["sync"], check=True)
+    out = subprocess.run([str(BENCH_BIN), "pushes", "--url", url, "--count", str(PUSHES), "--repo", repo],
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def get_rate(url: str) -> float:
+    out = subprocess.run([str(BENCH_BIN), "load", "--url", f"{url}/v2/bench/m/manifests/t", "--connections",
+                          str(CONNS), "--duration", str(SECS), "--header", f"Accept: {oh.OCI_MANIFEST}"],
+                         check=True, capture_output=True, text=True).stdout
+    rps, non2xx, errors = out.split()
+    assert non2xx == "0" and errors == "0", out
+    return float(rps)
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="berth-events.", dir=os.environ.get("BENCH_DIR", "/tmp")))
+    rc = Receiver()
+    servers = {
+        "none": server(work, "none", []),
+        "healthy": server(work, "healthy", [endpoint("healthy", rc.url)]),
+        "healthy+down": server(work, "down", [endpoint("healthy", rc.url), endpoint("down", refused_url())]),
+    }
+    rows = []
+    try:
+        push_s: dict[str, list[float]] = {k: [] for k in servers}
+        for run in range(RUNS):
+            for name, srv in servers.items():
+                push_s[name].append(pushes(srv.url, f"bench/pushes-{run}"))
+        med = {k: statistics.median(v) for k, v in push_s.items()}
+        for k, v in push_s.items():
+            tput = PUSHES / med[k]
+            rel = med["none"] / med[k]
+            target = ">= 90% of none" if k == "healthy+down" else "(reported)"
+            ok = "PASS" if k != "healthy+down" or rel >= 0.9 else "FAIL"
+            rows.append((f"{PUSHES} small pushes, {k}", f"{med[k]:.2f} s ({tput:.0f} images/s)",
+                         f"{rel * 100:.0f}% of none", target, ok if k == "healthy+down" else ""))
+        for srv in (servers["none"], servers["healthy"]):
+            oh.make_image(srv.url, "bench/m", "t")
+        rates: dict[str, list[float]] = {"none": [], "healthy": []}
+        outbox: list[float] = []
+        for _ in range(RUNS):
+            rates["none"].append(get_rate(servers["none"].url))
+            before = len(rc.events())
+            t0 = time.monotonic()
+            rate = get_rate(servers["healthy"].url)
+            rates["healthy"].append(rate)
+            # Every GET was a pull event: wait for the receiver to have them all.
+            expected = before + int(rate * SECS * 0.98)
+            deadline = time.monotonic() + 120
+            while len(rc.events()) < expected and time.monotonic() < deadline:
+                time.sleep(0.05)
+            got = len(rc.events()) - before
+            outbox.append(got / (time.monotonic() - t0))
+        rn, rh = statistics.median(rates["none"]), statistics.median(rates["healthy"])
+        rows.append(("manifest GET, none", f"{rn:.0f} req/s", "", "", ""))
+        rows.append(("manifest GET, one endpoint", f"{rh:.0f} req/s", f"{rh / rn * 100:.0f}% of none",
+                     ">= 90% of none", "PASS" if rh / rn >= 0.9 else "FAIL"))
+        ob = statistics.median(outbox)
+        rows.append(("outbox: pull events written and delivered", f"{ob:.0f} events/s", "", ">= 20000",
+                     "PASS" if ob >= 20000 else "FAIL"))
+    finally:
+        for s in servers.values():
+            s.stop()
+        rc.close()
+    load = os.getloadavg()
+    text = ["# Notification figures (bench/events.py)", "",
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
+            f"load average before the end {load[0]:.2f}; medians of {RUNS}; GET load {SECS} s x {CONNS} connections.",
+            "", "| figure | berth | relative | target | |", "| --- | --- | --- | --- | --- |"]
+    text += [f"| {' | '.join(r)} |" for r in rows]
+    out = "\n".join(text) + "\n"
+    print(out)
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "events.md").write_text(out)
+    return 0 if all(r[4] != "FAIL" for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+//! Notifications: every push, pull, delete and mount becomes an event in distribution's
+//! envelope, written to a durable outbox and delivered from there to each endpoint by its own
+//! task, at least once and in order.
+//!
+//! - `record`: the event and the envelope, field for field as distribution writes them;
+//! - `listener`: request → event, in one place at the API boundary;
+//! - `outbox`: the redb log, group commit, bounds, cursors;
+//! - `endpoint`: one endpoint's delivery task (batches, threshold, growing backoff);
+//! - `sink`, `webhook`, `plugin_sink`: where a batch goes.
+//!
+//! Pushes, deletes and mounts are on stable storage before the client's answer (they share
+//! syncs with every concurrent request); pulls are written with the next sync, at most
+//! `notifications.outbox.pullflush` later, which is what a crash can lose of them.
+
+pub mod endpoint;
+pub mod listener;
+pub mod outbox;
+pub mod plugin_sink;
+pub mod record;
+pub mod sink;
+pub mod webhook;
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+
+use crate::config::{Config, Endpoint};
+use crate::plugins::{NotificationKind, PluginSpec, Swap};
+use endpoint::{EndpointState, Policy};
+use listener::{Context, Observed};
+use outbox::{Entry, Limits, Outbox, OutboxError, Position};
+use record::{Action, Source};
+use sink::Sink;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    #[error(transparent)]
+    Webhook(#[from] webhook::WebhookError),
+    #[error("notifications.endpoints {endpoint}: {source}")]
+    Plugin { endpoint: String, source: Box<dyn std::error::Error + Send + Sync> },
+    #[error("notifications.outbox.directory is required unless storage is the filesystem")]
+    NoDirectory,
+    #[error("notifications: at most {max} enabled endpoints", max = outbox::MAX_ENDPOINTS)]
+    TooMany,
+}
+
+pub struct Notifier {
+    outbox: Arc<Outbox>,
+    endpoints: Vec<Arc<EndpointState>>,
+    source: Source,
+    include_references: bool,
+    dir: PathBuf,
+    /// The newest events recorded (`/debug/events`), whether or not delivered yet.
+    recent: Mutex<VecDeque<Vec<u8>>>,
+}
+
+/// How many recent events `/debug/events` can show.
+const RECENT: usize = 100;
+
+/// `hostname:port` of the registry, as distribution's `source.addr`.
+fn source_addr(config: &Config) -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `buf.len()` bytes into `buf`.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let host = if ok {
+        let n = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    } else {
+        String::new()
+    };
+    format!("{host}:{}", config.http.addr.port())
+}
+
+/// Whether an endpoint wants events like this one.
+fn wants(e: &Endpoint) -> impl Fn(Action, &str) -> bool + Send + Sync + 'static {
+    let actions = e.ignore.actions.clone();
+    let media: Vec<String> = e.ignoredmediatypes.iter().chain(&e.ignore.mediatypes).cloned().collect();
+    move |a, mt| !actions.iter().any(|x| x == a.as_str()) && !media.iter().any(|m| m == mt)
+}
+
+impl Notifier {
+    /// Opens the outbox and starts a delivery task per enabled endpoint (loading the plugins
+    /// they name). None when no endpoint is enabled: requests then pay nothing.
+    pub async fn start(config: &Config) -> Result<Option<Arc<Notifier>>, NotifyError> {
+        let enabled: Vec<&Endpoint> = config.notifications.enabled().collect();
+        if enabled.is_empty() {
+            return Ok(None);
+        }
+        if enabled.len() > outbox::MAX_ENDPOINTS {
+            return Err(NotifyError::TooMany);
+        }
+        let dir = config.outbox_dir().ok_or(NotifyError::NoDirectory)?;
+        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+        for e in &enabled {
+            let sink: Arc<dyn Sink> = match &e.plugin {
+                Some(name) => {
+                    let plugin_err =
+                        |source: Box<dyn std::error::Error + Send + Sync>| NotifyError::Plugin { endpoint: e.name.clone(), source };
+                    let spec = PluginSpec::from_config(config, name).map_err(|err| plugin_err(Box::new(err)))?;
+                    let swap = Swap::<NotificationKind>::load(spec).await.map_err(|err| plugin_err(Box::new(err)))?;
+                    let p = swap.current();
+                    tracing::info!(endpoint = %e.name, plugin = %p.name(), sha256 = %p.sha256, "notification sink plugin loaded");
+                    Arc::new(plugin_sink::PluginSink(Arc::new(swap)))
+                }
+                None => Arc::new(webhook::Webhook::new(e)?),
+            };
+            sinks.push(sink);
+        }
+        let positions: Vec<Arc<Position>> =
+            enabled.iter().map(|e| Arc::new(Position::new(e.name.clone(), wants(e)))).collect();
+        let o = &config.notifications.outbox;
+        let limits = Limits { max_events: o.maxevents, max_bytes: o.maxbytes, lazy_flush: o.pullflush };
+        let open_dir = dir.clone();
+        let outbox = tokio::task::spawn_blocking(move || Outbox::open(&open_dir, positions, limits))
+            .await
+            .map_err(|e| OutboxError::Write(e.to_string()))??;
+        let outbox = Arc::new(outbox);
+        let mut endpoints = Vec::new();
+        for (i, (e, sink)) in enabled.iter().zip(sinks).enumerate() {
+            let target = e.plugin.clone().unwrap_or_else(|| e.url.clone());
+            let state = Arc::new(EndpointState::new(e.name.clone(), i, sink.kind(), target));
+            tokio::spawn(endpoint::run(outbox.clone(), state.clone(), sink, Policy::of(e)));
+            endpoints.push(state);
+        }
+        let (events, bytes) = outbox.size();
+        tracing::info!(dir = %dir.display(), endpoints = endpoints.len(), held = events, bytes, "notifications on");
+        Ok(Some(Arc::new(Notifier {
+            outbox,
+            endpoints,
+            source: Source { addr: source_addr(config), instance_id: uuid::Uuid::new_v4().to_string() },
+            include_references: config.notifications.events.includereferences,
+            dir,
+            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+        })))
+    }
+
+    /// Records the event a served request caused (if any). A push, delete or mount is durable
+    /// when this returns; a pull is queued for the next sync.
+    pub async fn record(
+        &self,
+        observed: &Observed,
+        status: http::StatusCode,
+        answer: &http::HeaderMap,
+        actor: &str,
+        registry: &crate::registry::Registry,
+    ) -> Result<(), OutboxError> {
+        let cx = Context { registry, source: &self.source, include_references: self.include_references };
+        let mut entries = Vec::new();
+        for event in listener::events(observed, status, answer, actor, &cx).await {
+            if self.outbox.wanted_by(event.action, &event.target.media_type) == 0 {
+                continue;
+            }
+            let json = serde_json::to_vec(&event).expect("an event serializes");
+            {
+                let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+                if r.len() == RECENT {
+                    r.pop_front();
+                }
+                r.push_back(json.clone());
+            }
+            entries.push(Entry { action: event.action, media_type: event.target.media_type, json });
+        }
+        if entries.is_empty() {
+            return Ok(());
+        }
+        self.outbox.append(entries, observed.durable()).await
+    }
+
+    /// Per endpoint: pending, delivered, failed, dropped, last error and success (`/debug/vars`).
+    pub fn report(&self) -> Value {
+        let (events, bytes) = self.outbox.size();
+        let endpoints: serde_json::Map<String, Value> =
+            self.endpoints.iter().map(|e| (e.name.clone(), e.report(&self.outbox))).collect();
+        json!({
+            "outbox": {"directory": self.dir, "events": events, "bytes": bytes, "head": *self.outbox.head().borrow()},
+            "endpoints": endpoints,
+        })
+    }
+
+    /// The newest `n` events recorded (at most 100), oldest first, and the oldest ones still
+    /// waiting in the outbox for some endpoint: for debugging a receiver.
+    pub fn tail(&self, n: usize) -> Value {
+        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let recent: Vec<Value> =
+            r.iter().skip(r.len().saturating_sub(n)).filter_map(|j| serde_json::from_slice(j).ok()).collect();
+        let waiting: Vec<Value> =
+            self.outbox.tail(n).into_iter().map(|(seq, e)| json!({"seq": seq, "event": e})).collect();
+        json!({ "events": recent, "waiting": waiting })
+    }
+
+    /// Writes what waits for the next sync (pull events, cursors): at shutdown.
+    pub fn close(&self) {
+        self.outbox.close();
+    }
+}
