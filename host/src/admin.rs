@@ -16,12 +16,15 @@ use crate::debug::json_response;
 enum Op {
     /// Re-read the configuration and plugin files (as SIGHUP does).
     Reload,
+    /// Run a garbage collection now (`?dry-run=true&delete-untagged=true`).
+    Gc,
 }
 
 impl Op {
     fn parse(path: &str) -> Option<Op> {
         match path {
             "/admin/reload" => Some(Op::Reload),
+            "/admin/gc" => Some(Op::Gc),
             _ => None,
         }
     }
@@ -29,13 +32,13 @@ impl Op {
     /// Every operation changes state, so none answers a GET a crawler or a prefetch could send.
     fn method(self) -> Method {
         match self {
-            Op::Reload => Method::POST,
+            Op::Reload | Op::Gc => Method::POST,
         }
     }
 }
 
 /// Answers an admin request, or `None` when `path` is no admin operation.
-pub async fn handle(app: &App, method: &Method, path: &str) -> Option<Response<Full<Bytes>>> {
+pub async fn handle(app: &App, method: &Method, path: &str, query: Option<&str>) -> Option<Response<Full<Bytes>>> {
     let op = Op::parse(path)?;
     if *method != op.method() {
         let mut r =
@@ -45,6 +48,7 @@ pub async fn handle(app: &App, method: &Method, path: &str) -> Option<Response<F
     }
     Some(match op {
         Op::Reload => reload(app).await,
+        Op::Gc => gc(app, query).await,
     })
 }
 
@@ -57,5 +61,33 @@ async fn reload(app: &App) -> Response<Full<Bytes>> {
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"reloaded": false, "error": format!("reload refused: {e}")}),
         ),
+    }
+}
+
+/// `POST /admin/gc[?dry-run=true][&delete-untagged=true]`: runs a garbage collection and answers
+/// its report (200); 409 while another run holds the lock; 400 for an unknown parameter.
+async fn gc(app: &App, query: Option<&str>) -> Response<Full<Bytes>> {
+    let Some(svc) = app.gc() else {
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "garbage collection is not set up"}));
+    };
+    let (mut dry_run, mut delete_untagged) = (false, false);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+        let flag = match v {
+            "true" | "1" | "" => true,
+            "false" | "0" => false,
+            _ => return json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("{k}: expected true or false, not {v:?}")})),
+        };
+        match k {
+            "dry-run" => dry_run = flag,
+            "delete-untagged" => delete_untagged = flag,
+            _ => return json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("unknown parameter {k:?} (dry-run, delete-untagged)")})),
+        }
+    }
+    match svc.run(app, &svc.options(dry_run, delete_untagged)).await {
+        Ok(report) => json_response(StatusCode::OK, &json!(report)),
+        Err(e) if e.is_locked() => json_response(StatusCode::CONFLICT, &json!({"error": e.to_string()})),
+        Err(e @ crate::gc::GcError::ReadOnly) => json_response(StatusCode::CONFLICT, &json!({"error": e.to_string()})),
+        Err(e) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e.to_string()})),
     }
 }

@@ -62,7 +62,7 @@ pub async fn serve(app: Arc<App>, config: Debug, listener: TcpListener) {
 
 async fn handle<B>(app: &App, metrics_path: Option<&str>, req: Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if let Some(r) = admin::handle(app, req.method(), path).await {
+    if let Some(r) = admin::handle(app, req.method(), path, req.uri().query()).await {
         return r;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -147,6 +147,7 @@ pub fn vars(app: &App) -> Value {
         "read_only": app.options.read_only,
         "tls": app.options.tls,
         "plugins": app.plugin_report(),
+        "gc": {"last_run": crate::gc::report::last()},
     })
 }
 

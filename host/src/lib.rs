@@ -9,6 +9,7 @@ pub mod auth;
 pub mod config;
 pub mod connections;
 pub mod debug;
+pub mod gc;
 pub mod guarded_io;
 pub mod heap_trim;
 pub mod metrics;

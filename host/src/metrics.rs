@@ -57,6 +57,49 @@ pub struct AuthLabels {
     pub outcome: &'static str,
 }
 
+/// Garbage collection: totals over every run of this process, and the last run's figures.
+pub struct GcMetrics {
+    pub runs: Counter,
+    pub failures: Counter,
+    pub blobs_swept: Counter,
+    pub manifests_swept: Counter,
+    pub bytes_freed: Counter,
+    pub last_blobs_marked: Gauge,
+    pub last_manifests_marked: Gauge,
+    pub last_duration: Gauge<f64, AtomicU64>,
+    pub last_end: Gauge<f64, AtomicU64>,
+}
+
+impl GcMetrics {
+    fn register(registry: &mut Registry) -> GcMetrics {
+        let m = GcMetrics {
+            runs: Counter::default(),
+            failures: Counter::default(),
+            blobs_swept: Counter::default(),
+            manifests_swept: Counter::default(),
+            bytes_freed: Counter::default(),
+            last_blobs_marked: Gauge::default(),
+            last_manifests_marked: Gauge::default(),
+            last_duration: Gauge::default(),
+            last_end: Gauge::default(),
+        };
+        registry.register("gc_runs", "Garbage collection runs finished (dry runs included)", m.runs.clone());
+        registry.register("gc_failures", "Garbage collection runs that failed or were refused", m.failures.clone());
+        registry.register("gc_blobs_swept", "Blobs deleted by garbage collection", m.blobs_swept.clone());
+        registry.register("gc_manifests_swept", "Manifest revisions deleted by garbage collection", m.manifests_swept.clone());
+        registry.register_with_unit("gc_freed", "Blob bytes freed by garbage collection", Unit::Bytes, m.bytes_freed.clone());
+        registry.register("gc_last_blobs_marked", "Blobs the last run kept", m.last_blobs_marked.clone());
+        registry.register("gc_last_manifests_marked", "Manifests the last run kept", m.last_manifests_marked.clone());
+        registry.register_with_unit("gc_last_duration", "Duration of the last run", Unit::Seconds, m.last_duration.clone());
+        registry.register(
+            "gc_last_end_timestamp_seconds",
+            "When the last run ended (Unix time)",
+            m.last_end.clone(),
+        );
+        m
+    }
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -71,6 +114,7 @@ pub struct Metrics {
     pub plugin_failures: Family<PluginFailureLabels, Counter>,
     pub auth_outcomes: Family<AuthLabels, Counter>,
     pub tokens_issued: Counter,
+    pub gc: GcMetrics,
     /// Requests answered since start (for `/debug/vars`, without summing the families).
     served: AtomicU64,
     started: Instant,
@@ -102,6 +146,7 @@ impl Metrics {
             plugin_failures: Family::default(),
             auth_outcomes: Family::default(),
             tokens_issued: Counter::default(),
+            gc: GcMetrics::register(&mut registry),
             served: AtomicU64::new(0),
             started: Instant::now(),
             registry: Registry::default(),

@@ -73,6 +73,19 @@ fn native_driver(config: &Config) -> std::io::Result<Arc<dyn StorageDriver>> {
     Ok(driver)
 }
 
+/// The registry over the configured storage, for tools that do not serve (`berth
+/// garbage-collect`): a storage plugin is loaded, nothing else is.
+pub async fn open_registry(config: &Config) -> std::io::Result<Registry> {
+    let driver: Arc<dyn StorageDriver> = match config.driver() {
+        Driver::Plugin(name) => {
+            let spec = PluginSpec::from_config(config, &name).map_err(std::io::Error::other)?;
+            Arc::new(ComponentDriver::load(spec).await.map_err(std::io::Error::other)?)
+        }
+        _ => native_driver(config)?,
+    };
+    Ok(Registry::new(driver))
+}
+
 /// Builds the application, loading the plugins the configuration uses (a storage driver
 /// today), and installs the reload hook (SIGHUP through `spawn_sighup_reload`, and the debug
 /// server's `POST /admin/reload`) that re-reads `config_path` and the plugin files.
@@ -124,11 +137,21 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
         let r = reloader.clone();
         Box::pin(async move { r.reload().await })
     }));
+    install_gc(&app, config);
     let purge = &config.storage.maintenance.uploadpurging;
     if purge.enabled && !config.storage.maintenance.readonly.enabled {
         crate::registry::spawn_purger(Arc::downgrade(&app), purge.age, purge.interval, purge.dryrun);
     }
     Ok(app)
+}
+
+/// Garbage collection in the server: its journal (fed by the lock poll, so runs of
+/// `berth garbage-collect` in other processes are seen too) and its schedule.
+fn install_gc(app: &Arc<App>, config: &Config) {
+    let gc = crate::gc::Service::new(config.gc.clone(), config.storage.maintenance.readonly.enabled);
+    app.set_gc(gc.clone());
+    gc.journal.spawn_poller(Arc::downgrade(app));
+    gc.spawn_schedule(Arc::downgrade(app));
 }
 
 /// The storage driver's role in a `PluginSet`: the plugin `storage.plugin` names.

@@ -65,6 +65,8 @@ pub struct App {
     next_id: AtomicU64,
     reload: OnceLock<ReloadFn>,
     plugins: OnceLock<crate::plugins::PluginSet>,
+    /// Garbage collection in this server (`POST /admin/gc`, `gc.schedule`).
+    gc: OnceLock<Arc<crate::gc::Service>>,
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
     manifest_budget: ManifestBudget,
 }
@@ -147,6 +149,7 @@ impl App {
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
             reload: OnceLock::new(),
             plugins: OnceLock::new(),
+            gc: OnceLock::new(),
             in_flight: (options.max_in_flight > 0)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_in_flight))),
             manifest_budget: ManifestBudget::new(options.manifest_memory),
@@ -168,6 +171,17 @@ impl App {
     }
 
     /// Installs the plugins the server runs, for the debug server's health and vars (once).
+    /// Installs the garbage collection service (once) and routes the registry's writes
+    /// through its journal.
+    pub fn set_gc(&self, gc: Arc<crate::gc::Service>) {
+        self.registry.set_write_watch(gc.journal.clone());
+        let _ = self.gc.set(gc);
+    }
+
+    pub fn gc(&self) -> Option<&Arc<crate::gc::Service>> {
+        self.gc.get()
+    }
+
     pub fn set_plugins(&self, plugins: crate::plugins::PluginSet) {
         let _ = self.plugins.set(plugins);
     }

@@ -10,6 +10,7 @@ mod catalog;
 mod compatibility;
 pub mod duration;
 mod env;
+mod gc;
 mod http;
 mod log;
 mod plugins;
@@ -23,6 +24,7 @@ use serde_yaml::Value;
 pub use auth::{Auth, Htpasswd, Issuer, Token};
 pub use catalog::Catalog;
 pub use compatibility::{Compatibility, Schema1};
+pub use gc::Gc;
 pub use http::{Debug, Http, Prometheus, Timeouts, Tls};
 pub use log::{Log, LogFormatter, LogLevel};
 pub use plugins::{DirGrantConfig, DirMode, Grants, PluginConfig, PluginDefaults, Plugins};
@@ -73,6 +75,8 @@ sections! {
     catalog: Catalog,
     /// Who may do what (none: open).
     auth: Auth,
+    /// Garbage collection in the server, and the grace period of every run.
+    gc: Gc,
 }
 
 /// A problem in a configuration, naming the key it is about.
