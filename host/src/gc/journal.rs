@@ -24,8 +24,8 @@ use crate::storage::StorageDriver;
 /// How often a server reads the lock to learn of runs in other processes.
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// How long a run waits after taking the lock before it deletes anything: every server has read
-/// the lock by then, and writes that started before they knew have landed (and are marked).
+/// How long a run waits after taking the lock before it starts marking: every server has read
+/// the lock by then and records its writes, so whatever the scan misses is in the journal.
 pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// A server's side: which run (if any) its writes are recorded for.

@@ -115,6 +115,12 @@ async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, prog
         .boxed()
     };
     let outcome = async {
+        if held.is_some() {
+            // Mark only once every server has read the lock and records its writes: a write the
+            // scan misses is then in the journal by the time the sweep looks.
+            tokio::time::sleep(journal::SETTLE).await;
+        }
+        let mark_start = Instant::now();
         let scan = scan::scan(reg, cutoff, progress).await?;
         tick().await;
         let plan = mark::mark(&scan, opts.delete_untagged, &[]);
@@ -123,12 +129,7 @@ async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, prog
         report.manifests_marked = plan.manifests_marked();
         let existing: std::collections::HashSet<_> = scan.blobs.iter().collect();
         report.blobs_marked = plan.marked.iter().filter(|d| existing.contains(d)).count();
-        report.mark_seconds = clock.elapsed().as_secs_f64();
-        if held.is_some() {
-            // Every server has read the lock by now, and writes begun before it knew have landed.
-            let wait = journal::SETTLE.saturating_sub(clock.elapsed());
-            tokio::time::sleep(wait).await;
-        }
+        report.mark_seconds = mark_start.elapsed().as_secs_f64();
         let sweep_start = Instant::now();
         let sweep = sweep::Sweep { driver, cutoff, run: held.as_ref().map(|_| run_id.as_str()), progress, tick: &tick };
         sweep.run(&scan, &plan, &mut report).await;
