@@ -287,7 +287,7 @@ def pull_completely(url: str, repo: str, tag: str, s: Client) -> None:
         assert sha256(b.content) == desc["digest"]
 
 
-def race(tmp_path: Path, storage: dict | None) -> None:
+def race(tmp_path: Path, storage: dict | None, clients: int = 4, images: int = 8, gc_runs: int = 4) -> None:
     srv = with_debug(tmp_path, config={"storage": storage} if storage else None)
     url = srv.url
     try:
@@ -303,7 +303,7 @@ def race(tmp_path: Path, storage: dict | None) -> None:
 
         def client(n: int) -> None:
             with Client(timeout=60) as s:
-                for i in range(8):
+                for i in range(images):
                     repo, tag = f"c{n}/img", f"t{i}"
                     try:
                         layers = [bases[(n + i) % len(bases)], bases[(n * 3 + i) % len(bases)], os.urandom(40)]
@@ -327,12 +327,12 @@ def race(tmp_path: Path, storage: dict | None) -> None:
                         with lock:
                             failed.append(f"{repo}:{tag} {e}")
 
-        threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
         for t in threads:
             t.start()
         # GC in the server and from another process, while the clients push.
         runs = []
-        for i in range(4):
+        for i in range(gc_runs):
             if i % 2 == 0:
                 r = requests.post(f"{srv.debug_url}/admin/gc?delete-untagged=true", timeout=120)
                 assert r.status_code in (200, 409), r.text
@@ -347,7 +347,7 @@ def race(tmp_path: Path, storage: dict | None) -> None:
         assert rep["errors"] == 0
         assert any(r.get("blobs_swept", 0) > 0 for r in runs) or rep["blobs_swept"] > 0
         # Most pushes succeed; a push racing the sweep may fail, and then cleanly (503, retry).
-        assert len(done) >= 16, failed
+        assert len(done) >= clients * images // 2, failed
         for f in failed:
             assert " 503 " in f and "UNAVAILABLE" in f, f
         with Client(timeout=60) as s:
@@ -363,7 +363,9 @@ def test_gc_beside_pushes_and_mounts_loses_nothing_on_the_filesystem(tmp_path):
 
 def test_gc_beside_pushes_and_mounts_loses_nothing_on_s3(tmp_path):
     prefix = f"/gc-{uuid.uuid4().hex[:12]}"
-    race(tmp_path, {"s3": objectstores.s3_config(prefix), "redirect": {"disable": True}})
+    # Fewer and smaller than on the filesystem: every request is an HTTP round trip to moto.
+    race(tmp_path, {"s3": objectstores.s3_config(prefix), "redirect": {"disable": True}}, clients=3, images=5,
+         gc_runs=3)
 
 
 # --- distribution's own garbage-collect on the same directory ----------------------------------
