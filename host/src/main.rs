@@ -227,7 +227,7 @@ fn garbage_collect(config_path: PathBuf, dry_run: bool, delete_untagged: bool, j
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let opts = berth::gc::Options { dry_run, delete_untagged, grace: config.gc.graceperiod };
+    let opts = berth::gc::Options { dry_run, delete_untagged, grace: config.gc.graceperiod, ..Default::default() };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
         let registry = match berth::server::open_registry(&config).await {

@@ -11,7 +11,8 @@
 //! other: either the sweep spares the candidate, or the write fails cleanly (503 UNAVAILABLE,
 //! retry) and never lands a manifest whose blob is gone.
 
-use std::sync::{Arc, RwLock, Weak};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +32,17 @@ pub const SETTLE: Duration = Duration::from_secs(2);
 /// A server's side: which run (if any) its writes are recorded for.
 #[derive(Default)]
 pub struct Journal {
+    /// A run in another process, as read from the lock: recorded in storage.
     run: RwLock<Option<String>>,
+    /// A run in this process: recorded in memory, the handshake under one mutex.
+    local: Mutex<Option<LocalRun>>,
+}
+
+#[derive(Default)]
+struct LocalRun {
+    id: String,
+    recorded: HashSet<Digest>,
+    doomed: HashSet<Digest>,
 }
 
 impl Journal {
@@ -39,9 +50,33 @@ impl Journal {
         self.run.read().unwrap().clone()
     }
 
-    /// A run in this process starts (or ends, with `None`): no need to wait for the poll.
+    /// The run another process holds (`None`: none), as the poll read it.
     pub fn set(&self, run: Option<String>) {
         *self.run.write().unwrap() = run;
+    }
+
+    /// A run in this process starts (or ends, with `None`): writes are recorded in memory at once.
+    pub fn set_local(&self, run: Option<&str>) {
+        *self.local.lock().unwrap() = run.map(|id| LocalRun { id: id.to_string(), ..Default::default() });
+    }
+
+    /// The in-memory side of the handshake for a local run: `Some(true)` the candidate may go
+    /// (now doomed), `Some(false)` a write recorded it; `None` when no local run is on.
+    pub fn doom_local(&self, d: &Digest) -> Option<bool> {
+        let mut g = self.local.lock().unwrap();
+        let run = g.as_mut()?;
+        if run.recorded.contains(d) {
+            return Some(false);
+        }
+        run.doomed.insert(d.clone());
+        Some(true)
+    }
+
+    /// Takes a candidate off the local doomed set again.
+    pub fn spare_local(&self, d: &Digest) {
+        if let Some(run) = self.local.lock().unwrap().as_mut() {
+            run.doomed.remove(d);
+        }
     }
 
     /// Reads the lock every [`POLL`] for as long as the journal is alive.
@@ -73,7 +108,21 @@ impl Journal {
 #[async_trait]
 impl WriteWatch for Journal {
     async fn linking(&self, driver: &dyn StorageDriver, digests: &[Digest]) -> Result<(), Digest> {
-        let Some(run) = self.current() else { return Ok(()) };
+        let local_id = {
+            let mut g = self.local.lock().unwrap();
+            match g.as_mut() {
+                Some(run) => {
+                    if let Some(d) = digests.iter().find(|d| run.doomed.contains(*d)) {
+                        return Err(d.clone());
+                    }
+                    run.recorded.extend(digests.iter().cloned());
+                    Some(run.id.clone())
+                }
+                None => None,
+            }
+        };
+        // The run the lock names, unless it is this process's own (recorded above).
+        let Some(run) = self.current().filter(|r| Some(r) != local_id.as_ref()) else { return Ok(()) };
         let recorded = digests.iter().map(|d| {
             let path = paths::journal(&run, d);
             async move { driver.put_volatile(&path, Bytes::new()).await }
@@ -101,16 +150,35 @@ impl WriteWatch for Journal {
 /// The sweep's side of the handshake for one candidate: marks it doomed, then reports whether a
 /// server has recorded it (the candidate must then be spared, and un-doomed).
 pub async fn doom(driver: &dyn StorageDriver, run: &str, d: &Digest) -> Result<bool, crate::storage::StorageError> {
-    driver.put_volatile(&paths::doomed(run, d), Bytes::new()).await?;
-    let recorded = match driver.stat(&paths::journal(run, d)).await {
-        Ok(_) => true,
-        Err(e) if e.is_not_found() => false,
-        Err(e) => return Err(e),
-    };
-    if recorded {
-        spare(driver, run, d).await;
+    Ok(doom_all(driver, run, std::slice::from_ref(d), 1).await?.contains(d))
+}
+
+/// The handshake for a batch: marks every candidate doomed, then reads the journal once; returns
+/// the candidates no server recorded (the others are un-doomed).
+pub async fn doom_all(
+    driver: &dyn StorageDriver,
+    run: &str,
+    candidates: &[Digest],
+    concurrency: usize,
+) -> Result<HashSet<Digest>, crate::storage::StorageError> {
+    use futures_util::{StreamExt, TryStreamExt};
+    let puts: Vec<_> = candidates.iter().map(|d| paths::doomed(run, d)).collect();
+    let puts: Vec<_> = puts.iter().map(|p| driver.put_volatile(p, Bytes::new())).collect();
+    futures_util::stream::iter(puts)
+        .buffer_unordered(concurrency.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    let recorded: HashSet<Digest> =
+        super::scan::list_digests(driver, &paths::journal_dir(run)).await?.into_iter().map(|(d, _)| d).collect();
+    let mut out = HashSet::new();
+    for d in candidates {
+        if recorded.contains(d) {
+            spare(driver, run, d).await;
+        } else {
+            out.insert(d.clone());
+        }
     }
-    Ok(!recorded)
+    Ok(out)
 }
 
 /// Takes a candidate off `doomed/` again.

@@ -43,11 +43,13 @@ pub struct Options {
     pub delete_untagged: bool,
     /// Content written less than this long before the run started stays.
     pub grace: Duration,
+    /// Storage requests in flight at once (a server's own runs use few, to leave it the rest).
+    pub concurrency: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { dry_run: false, delete_untagged: false, grace: Duration::from_secs(3600) }
+        Options { dry_run: false, delete_untagged: false, grace: Duration::from_secs(3600), concurrency: scan::CONCURRENCY }
     }
 }
 
@@ -57,17 +59,25 @@ fn new_run_id() -> String {
 
 /// Runs one garbage collection over `reg`'s storage. `local` is the journal of a server in this
 /// process (it then records for this run at once, without waiting for its poll).
-pub async fn run(reg: &Registry, opts: &Options, local: Option<&Journal>, progress: &dyn Progress) -> Result<Report, GcError> {
-    let result = run_inner(reg, opts, local, progress).await;
-    progress.finish();
-    match &result {
-        Ok(r) => r.publish(),
-        Err(e) => {
-            report::failed();
-            tracing::warn!(error = %e, "garbage collection failed");
+pub fn run<'a>(
+    reg: &'a Registry,
+    opts: &'a Options,
+    local: Option<&'a Journal>,
+    progress: &'a dyn Progress,
+) -> futures_util::future::BoxFuture<'a, Result<Report, GcError>> {
+    // Boxed here, with its lifetimes concrete, so callers that spawn it can prove it `Send`.
+    Box::pin(async move {
+        let result = run_inner(reg, opts, local, progress).await;
+        progress.finish();
+        match &result {
+            Ok(r) => r.publish(),
+            Err(e) => {
+                report::failed();
+                tracing::warn!(error = %e, "garbage collection failed");
+            }
         }
-    }
-    result
+        result
+    })
 }
 
 async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, progress: &dyn Progress) -> Result<Report, GcError> {
@@ -87,7 +97,7 @@ async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, prog
     tracing::info!(run = run_id, dry_run = opts.dry_run, delete_untagged = opts.delete_untagged, grace_seconds = opts.grace.as_secs_f64(), "garbage collection started");
     if lock.is_some() {
         if let Some(j) = local {
-            j.set(Some(run_id.clone()));
+            j.set_local(Some(&run_id));
         }
         clear_old_runs(reg, &run_id).await?;
     }
@@ -121,7 +131,7 @@ async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, prog
             tokio::time::sleep(journal::SETTLE).await;
         }
         let mark_start = Instant::now();
-        let scan = scan::scan(reg, cutoff, progress).await?;
+        let scan = scan::scan(reg, cutoff, opts.concurrency.max(1), progress).await?;
         tick().await;
         let plan = mark::mark(&scan, opts.delete_untagged, &[]);
         report.repositories = scan.repos.len();
@@ -131,7 +141,15 @@ async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, prog
         report.blobs_marked = plan.marked.iter().filter(|d| existing.contains(d)).count();
         report.mark_seconds = mark_start.elapsed().as_secs_f64();
         let sweep_start = Instant::now();
-        let sweep = sweep::Sweep { driver, cutoff, run: held.as_ref().map(|_| run_id.as_str()), progress, tick: &tick };
+        let sweep = sweep::Sweep {
+            driver,
+            cutoff,
+            run: held.as_ref().map(|_| run_id.as_str()),
+            local,
+            concurrency: opts.concurrency.max(1),
+            progress,
+            tick: &tick,
+        };
         sweep.run(&scan, &plan, &mut report).await;
         report.sweep_seconds = sweep_start.elapsed().as_secs_f64();
         if lost.load(std::sync::atomic::Ordering::SeqCst) {
@@ -142,7 +160,7 @@ async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, prog
     .await;
     if let Some(h) = held {
         if let Some(j) = local {
-            j.set(None);
+            j.set_local(None);
         }
         let (l, _) = h.into_inner().unwrap();
         let _ = driver.delete(&paths::run(&run_id)).await;
@@ -179,7 +197,7 @@ pub async fn estimate_freed(
     pretend_untagged: &[(RepoName, Tag)],
     delete_untagged: bool,
 ) -> Result<u64, GcError> {
-    let scan = scan::scan(reg, SystemTime::now(), &Quiet).await?;
+    let scan = scan::scan(reg, SystemTime::now(), scan::CONCURRENCY, &Quiet).await?;
     let plan = mark::mark(&scan, delete_untagged, pretend_untagged);
     let mut bytes = 0;
     for d in &plan.candidates {

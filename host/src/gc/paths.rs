@@ -26,6 +26,10 @@ pub fn journal(id: &str, d: &Digest) -> String {
     format!("{}/journal/{}/{}", run(id), d.algorithm().as_str(), d.hex())
 }
 
+pub fn journal_dir(id: &str) -> String {
+    format!("{}/journal", run(id))
+}
+
 /// A digest run `id` is deleting: a server's write that needs it fails.
 pub fn doomed(id: &str, d: &Digest) -> String {
     format!("{}/doomed/{}/{}", run(id), d.algorithm().as_str(), d.hex())

@@ -13,7 +13,7 @@ use super::progress::Progress;
 use crate::registry::{paths, Digest, Registry, RepoName, Tag};
 use crate::storage::{StorageDriver, StorageError};
 
-/// Requests in flight at once while scanning (and sweeping).
+/// Requests in flight at once by default while scanning and sweeping (`berth garbage-collect`).
 pub const CONCURRENCY: usize = 32;
 
 type Result<T> = std::result::Result<T, StorageError>;
@@ -27,6 +27,8 @@ pub struct Refs {
     /// An index's or manifest list's children: manifests.
     pub children: Vec<Digest>,
     pub subject: Option<Digest>,
+    /// A Docker schema 1 manifest (Berth keeps the pushed copy beside it).
+    pub schema1: bool,
 }
 
 impl Refs {
@@ -47,6 +49,7 @@ impl Refs {
             r.children.extend(digest(m, "digest"));
         }
         r.subject = v.get("subject").and_then(|s| digest(s, "digest"));
+        r.schema1 = v.get("schemaVersion").and_then(Value::as_u64) == Some(1);
         Some(r)
     }
 }
@@ -71,6 +74,8 @@ pub struct Link {
 pub struct RepoScan {
     pub name: RepoName,
     pub tags: Vec<(Tag, Option<Digest>)>,
+    /// Tag-history entries (`tags/<tag>/index/<digest>`) by manifest: their directories.
+    pub tag_history: HashMap<Digest, Vec<String>>,
     pub revisions: HashMap<Digest, Revision>,
     /// Manifests a tag points at that have no revision link, with what they reference.
     pub tag_only: HashMap<Digest, Option<Refs>>,
@@ -144,19 +149,30 @@ async fn read_link(driver: &dyn StorageDriver, path: &str) -> Result<Option<Dige
     }
 }
 
-async fn scan_repo(driver: &dyn StorageDriver, name: RepoName, cutoff: SystemTime) -> Result<RepoScan> {
+async fn scan_repo(driver: &dyn StorageDriver, name: RepoName, cutoff: SystemTime, n: usize) -> Result<RepoScan> {
     let repo = paths::repo(&name);
     // Tags and where they point.
     let tag_names: Vec<Tag> =
         list(driver, &paths::tags(&name)).await?.iter().filter_map(|p| Tag::parse(last(p)).ok()).collect();
-    let tags: Vec<(Tag, Option<Digest>)> = stream::iter(tag_names)
+    let read: Vec<((Tag, Option<Digest>), Vec<(Digest, String)>)> = stream::iter(tag_names)
         .map(|t| {
-            let path = paths::tag_current_link(&name, &t);
-            async move { Ok::<_, StorageError>((t, read_link(driver, &path).await?)) }
+            let (path, index) = (paths::tag_current_link(&name, &t), format!("{}/index", paths::tag(&name, &t)));
+            async move {
+                let current = read_link(driver, &path).await?;
+                Ok::<_, StorageError>(((t, current), list_digests(driver, &index).await?))
+            }
         })
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(n)
         .try_collect()
         .await?;
+    let mut tag_history: HashMap<Digest, Vec<String>> = HashMap::new();
+    let mut tags = Vec::new();
+    for (t, history) in read {
+        tags.push(t);
+        for (d, dir) in history {
+            tag_history.entry(d).or_default().push(dir);
+        }
+    }
     // Revisions, each parsed.
     let revs = list_digests(driver, &format!("{repo}/_manifests/revisions")).await?;
     let revisions: HashMap<Digest, Revision> = stream::iter(revs)
@@ -165,7 +181,7 @@ async fn scan_repo(driver: &dyn StorageDriver, name: RepoName, cutoff: SystemTim
             let refs = read_refs(driver, &d).await?;
             Ok::<_, StorageError>(Some((d, Revision { fresh: l.fresh, refs })))
         })
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(n)
         .try_filter_map(|x| async move { Ok(x) })
         .try_collect()
         .await?;
@@ -180,7 +196,7 @@ async fn scan_repo(driver: &dyn StorageDriver, name: RepoName, cutoff: SystemTim
     let layer_dirs = list_digests(driver, &format!("{repo}/_layers")).await?;
     let layers: Vec<(Digest, Link)> = stream::iter(layer_dirs)
         .map(|(d, dir)| async move { Ok::<_, StorageError>(link(driver, format!("{dir}/link"), cutoff).await?.map(|l| (d, l))) })
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(n)
         .try_filter_map(|x| async move { Ok(x) })
         .try_collect()
         .await?;
@@ -193,23 +209,23 @@ async fn scan_repo(driver: &dyn StorageDriver, name: RepoName, cutoff: SystemTim
         }
     }
     let uploads = list(driver, &format!("{repo}/_uploads")).await?.len();
-    Ok(RepoScan { name, tags, revisions, tag_only, layers, referrers, uploads })
+    Ok(RepoScan { name, tags, tag_history, revisions, tag_only, layers, referrers, uploads })
 }
 
 /// Reads every repository and lists every blob.
-pub async fn scan(reg: &Registry, cutoff: SystemTime, progress: &dyn Progress) -> std::result::Result<Scan, super::GcError> {
+pub async fn scan(reg: &Registry, cutoff: SystemTime, n: usize, progress: &dyn Progress) -> std::result::Result<Scan, super::GcError> {
     let driver = reg.driver();
     let dirs = reg.repository_dirs().await?;
     let names: Vec<RepoName> =
         dirs.iter().filter(|d| d.has("_manifests") || d.has("_layers")).filter_map(|d| RepoName::parse(&d.name).ok()).collect();
     progress.phase("mark: repositories", names.len() as u64);
     let repos: Vec<RepoScan> = stream::iter(names)
-        .map(|n| async move {
-            let r = scan_repo(driver, n, cutoff).await;
+        .map(|name| async move {
+            let r = scan_repo(driver, name, cutoff, n).await;
             progress.inc(1);
             r
         })
-        .buffer_unordered(4)
+        .buffer_unordered(n.div_ceil(8))
         .try_collect()
         .await?;
     progress.phase("mark: blobs", 0);
@@ -224,7 +240,7 @@ pub async fn scan(reg: &Registry, cutoff: SystemTime, progress: &dyn Progress) -
             let entries = list(driver, &p).await?;
             Ok::<_, StorageError>(entries.iter().filter_map(|e| Digest::parse(&format!("{alg}:{}", last(e))).ok()).collect())
         })
-        .buffer_unordered(CONCURRENCY)
+        .buffer_unordered(n)
         .try_collect()
         .await?;
     Ok(Scan { repos, blobs: lists.into_iter().flatten().collect() })

@@ -9,6 +9,10 @@ use super::{Journal, Options, Quiet, Report};
 use crate::api::App;
 use crate::config::Gc;
 
+/// Storage requests in flight at once for a run inside the server: it shares the machine with
+/// the requests the server is there for.
+const SERVER_CONCURRENCY: usize = 4;
+
 pub struct Service {
     pub journal: Arc<Journal>,
     pub config: Gc,
@@ -23,7 +27,7 @@ impl Service {
 
     /// Options of a run: the configured grace period, the caller's flags.
     pub fn options(&self, dry_run: bool, delete_untagged: bool) -> Options {
-        Options { dry_run, delete_untagged, grace: self.config.graceperiod }
+        Options { dry_run, delete_untagged, grace: self.config.graceperiod, concurrency: SERVER_CONCURRENCY }
     }
 
     /// Runs one collection now, unless one is running (here or elsewhere on the storage).
