@@ -250,14 +250,13 @@ def test_sigkill_during_the_sweep_then_gc_again_completes_and_keeps_what_is_refe
             os.utime(srv.root / "docker/registry/v2/blobs/sha256" / d[7:9] / d[7:] / "data", (old, old))
         proc = subprocess.Popen([str(BERTH_BIN), "garbage-collect", "-m", str(srv.config_path)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        runs = srv.root / "docker/registry/v2/_berth/gc/runs"
+        sample = [srv.root / "docker/registry/v2/blobs/sha256" / d[7:9] / d[7:] / "data" for d in list(garbage)[:300]]
         end = time.monotonic() + 30
-        # Kill once a few hundred candidates have been doomed (each is deleted right after).
+        # Kill as soon as the sweep has deleted its first candidates.
         while time.monotonic() < end and proc.poll() is None:
-            doomed = [r / "doomed/sha256" for r in runs.iterdir()] if runs.exists() else []
-            if sum(len(os.listdir(d)) for d in doomed if d.exists()) >= 300:
+            if not all(p.exists() for p in sample):
                 break
-            time.sleep(0.002)
+            time.sleep(0.001)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         left = len(blob_digests(srv.root) & garbage)
