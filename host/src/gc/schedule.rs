@@ -12,6 +12,8 @@ use crate::config::Gc;
 /// Storage requests in flight at once for a run inside the server: it shares the machine with
 /// the requests the server is there for.
 const SERVER_CONCURRENCY: usize = 4;
+/// The share of the time a run inside the server works; it rests the rest.
+const SERVER_PACE: f64 = 0.25;
 
 pub struct Service {
     pub journal: Arc<Journal>,
@@ -27,7 +29,7 @@ impl Service {
 
     /// Options of a run: the configured grace period, the caller's flags.
     pub fn options(&self, dry_run: bool, delete_untagged: bool) -> Options {
-        Options { dry_run, delete_untagged, grace: self.config.graceperiod, concurrency: SERVER_CONCURRENCY }
+        Options { dry_run, delete_untagged, grace: self.config.graceperiod, concurrency: SERVER_CONCURRENCY, pace: SERVER_PACE }
     }
 
     /// Runs one collection now, unless one is running (here or elsewhere on the storage).

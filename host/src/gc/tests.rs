@@ -60,7 +60,7 @@ fn registry() -> (Registry, Arc<dyn StorageDriver>) {
 }
 
 fn now() -> Options {
-    Options { dry_run: false, delete_untagged: false, grace: Duration::ZERO, concurrency: 8 }
+    Options { dry_run: false, delete_untagged: false, grace: Duration::ZERO, concurrency: 8, pace: 1.0 }
 }
 
 #[tokio::test]
