@@ -76,12 +76,22 @@ async fn gc(app: &App, query: Option<&str>) -> Response<Full<Bytes>> {
         let flag = match v {
             "true" | "1" | "" => true,
             "false" | "0" => false,
-            _ => return json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("{k}: expected true or false, not {v:?}")})),
+            _ => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("{k}: expected true or false, not {v:?}")}),
+                )
+            }
         };
         match k {
             "dry-run" => dry_run = flag,
             "delete-untagged" => delete_untagged = flag,
-            _ => return json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("unknown parameter {k:?} (dry-run, delete-untagged)")})),
+            _ => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("unknown parameter {k:?} (dry-run, delete-untagged)")}),
+                )
+            }
         }
     }
     match svc.run(app, &svc.options(dry_run, delete_untagged)).await {

@@ -86,16 +86,26 @@ impl GcMetrics {
         registry.register("gc_runs", "Garbage collection runs finished (dry runs included)", m.runs.clone());
         registry.register("gc_failures", "Garbage collection runs that failed or were refused", m.failures.clone());
         registry.register("gc_blobs_swept", "Blobs deleted by garbage collection", m.blobs_swept.clone());
-        registry.register("gc_manifests_swept", "Manifest revisions deleted by garbage collection", m.manifests_swept.clone());
-        registry.register_with_unit("gc_freed", "Blob bytes freed by garbage collection", Unit::Bytes, m.bytes_freed.clone());
+        registry.register(
+            "gc_manifests_swept",
+            "Manifest revisions deleted by garbage collection",
+            m.manifests_swept.clone(),
+        );
+        registry.register_with_unit(
+            "gc_freed",
+            "Blob bytes freed by garbage collection",
+            Unit::Bytes,
+            m.bytes_freed.clone(),
+        );
         registry.register("gc_last_blobs_marked", "Blobs the last run kept", m.last_blobs_marked.clone());
         registry.register("gc_last_manifests_marked", "Manifests the last run kept", m.last_manifests_marked.clone());
-        registry.register_with_unit("gc_last_duration", "Duration of the last run", Unit::Seconds, m.last_duration.clone());
-        registry.register(
-            "gc_last_end_timestamp_seconds",
-            "When the last run ended (Unix time)",
-            m.last_end.clone(),
+        registry.register_with_unit(
+            "gc_last_duration",
+            "Duration of the last run",
+            Unit::Seconds,
+            m.last_duration.clone(),
         );
+        registry.register("gc_last_end_timestamp_seconds", "When the last run ended (Unix time)", m.last_end.clone());
         m
     }
 }

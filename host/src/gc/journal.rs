@@ -164,10 +164,7 @@ pub async fn doom_all(
     use futures_util::{StreamExt, TryStreamExt};
     let puts: Vec<_> = candidates.iter().map(|d| paths::doomed(run, d)).collect();
     let puts: Vec<_> = puts.iter().map(|p| driver.put_volatile(p, Bytes::new())).collect();
-    futures_util::stream::iter(puts)
-        .buffer_unordered(concurrency.max(1))
-        .try_collect::<Vec<()>>()
-        .await?;
+    futures_util::stream::iter(puts).buffer_unordered(concurrency.max(1)).try_collect::<Vec<()>>().await?;
     let recorded: HashSet<Digest> =
         super::scan::list_digests(driver, &paths::journal_dir(run)).await?.into_iter().map(|(d, _)| d).collect();
     let mut out = HashSet::new();

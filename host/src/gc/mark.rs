@@ -42,7 +42,10 @@ pub fn mark(scan: &Scan, delete_untagged: bool, gone: &[(RepoName, Tag)]) -> Pla
     for repo in &scan.repos {
         let kept = kept_manifests(repo, delete_untagged, gone);
         let refs_of = |d: &Digest| -> Option<&Refs> {
-            repo.revisions.get(d).and_then(|r| r.refs.as_ref()).or_else(|| repo.tag_only.get(d).and_then(Option::as_ref))
+            repo.revisions
+                .get(d)
+                .and_then(|r| r.refs.as_ref())
+                .or_else(|| repo.tag_only.get(d).and_then(Option::as_ref))
         };
         for m in &kept {
             plan.marked.insert(m.clone());
@@ -57,8 +60,7 @@ pub fn mark(scan: &Scan, delete_untagged: bool, gone: &[(RepoName, Tag)]) -> Pla
                 plan.marked.insert(d.clone());
             }
         }
-        let referrers =
-            repo.referrers.iter().filter(|(_, r, l)| !l.fresh && !kept.contains(r)).cloned().collect();
+        let referrers = repo.referrers.iter().filter(|(_, r, l)| !l.fresh && !kept.contains(r)).cloned().collect();
         let manifests = parents_first(repo, &kept);
         plan.repos.push(RepoPlan { kept, manifests, referrers });
     }
@@ -95,7 +97,11 @@ fn kept_manifests(repo: &RepoScan, delete_untagged: bool, gone: &[(RepoName, Tag
         }
     }
     while let Some(m) = queue.pop() {
-        let refs = repo.revisions.get(&m).and_then(|r| r.refs.as_ref()).or_else(|| repo.tag_only.get(&m).and_then(Option::as_ref));
+        let refs = repo
+            .revisions
+            .get(&m)
+            .and_then(|r| r.refs.as_ref())
+            .or_else(|| repo.tag_only.get(&m).and_then(Option::as_ref));
         let children = refs.map(|r| r.children.iter().collect::<Vec<_>>()).unwrap_or_default();
         let referrers = referrers_of.get(&m).cloned().unwrap_or_default();
         for next in children.into_iter().chain(referrers) {

@@ -53,7 +53,13 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { dry_run: false, delete_untagged: false, grace: Duration::from_secs(3600), concurrency: scan::CONCURRENCY, pace: 1.0 }
+        Options {
+            dry_run: false,
+            delete_untagged: false,
+            grace: Duration::from_secs(3600),
+            concurrency: scan::CONCURRENCY,
+            pace: 1.0,
+        }
     }
 }
 
@@ -84,7 +90,12 @@ pub fn run<'a>(
     })
 }
 
-async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, progress: &dyn Progress) -> Result<Report, GcError> {
+async fn run_inner(
+    reg: &Registry,
+    opts: &Options,
+    local: Option<&Journal>,
+    progress: &dyn Progress,
+) -> Result<Report, GcError> {
     let driver = reg.driver();
     let started = SystemTime::now();
     let clock = Instant::now();
@@ -98,7 +109,13 @@ async fn run_inner(reg: &Registry, opts: &Options, local: Option<&Journal>, prog
         ..Report::default()
     };
     let lock = if opts.dry_run { None } else { Some(lock::Lock::acquire(driver, &run_id).await?) };
-    tracing::info!(run = run_id, dry_run = opts.dry_run, delete_untagged = opts.delete_untagged, grace_seconds = opts.grace.as_secs_f64(), "garbage collection started");
+    tracing::info!(
+        run = run_id,
+        dry_run = opts.dry_run,
+        delete_untagged = opts.delete_untagged,
+        grace_seconds = opts.grace.as_secs_f64(),
+        "garbage collection started"
+    );
     if lock.is_some() {
         if let Some(j) = local {
             j.set_local(Some(&run_id));

@@ -66,7 +66,8 @@ impl Report {
         m.last_blobs_marked.set(self.blobs_marked as i64);
         m.last_manifests_marked.set(self.manifests_marked as i64);
         m.last_duration.set(self.duration_seconds);
-        m.last_end.set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
+        m.last_end
+            .set(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64()));
         *LAST.lock().unwrap() = Some(self.clone());
     }
 }

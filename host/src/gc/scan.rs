@@ -195,7 +195,9 @@ async fn scan_repo(driver: &dyn StorageDriver, name: RepoName, cutoff: SystemTim
     }
     let layer_dirs = list_digests(driver, &format!("{repo}/_layers")).await?;
     let layers: Vec<(Digest, Link)> = stream::iter(layer_dirs)
-        .map(|(d, dir)| async move { Ok::<_, StorageError>(link(driver, format!("{dir}/link"), cutoff).await?.map(|l| (d, l))) })
+        .map(|(d, dir)| async move {
+            Ok::<_, StorageError>(link(driver, format!("{dir}/link"), cutoff).await?.map(|l| (d, l)))
+        })
         .buffer_unordered(n)
         .try_filter_map(|x| async move { Ok(x) })
         .try_collect()
@@ -222,8 +224,11 @@ pub async fn scan<'a>(
 ) -> std::result::Result<Scan, super::GcError> {
     let driver = reg.driver();
     let dirs = reg.repository_dirs().await?;
-    let names: Vec<RepoName> =
-        dirs.iter().filter(|d| d.has("_manifests") || d.has("_layers")).filter_map(|d| RepoName::parse(&d.name).ok()).collect();
+    let names: Vec<RepoName> = dirs
+        .iter()
+        .filter(|d| d.has("_manifests") || d.has("_layers"))
+        .filter_map(|d| RepoName::parse(&d.name).ok())
+        .collect();
     progress.phase("mark: repositories", names.len() as u64);
     let repos: Vec<RepoScan> = stream::iter(names)
         .map(|name| async move {
@@ -245,7 +250,9 @@ pub async fn scan<'a>(
     let lists: Vec<Vec<Digest>> = stream::iter(prefixes)
         .map(|(alg, p)| async move {
             let entries = list(driver, &p).await?;
-            Ok::<_, StorageError>(entries.iter().filter_map(|e| Digest::parse(&format!("{alg}:{}", last(e))).ok()).collect())
+            Ok::<_, StorageError>(
+                entries.iter().filter_map(|e| Digest::parse(&format!("{alg}:{}", last(e))).ok()).collect(),
+            )
         })
         .buffer_unordered(n)
         .try_collect()

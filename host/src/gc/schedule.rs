@@ -29,7 +29,13 @@ impl Service {
 
     /// Options of a run: the configured grace period, the caller's flags.
     pub fn options(&self, dry_run: bool, delete_untagged: bool) -> Options {
-        Options { dry_run, delete_untagged, grace: self.config.graceperiod, concurrency: SERVER_CONCURRENCY, pace: SERVER_PACE }
+        Options {
+            dry_run,
+            delete_untagged,
+            grace: self.config.graceperiod,
+            concurrency: SERVER_CONCURRENCY,
+            pace: SERVER_PACE,
+        }
     }
 
     /// Runs one collection now, unless one is running (here or elsewhere on the storage).
@@ -56,7 +62,8 @@ impl Service {
         }
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every.max(Duration::from_secs(1)));
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + every, every.max(Duration::from_secs(1)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;

@@ -90,9 +90,15 @@ async fn untagged_goes_only_with_delete_untagged_and_index_children_stay() {
     let (untagged, untagged_bytes) = image(&reg, &r, None, "u", &[b"untagged layer"]).await;
     let (child, _) = image(&reg, &r, None, "c", &[b"child layer"]).await;
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc(OCI_MANIFEST, &child, 1)]});
-    reg.put_manifest(&r, &Reference::Tag(tag("multi")), Some(OCI_INDEX), Bytes::from(index.to_string()), &Default::default())
-        .await
-        .unwrap();
+    reg.put_manifest(
+        &r,
+        &Reference::Tag(tag("multi")),
+        Some(OCI_INDEX),
+        Bytes::from(index.to_string()),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
     let report = run(&reg, &now(), None, &Quiet).await.unwrap();
     assert_eq!((report.blobs_swept, report.manifests_swept), (0, 0), "{report:?}");
     let report = run(&reg, &Options { delete_untagged: true, ..now() }, None, &Quiet).await.unwrap();
