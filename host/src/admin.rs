@@ -18,6 +18,8 @@ enum Op {
     Reload,
     /// Run the cleanup policies now (`?policy=NAME&repo=GLOB&dry-run=true`).
     Cleanup,
+    /// Run a garbage collection now (`?dry-run=true&delete-untagged=true`).
+    Gc,
 }
 
 impl Op {
@@ -25,6 +27,7 @@ impl Op {
         match path {
             "/admin/reload" => Some(Op::Reload),
             "/admin/cleanup" => Some(Op::Cleanup),
+            "/admin/gc" => Some(Op::Gc),
             _ => None,
         }
     }
@@ -32,7 +35,7 @@ impl Op {
     /// Every operation changes state, so none answers a GET a crawler or a prefetch could send.
     fn method(self) -> Method {
         match self {
-            Op::Reload | Op::Cleanup => Method::POST,
+            Op::Reload | Op::Cleanup | Op::Gc => Method::POST,
         }
     }
 }
@@ -50,6 +53,7 @@ pub async fn handle(app: &App, method: &Method, uri: &Uri) -> Option<Response<Fu
     Some(match op {
         Op::Reload => reload(app).await,
         Op::Cleanup => cleanup(app, uri.query().unwrap_or("")).await,
+        Op::Gc => gc(app, uri.query()).await,
     })
 }
 
@@ -92,5 +96,43 @@ async fn reload(app: &App) -> Response<Full<Bytes>> {
             StatusCode::INTERNAL_SERVER_ERROR,
             &json!({"reloaded": false, "error": format!("reload refused: {e}")}),
         ),
+    }
+}
+
+/// `POST /admin/gc[?dry-run=true][&delete-untagged=true]`: runs a garbage collection and answers
+/// its report (200); 409 while another run holds the lock; 400 for an unknown parameter.
+async fn gc(app: &App, query: Option<&str>) -> Response<Full<Bytes>> {
+    let Some(svc) = app.gc() else {
+        return json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "garbage collection is not set up"}));
+    };
+    let (mut dry_run, mut delete_untagged) = (false, false);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, "true"));
+        let flag = match v {
+            "true" | "1" | "" => true,
+            "false" | "0" => false,
+            _ => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("{k}: expected true or false, not {v:?}")}),
+                )
+            }
+        };
+        match k {
+            "dry-run" => dry_run = flag,
+            "delete-untagged" => delete_untagged = flag,
+            _ => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("unknown parameter {k:?} (dry-run, delete-untagged)")}),
+                )
+            }
+        }
+    }
+    match svc.run(app, &svc.options(dry_run, delete_untagged)).await {
+        Ok(report) => json_response(StatusCode::OK, &json!(report)),
+        Err(e) if e.is_locked() => json_response(StatusCode::CONFLICT, &json!({"error": e.to_string()})),
+        Err(e @ crate::gc::GcError::ReadOnly) => json_response(StatusCode::CONFLICT, &json!({"error": e.to_string()})),
+        Err(e) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e.to_string()})),
     }
 }

@@ -160,6 +160,7 @@ pub fn vars(app: &App) -> Value {
             "failed_repositories": r.failed_repositories, "duration_ms": r.duration_ms,
         })),
         "notifications": app.events().map(|e| e.report()),
+        "gc": {"last_run": crate::gc::report::last()},
     })
 }
 

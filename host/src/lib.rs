@@ -11,6 +11,7 @@ pub mod config;
 pub mod connections;
 pub mod debug;
 pub mod events;
+pub mod gc;
 pub mod guarded_io;
 pub mod heap_trim;
 pub mod metrics;

@@ -25,6 +25,21 @@ enum Command {
         #[arg(long, short, env = "BERTH_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Delete blobs and manifests no tag reaches, while servers keep serving the same storage
+    /// (distribution's `registry garbage-collect`, with its flags).
+    GarbageCollect {
+        /// Report what would be deleted; delete nothing.
+        #[arg(long, short = 'd')]
+        dry_run: bool,
+        /// Also delete manifests no tag reaches (the children of a kept index stay).
+        #[arg(long, short = 'm')]
+        delete_untagged: bool,
+        /// Print the report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        /// YAML configuration file (its storage and `gc.graceperiod` are used).
+        config: PathBuf,
+    },
     /// Configuration tools.
     Config {
         #[command(subcommand)]
@@ -81,6 +96,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config } => serve(config),
         Command::Cleanup { repo, dry_run, policy, config } => cleanup(&config, repo.as_deref(), dry_run, policy),
+        Command::GarbageCollect { dry_run, delete_untagged, json, config } => {
+            garbage_collect(config, dry_run, delete_untagged, json)
+        }
         Command::Plugin { command: PluginCommand::Bench { file, iterations } } => plugin_bench(file, iterations),
         Command::Plugin { command: PluginCommand::Test(options) } => plugin_test(options),
         Command::Plugin { command: PluginCommand::Check { file } } => match berth::plugins::check_file(&file) {
@@ -199,7 +217,11 @@ fn cleanup(config_path: &std::path::Path, repo: Option<&str>, dry_run: bool, pol
 fn init_tool_logging() {
     let filter =
         tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
@@ -279,6 +301,60 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     })
 }
 
+/// `berth garbage-collect`: one run against the configured storage; exit status 0 when it
+/// completed, 1 when it failed or another run holds the lock, 2 for a bad configuration.
+fn garbage_collect(config_path: PathBuf, dry_run: bool, delete_untagged: bool, json: bool) -> ExitCode {
+    let config = match Config::load(Some(&config_path), std::env::vars()) {
+        Ok(l) => l.config,
+        Err(e) => {
+            eprintln!("berth: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tool_logging();
+    let opts = berth::gc::Options { dry_run, delete_untagged, grace: config.gc.graceperiod, ..Default::default() };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async move {
+        let registry = match berth::server::open_registry(&config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("berth: cannot open storage: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        // A bar for a person at a terminal; nothing in a pipe or a cron mail.
+        let progress: Box<dyn berth::gc::Progress> =
+            if std::io::stdout().is_terminal() { Box::new(berth::gc::Bar::new()) } else { Box::new(berth::gc::Quiet) };
+        match berth::gc::run(&registry, &opts, None, &*progress).await {
+            Ok(r) => {
+                if json {
+                    println!("{}", serde_json::to_string(&r).expect("a report serializes"));
+                } else {
+                    let what = if r.dry_run { "eligible for deletion" } else { "deleted" };
+                    println!("{} blobs marked, {} manifests marked", r.blobs_marked, r.manifests_marked);
+                    println!(
+                        "{} blobs and {} manifests {what} ({} bytes), {} layer links and {} referrers entries",
+                        r.blobs_swept, r.manifests_swept, r.bytes_freed, r.layer_links_swept, r.referrers_swept
+                    );
+                    println!(
+                        "kept: {} written within the grace period, {} in use by writes during the run; {} errors; {:.2} s",
+                        r.kept_recent, r.kept_in_use, r.errors, r.duration_seconds
+                    );
+                }
+                if r.errors > 0 {
+                    ExitCode::FAILURE
+                } else {
+                    ExitCode::SUCCESS
+                }
+            }
+            Err(e) => {
+                eprintln!("berth: garbage collection: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 /// glibc gives every thread that allocates its own arena, each keeping freed blob buffers for
 /// reuse; two arenas keep the resident set small with no measurable cost on the hot paths.
 fn limit_malloc_arenas() {
@@ -311,13 +387,7 @@ fn check_plugins(config: &Config) -> Vec<String> {
 /// `berth plugin test`: the plugin's own log lines and failures go to stderr, the report to
 /// stdout.
 fn plugin_test(options: berth::storage::suite::cli::Options) -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_tool_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(berth::storage::suite::cli::run(options, &mut std::io::stdout())) {
         Ok(true) => ExitCode::SUCCESS,

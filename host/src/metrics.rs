@@ -71,6 +71,59 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+/// Garbage collection: totals over every run of this process, and the last run's figures.
+pub struct GcMetrics {
+    pub runs: Counter,
+    pub failures: Counter,
+    pub blobs_swept: Counter,
+    pub manifests_swept: Counter,
+    pub bytes_freed: Counter,
+    pub last_blobs_marked: Gauge,
+    pub last_manifests_marked: Gauge,
+    pub last_duration: Gauge<f64, AtomicU64>,
+    pub last_end: Gauge<f64, AtomicU64>,
+}
+
+impl GcMetrics {
+    fn register(registry: &mut Registry) -> GcMetrics {
+        let m = GcMetrics {
+            runs: Counter::default(),
+            failures: Counter::default(),
+            blobs_swept: Counter::default(),
+            manifests_swept: Counter::default(),
+            bytes_freed: Counter::default(),
+            last_blobs_marked: Gauge::default(),
+            last_manifests_marked: Gauge::default(),
+            last_duration: Gauge::default(),
+            last_end: Gauge::default(),
+        };
+        registry.register("gc_runs", "Garbage collection runs finished (dry runs included)", m.runs.clone());
+        registry.register("gc_failures", "Garbage collection runs that failed or were refused", m.failures.clone());
+        registry.register("gc_blobs_swept", "Blobs deleted by garbage collection", m.blobs_swept.clone());
+        registry.register(
+            "gc_manifests_swept",
+            "Manifest revisions deleted by garbage collection",
+            m.manifests_swept.clone(),
+        );
+        registry.register_with_unit(
+            "gc_freed",
+            "Blob bytes freed by garbage collection",
+            Unit::Bytes,
+            m.bytes_freed.clone(),
+        );
+        registry.register("gc_last_blobs_marked", "Blobs the last run kept", m.last_blobs_marked.clone());
+        registry.register("gc_last_manifests_marked", "Manifests the last run kept", m.last_manifests_marked.clone());
+        registry.register_with_unit(
+            "gc_last_duration",
+            "Duration of the last run",
+            Unit::Seconds,
+            m.last_duration.clone(),
+        );
+        registry.register("gc_last_end_timestamp_seconds", "When the last run ended (Unix time)", m.last_end.clone());
+        m
+    }
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -92,6 +145,7 @@ pub struct Metrics {
     pub events_dropped: Family<EndpointLabels, Counter>,
     pub events_pending: Family<EndpointLabels, Gauge>,
     pub outbox_events: Gauge,
+    pub gc: GcMetrics,
     /// Requests answered since start (for `/debug/vars`, without summing the families).
     served: AtomicU64,
     started: Instant,
@@ -130,6 +184,7 @@ impl Metrics {
             events_dropped: Family::default(),
             events_pending: Family::default(),
             outbox_events: Gauge::default(),
+            gc: GcMetrics::register(&mut registry),
             served: AtomicU64::new(0),
             started: Instant::now(),
             registry: Registry::default(),

@@ -45,8 +45,8 @@ pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
     Ok(app(config, native_driver(config)?, None))
 }
 
-/// The registry over the configured storage (a plugin driver loaded too), for the commands that
-/// work on storage beside a running server (`berth cleanup`).
+/// The registry over the configured storage, for the commands that work on it beside a running
+/// server (`berth cleanup`, `berth garbage-collect`): a storage plugin is loaded, nothing else.
 pub async fn open_registry(config: &Config) -> std::io::Result<Registry> {
     let driver: Arc<dyn StorageDriver> = match config.driver() {
         Driver::Plugin(name) => {
@@ -146,11 +146,21 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
         crate::cleanup::spawn_schedules(&app, cleanup.clone());
         app.set_cleanup(cleanup);
     }
+    install_gc(&app, config);
     let purge = &config.storage.maintenance.uploadpurging;
     if purge.enabled && !config.storage.maintenance.readonly.enabled {
         crate::registry::spawn_purger(Arc::downgrade(&app), purge.age, purge.interval, purge.dryrun);
     }
     Ok(app)
+}
+
+/// Garbage collection in the server: its journal (fed by the lock poll, so runs of
+/// `berth garbage-collect` in other processes are seen too) and its schedule.
+fn install_gc(app: &Arc<App>, config: &Config) {
+    let gc = crate::gc::Service::new(config.gc.clone(), config.storage.maintenance.readonly.enabled);
+    app.set_gc(gc.clone());
+    gc.journal.spawn_poller(Arc::downgrade(app));
+    gc.spawn_schedule(Arc::downgrade(app));
 }
 
 /// The storage driver's role in a `PluginSet`: the plugin `storage.plugin` names.

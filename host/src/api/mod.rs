@@ -68,6 +68,8 @@ pub struct App {
     plugins: OnceLock<crate::plugins::PluginSet>,
     /// Cleanup policies, when the configuration has any.
     cleanup: OnceLock<Arc<crate::cleanup::Cleanup>>,
+    /// Garbage collection in this server (`POST /admin/gc`, `gc.schedule`).
+    gc: OnceLock<Arc<crate::gc::Service>>,
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
     manifest_budget: ManifestBudget,
     /// Notifications (none: no endpoint enabled).
@@ -153,6 +155,7 @@ impl App {
             reload: OnceLock::new(),
             plugins: OnceLock::new(),
             cleanup: OnceLock::new(),
+            gc: OnceLock::new(),
             in_flight: (options.max_in_flight > 0)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_in_flight))),
             manifest_budget: ManifestBudget::new(options.manifest_memory),
@@ -191,6 +194,15 @@ impl App {
     /// The configured cleanup policies, if any.
     pub fn cleanup(&self) -> Option<&Arc<crate::cleanup::Cleanup>> {
         self.cleanup.get()
+    /// Installs the garbage collection service (once) and routes the registry's writes
+    /// through its journal.
+    pub fn set_gc(&self, gc: Arc<crate::gc::Service>) {
+        self.registry.set_write_watch(gc.journal.clone());
+        let _ = self.gc.set(gc);
+    }
+
+    pub fn gc(&self) -> Option<&Arc<crate::gc::Service>> {
+        self.gc.get()
     }
 
     pub fn set_plugins(&self, plugins: crate::plugins::PluginSet) {

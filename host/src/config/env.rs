@@ -522,6 +522,10 @@ mod tests {
         ("notifications.outbox.maxbytes", "NOTIFICATIONS_OUTBOX_MAXBYTES", "65536"),
         ("notifications.outbox.pullflush", "NOTIFICATIONS_OUTBOX_PULLFLUSH", "250ms"),
         ("plugins.gitlab.path", "PLUGINS_GITLAB_PATH", "/p/gitlab.wasm"),
+        ("gc.schedule", "GC_SCHEDULE", "12h"),
+        ("gc.deleteuntagged", "GC_DELETEUNTAGGED", "true"),
+        ("gc.dryrun", "GC_DRYRUN", "true"),
+        ("gc.graceperiod", "GC_GRACEPERIOD", "30m"),
         (
             "cleanup.policies",
             "CLEANUP_POLICIES",
@@ -668,6 +672,9 @@ mod tests {
             (i.key.as_deref(), i.certificate.as_deref(), i.statedir.as_deref()),
             (Some(Path::new("/etc/issuer.key")), Some(Path::new("/etc/issuer.crt")), Some(Path::new("/var/lib/berth")))
         );
+        assert_eq!(c.gc.schedule, Some(Duration::from_secs(12 * 3600)));
+        assert!(c.gc.deleteuntagged && c.gc.dryrun);
+        assert_eq!(c.gc.graceperiod, Duration::from_secs(1800));
         let p = &c.cleanup.policies[0];
         assert_eq!((p.name.as_str(), p.plugin.as_str(), p.repositories[0].as_str()), ("ci", "gitlab", "ci/**"));
         assert_eq!((p.settings["keep_n"].as_str(), p.cadence), ("5", Some(Duration::from_secs(7 * 86_400))));

@@ -11,6 +11,7 @@ mod cleanup;
 mod compatibility;
 pub mod duration;
 mod env;
+mod gc;
 mod http;
 mod log;
 mod notifications;
@@ -26,6 +27,7 @@ pub use auth::{Auth, Htpasswd, Issuer, Token};
 pub use catalog::Catalog;
 pub use cleanup::{parse_cadence, repository_glob, Cleanup, Policy as CleanupPolicy};
 pub use compatibility::{Compatibility, Schema1};
+pub use gc::Gc;
 pub use http::{Debug, Http, Prometheus, Timeouts, Tls};
 pub use log::{Log, LogFormatter, LogLevel};
 pub use notifications::{Endpoint, EventsOptions, Ignore, Notifications, Outbox};
@@ -81,6 +83,8 @@ sections! {
     cleanup: Cleanup,
     /// Where registry events go.
     notifications: Notifications,
+    /// Garbage collection in the server, and the grace period of every run.
+    gc: Gc,
 }
 
 /// A problem in a configuration, naming the key it is about.

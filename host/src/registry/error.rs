@@ -38,6 +38,9 @@ pub enum RegistryError {
     Unsupported(String),
     #[error("precondition failed: {0}")]
     PreconditionFailed(String),
+    /// A garbage collection is deleting content this write needs: retry after it.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
     #[error("request body could not be read: {0}")]
     BodyRead(String),
     #[error(transparent)]

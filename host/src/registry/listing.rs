@@ -350,7 +350,7 @@ impl Registry {
 
     /// Walks `repositories/`: every directory with a name, and its `_`-prefixed children
     /// (`_manifests`, `_layers`, `_uploads`), which are not descended into.
-    pub(super) async fn repository_dirs(&self) -> Result<Vec<RepoDir>> {
+    pub async fn repository_dirs(&self) -> Result<Vec<RepoDir>> {
         let mut out = Vec::new();
         let mut stack = vec![(paths::repositories(), String::new())];
         while let Some((dir, name)) = stack.pop() {
@@ -378,7 +378,7 @@ impl Registry {
 }
 
 /// A directory under `repositories/`, by repository name.
-pub(super) struct RepoDir {
+pub struct RepoDir {
     pub name: String,
     special: Vec<String>,
 }

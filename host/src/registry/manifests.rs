@@ -351,6 +351,12 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &content),
         };
+        let mut announced = parsed.references.clone();
+        announced.push(digest.clone());
+        announced.extend(parsed.subject.clone());
+        if let Err(d) = self.announce(&announced).await {
+            return Err(RegistryError::Unavailable(format!("garbage collection is deleting {d}; retry")));
+        }
         let kind = parsed.kind;
         let checks = parsed.references.iter().map(|r| async move {
             let present = match kind {

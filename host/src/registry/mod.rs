@@ -8,10 +8,11 @@ pub mod names;
 mod cache;
 mod listing;
 mod manifests;
-mod paths;
+pub mod paths;
 mod purge;
 mod schema1;
 mod uploads;
+mod watch;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,11 +24,13 @@ use crate::storage::{ByteStream, StorageDriver, StorageError};
 
 pub use digest::{Algorithm, Digest};
 pub use error::{RegistryError, Result};
-pub use listing::{Page, TagRecord};
+pub use listing::{Page, RepoDir, TagRecord};
 pub use manifests::{Condition, ManifestPut, Referrers, StoredManifest, MAX_MANIFEST_SIZE};
 pub use names::{Reference, RepoName, Tag};
 pub use purge::{spawn_purger, PurgeReport};
+pub(crate) use uploads::rfc3339;
 pub use uploads::UploadStatus;
+pub use watch::WriteWatch;
 
 /// A request or chunk body as the domain sees it: a stream of byte chunks.
 pub type BodyStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, std::io::Error>> + Send>>;
@@ -40,6 +43,8 @@ pub struct Registry {
     /// With `compatibility.schema1.enabled`, the key that signs schema 1 manifests stored
     /// without signatures; schema 1 pushes are refused without it.
     schema1: Option<schema1::Signer>,
+    /// Told before a write links existing content (garbage collection's journal).
+    watch: std::sync::OnceLock<Arc<dyn WriteWatch>>,
 }
 
 /// A blob ready to stream: its full size, and the bytes of the requested range.
@@ -57,6 +62,7 @@ impl Registry {
             cache: Default::default(),
             tag_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             schema1: None,
+            watch: std::sync::OnceLock::new(),
         }
     }
 
@@ -147,6 +153,9 @@ impl Registry {
     /// any blob the registry holds can be mounted (OCI 1.1 automatic content discovery).
     /// Returns false when the blob cannot be mounted, and the caller falls back to an upload.
     pub async fn mount_blob(&self, repo: &RepoName, digest: &Digest, from: Option<&RepoName>) -> Result<bool> {
+        if self.announce(std::slice::from_ref(digest)).await.is_err() {
+            return Ok(false);
+        }
         if let Some(from) = from {
             if !self.blob_linked(from, digest).await? {
                 return Ok(false);

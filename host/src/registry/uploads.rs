@@ -191,6 +191,9 @@ impl Registry {
         mut body: Option<BodyStream>,
     ) -> Result<u64> {
         check_id(id)?;
+        if let Err(d) = self.announce(std::slice::from_ref(digest)).await {
+            return Err(RegistryError::Unavailable(format!("garbage collection is deleting {d}; retry")));
+        }
         let session = self.uploads.get(id);
         let mut state = session.lock().await;
         let size = match self.upload_status(repo, id).await {

@@ -1,0 +1,155 @@
+//! Unit tests of the mark, the estimate, the lock and the journal handshake, over the in-memory
+//! driver through the registry's own write paths. The black-box suite (tests/test_gc.py) drives
+//! the binary.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::json;
+
+use super::*;
+use crate::registry::{Algorithm, Digest, Reference, Registry, RepoName, Tag, WriteWatch};
+use crate::storage::{InMemoryDriver, StorageDriver};
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+fn repo(n: &str) -> RepoName {
+    RepoName::parse(n).unwrap()
+}
+
+fn tag(t: &str) -> Tag {
+    Tag::parse(t).unwrap()
+}
+
+async fn blob(reg: &Registry, r: &RepoName, data: &[u8]) -> Digest {
+    let d = Digest::of(Algorithm::Sha256, data);
+    let body = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::copy_from_slice(data))]));
+    reg.upload_monolithic(r, &d, body).await.unwrap();
+    d
+}
+
+fn desc(mt: &str, d: &Digest, size: usize) -> serde_json::Value {
+    json!({"mediaType": mt, "digest": d.to_string(), "size": size})
+}
+
+/// An image over a config unique to `seed` and the given layers; returns (digest, bytes).
+async fn image(reg: &Registry, r: &RepoName, reference: Option<&str>, seed: &str, layers: &[&[u8]]) -> (Digest, usize) {
+    let config = format!("{{\"seed\":\"{seed}\"}}");
+    let c = blob(reg, r, config.as_bytes()).await;
+    let mut ls = Vec::new();
+    for l in layers {
+        ls.push(desc("application/vnd.oci.image.layer.v1.tar", &blob(reg, r, l).await, l.len()));
+    }
+    let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": desc("application/vnd.oci.image.config.v1+json", &c, config.len()), "layers": ls});
+    let body = Bytes::from(m.to_string());
+    let len = body.len();
+    let d = Digest::of(Algorithm::Sha256, &body);
+    let reference = match reference {
+        Some(t) => Reference::Tag(tag(t)),
+        None => Reference::Digest(d.clone()),
+    };
+    reg.put_manifest(r, &reference, Some(OCI_MANIFEST), body, &Default::default()).await.unwrap();
+    (d, len + config.len() + layers.iter().map(|l| l.len()).sum::<usize>())
+}
+
+fn registry() -> (Registry, Arc<dyn StorageDriver>) {
+    let driver: Arc<dyn StorageDriver> = Arc::new(InMemoryDriver::new());
+    (Registry::new(driver.clone()), driver)
+}
+
+fn now() -> Options {
+    Options { dry_run: false, delete_untagged: false, grace: Duration::ZERO, concurrency: 8, pace: 1.0 }
+}
+
+#[tokio::test]
+async fn estimate_counts_what_only_the_pretended_tags_hold() {
+    let (reg, _) = registry();
+    let (a, b) = (repo("a"), repo("b"));
+    // "shared" is in both images: it stays while b:y does.
+    let (_, a_bytes) = image(&reg, &a, Some("x"), "a", &[b"only in a", b"shared"]).await;
+    image(&reg, &b, Some("y"), "b", &[b"shared"]).await;
+    let gone = [(a.clone(), tag("x"))];
+    let expected = (a_bytes - b"shared".len()) as u64;
+    assert_eq!(estimate_freed(&reg, &gone, true).await.unwrap(), expected);
+    // Without --delete-untagged an untagged manifest keeps its blobs (distribution's rule).
+    assert_eq!(estimate_freed(&reg, &gone, false).await.unwrap(), 0);
+    assert_eq!(estimate_freed(&reg, &[], true).await.unwrap(), 0);
+    // Both tags gone: everything.
+    let all = [(a, tag("x")), (b, tag("y"))];
+    assert!(estimate_freed(&reg, &all, true).await.unwrap() > expected);
+    // An estimate deletes nothing.
+    assert_eq!(estimate_freed(&reg, &gone, true).await.unwrap(), expected);
+}
+
+#[tokio::test]
+async fn untagged_goes_only_with_delete_untagged_and_index_children_stay() {
+    let (reg, _) = registry();
+    let r = repo("r");
+    let (untagged, untagged_bytes) = image(&reg, &r, None, "u", &[b"untagged layer"]).await;
+    let (child, _) = image(&reg, &r, None, "c", &[b"child layer"]).await;
+    let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [desc(OCI_MANIFEST, &child, 1)]});
+    reg.put_manifest(
+        &r,
+        &Reference::Tag(tag("multi")),
+        Some(OCI_INDEX),
+        Bytes::from(index.to_string()),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let report = run(&reg, &now(), None, &Quiet).await.unwrap();
+    assert_eq!((report.blobs_swept, report.manifests_swept), (0, 0), "{report:?}");
+    let report = run(&reg, &Options { delete_untagged: true, ..now() }, None, &Quiet).await.unwrap();
+    assert_eq!((report.blobs_swept, report.manifests_swept), (3, 1), "{report:?}");
+    assert_eq!(report.bytes_freed, untagged_bytes as u64);
+    assert!(reg.get_manifest(&r, &Reference::Digest(untagged)).await.is_err());
+    assert!(reg.get_manifest(&r, &Reference::Digest(child)).await.is_ok());
+    // Nothing is left to find.
+    let again = run(&reg, &Options { delete_untagged: true, ..now() }, None, &Quiet).await.unwrap();
+    assert_eq!((again.blobs_swept, again.manifests_swept, again.errors), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_dry_run_deletes_nothing_and_the_grace_period_spares_new_content() {
+    let (reg, _) = registry();
+    let r = repo("r");
+    image(&reg, &r, None, "u", &[b"l"]).await;
+    let dry = run(&reg, &Options { dry_run: true, delete_untagged: true, ..now() }, None, &Quiet).await.unwrap();
+    assert_eq!((dry.blobs_swept, dry.manifests_swept), (3, 1));
+    let graced = Options { delete_untagged: true, grace: Duration::from_secs(3600), ..now() };
+    let report = run(&reg, &graced, None, &Quiet).await.unwrap();
+    assert_eq!((report.blobs_swept, report.manifests_swept), (0, 0), "{report:?}");
+    let real = run(&reg, &Options { delete_untagged: true, ..now() }, None, &Quiet).await.unwrap();
+    assert_eq!((real.blobs_swept, real.manifests_swept), (3, 1));
+}
+
+#[tokio::test]
+async fn a_second_run_is_refused_while_the_lock_is_held() {
+    let (reg, driver) = registry();
+    let held = lock::Lock::acquire(&*driver, "other").await.unwrap();
+    let e = run(&reg, &now(), None, &Quiet).await.unwrap_err();
+    assert!(e.is_locked(), "{e}");
+    // A dry run takes no lock.
+    run(&reg, &Options { dry_run: true, ..now() }, None, &Quiet).await.unwrap();
+    held.release(&*driver).await;
+    run(&reg, &now(), None, &Quiet).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_handshake_spares_a_recorded_digest_and_fails_a_write_to_a_doomed_one() {
+    let (_, driver) = registry();
+    let j = Journal::default();
+    let (a, b) = (Digest::of(Algorithm::Sha256, b"a"), Digest::of(Algorithm::Sha256, b"b"));
+    // No run: nothing recorded.
+    j.linking(&*driver, std::slice::from_ref(&a)).await.unwrap();
+    j.set(Some("run1".into()));
+    j.linking(&*driver, std::slice::from_ref(&a)).await.unwrap();
+    assert!(!journal::doom(&*driver, "run1", &a).await.unwrap(), "a recorded digest is spared");
+    assert!(journal::doom(&*driver, "run1", &b).await.unwrap());
+    assert_eq!(j.linking(&*driver, &[a.clone(), b.clone()]).await.unwrap_err(), b);
+    // The spared one is not doomed: writes needing it go on.
+    j.linking(&*driver, std::slice::from_ref(&a)).await.unwrap();
+    assert!(journal::recorded(&*driver, "run1", &a).await.unwrap());
+}
