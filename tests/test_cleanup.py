@@ -112,24 +112,30 @@ def test_cli_deletes_what_the_policy_picks_and_the_running_server_sees_it(tmp_pa
             tag_image(srv.url, repo, ["build-1", "build-2", "build-3", "stable"])
             for i, tag in enumerate(["build-1", "build-2", "build-3"]):
                 age(srv.root, repo, tag, (10 - i) * DAY)
+        # An image only an expiring tag holds: what garbage collection frees after the cleanup.
+        make_image(srv.url, "ci/app", "build-0", layers=[os.urandom(40_000)])
+        age(srv.root, "ci/app", "build-0", 20 * DAY)
         # The server has the tag cached; the CLI deletes beside it.
         assert requests.get(f"{srv.url}/v2/ci/app/manifests/build-1", timeout=10).status_code == 200
 
         dry = cleanup_cli(srv.config_path, "--dry-run")
         assert dry.returncode == 0, dry.stderr
         assert "ci/app:build-1\twould delete" in dry.stdout and "ci/lib:build-2\twould delete" in dry.stdout, dry.stdout
-        assert "would delete 4 tags in 2 repositories" in dry.stdout, dry.stdout
-        assert tags_of(srv.url, "ci/app") == {"build-1", "build-2", "build-3", "stable"}
+        assert "would delete 5 tags in 2 repositories" in dry.stdout, dry.stdout
+        freed = int(dry.stdout.split("would then free ")[1].split()[0])
+        assert 40_000 < freed < 50_000, dry.stdout
+        assert tags_of(srv.url, "ci/app") == {"build-0", "build-1", "build-2", "build-3", "stable"}
 
         only = cleanup_cli(srv.config_path, "--repo", "ci/lib")
         assert only.returncode == 0, only.stderr
         assert "deleted 2 tags in 1 repositories" in only.stdout, only.stdout
         assert tags_of(srv.url, "ci/lib") == {"build-3", "stable"}
-        assert tags_of(srv.url, "ci/app") == {"build-1", "build-2", "build-3", "stable"}
+        assert tags_of(srv.url, "ci/app") == {"build-0", "build-1", "build-2", "build-3", "stable"}
 
         run = cleanup_cli(srv.config_path)
         assert run.returncode == 0, run.stderr
-        assert "ci/app:build-1\tdeleted" in run.stdout and "ci/app:build-2\tdeleted" in run.stdout, run.stdout
+        assert "would then free " in run.stdout and int(run.stdout.split("would then free ")[1].split()[0]) > 40_000
+        assert "ci/app:build-0\tdeleted" in run.stdout and "ci/app:build-1\tdeleted" in run.stdout and "ci/app:build-2\tdeleted" in run.stdout, run.stdout
         assert tags_of(srv.url, "ci/app") == {"build-3", "stable"}
         assert tags_of(srv.url, "other/app") == {"build-1", "build-2", "build-3", "stable"}, "outside the glob"
         # The running server stops serving the deleted tag within its cache's second.

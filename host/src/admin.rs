@@ -80,7 +80,13 @@ async fn cleanup(app: &App, query: &str) -> Response<Full<Bytes>> {
     }
     use crate::cleanup::CleanupError as E;
     match cleanup.run(&app.registry, &options).await {
-        Ok(report) => json_response(StatusCode::OK, &serde_json::to_value(&report).unwrap_or_default()),
+        Ok(mut report) => {
+            // A dry run asks what it would buy: the estimate costs one scan of the registry.
+            if report.dry_run {
+                report.gc_would_free = crate::cleanup::gc_would_free(&app.registry, &report).await.ok();
+            }
+            json_response(StatusCode::OK, &serde_json::to_value(&report).unwrap_or_default())
+        }
         Err(e @ E::UnknownPolicy(_)) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
         Err(e @ E::ReadOnly) => json_response(StatusCode::CONFLICT, &json!({"error": e.to_string()})),
         Err(e) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e.to_string()})),

@@ -197,7 +197,11 @@ fn cleanup(config_path: &std::path::Path, repo: Option<&str>, dry_run: bool, pol
             }
         };
         match cleanup.run(&registry, &options).await {
-            Ok(report) => {
+            Ok(mut report) => {
+                match berth::cleanup::gc_would_free(&registry, &report).await {
+                    Ok(bytes) => report.gc_would_free = Some(bytes),
+                    Err(e) => eprintln!("berth: cannot estimate what garbage collection would free: {e}"),
+                }
                 println!("{report}");
                 if report.failed_repositories == 0 {
                     ExitCode::SUCCESS

@@ -194,6 +194,8 @@ impl App {
     /// The configured cleanup policies, if any.
     pub fn cleanup(&self) -> Option<&Arc<crate::cleanup::Cleanup>> {
         self.cleanup.get()
+    }
+
     /// Installs the garbage collection service (once) and routes the registry's writes
     /// through its journal.
     pub fn set_gc(&self, gc: Arc<crate::gc::Service>) {

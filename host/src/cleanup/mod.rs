@@ -161,6 +161,23 @@ impl Cleanup {
     }
 }
 
+/// What a garbage collection with `--delete-untagged` frees after `report`'s run: for a dry run,
+/// as if its chosen tags were gone. One dry mark over the whole registry (untagged manifests
+/// keep their blobs without `--delete-untagged`, so that is the collection cleanup needs).
+pub async fn gc_would_free(registry: &Registry, report: &Report) -> Result<u64, crate::gc::GcError> {
+    let mut gone = Vec::new();
+    if report.dry_run {
+        for o in &report.outcomes {
+            for t in o.tags.iter().filter(|t| t.result == TagResult::WouldDelete) {
+                if let (Ok(repo), Ok(tag)) = (RepoName::parse(&o.repository), Tag::parse(&t.tag)) {
+                    gone.push((repo, tag));
+                }
+            }
+        }
+    }
+    crate::gc::estimate_freed(registry, &gone, true).await
+}
+
 /// One policy over one repository: snapshot, plan, validate, delete.
 async fn apply(registry: &Registry, p: &Policy, plugin: &PolicyPlugin, repo: &RepoName, dry_run: bool) -> RepoOutcome {
     let mut outcome = RepoOutcome::new(&p.config.name, repo.as_str());

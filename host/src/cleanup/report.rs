@@ -23,6 +23,9 @@ pub struct Report {
     /// Bytes of the chosen tags' images, shared blobs counted in full: an upper bound of what
     /// a garbage collection frees afterwards.
     pub tag_bytes: u64,
+    /// What a garbage collection with `--delete-untagged` then frees (when estimated).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc_would_free: Option<u64>,
     pub duration_ms: u64,
     /// Repositories where the policy chose something or failed.
     pub outcomes: Vec<RepoOutcome>,
@@ -97,6 +100,7 @@ impl Report {
             skipped: 0,
             failed_repositories: 0,
             tag_bytes: 0,
+            gc_would_free: None,
             duration_ms: 0,
             outcomes: Vec::new(),
         }
@@ -173,6 +177,10 @@ impl fmt::Display for Report {
             f,
             "{verb} {n} tags in {} repositories ({} skipped, {} repositories failed); their images weigh {} bytes",
             self.repositories, self.skipped, self.failed_repositories, self.tag_bytes
-        )
+        )?;
+        if let Some(bytes) = self.gc_would_free {
+            write!(f, "\nberth garbage-collect --delete-untagged would then free {bytes} bytes")?;
+        }
+        Ok(())
     }
 }
