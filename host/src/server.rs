@@ -42,7 +42,11 @@ pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
         // Never serve open what the configuration says is protected.
         return Err(std::io::Error::other("auth is configured: the server must be built with build_with_plugins"));
     }
-    Ok(app(config, native_driver(config)?, None))
+    if !config.admission.chains.is_empty() {
+        // Never accept a write the configuration says must pass a policy.
+        return Err(std::io::Error::other("admission is configured: the server must be built with build_with_plugins"));
+    }
+    Ok(app(config, native_driver(config)?, None, None))
 }
 
 /// The native storage driver the configuration names.
@@ -91,6 +95,15 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
         None => None,
     };
     let auth = Auth::build(config, policy).await.map_err(std::io::Error::other)?;
+    // Each admission plugin keeps its role while some chain still names it.
+    let admission = crate::admission::Chain::load(config, |name, swap| {
+        let name = name.to_string();
+        let which = move |c: &Config| c.admission.plugin_names().contains(&name).then(|| name.clone());
+        plugins.add_with("admission", which, swap);
+    })
+    .await
+    .map_err(std::io::Error::other)?
+    .map(Arc::new);
     if let Some(a) = &auth {
         let mode = if config.auth.token.is_some() {
             "token"
@@ -110,9 +123,9 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
             tracing::info!(plugin = %p.name(), sha256 = %p.sha256, version = %p.version, stateless = p.stateless, path = %p.spec.path.display(), "storage plugin loaded");
             let (role, _, which) = STORAGE_ROLE;
             plugins.add(role, which, driver.reloadable());
-            app(config, driver, auth)
+            app(config, driver, auth, admission)
         }
-        _ => app(config, native_driver(config)?, auth),
+        _ => app(config, native_driver(config)?, auth, admission),
     };
     for name in unused_plugins(config) {
         tracing::warn!(plugin = %name, "plugins.{name} is configured but nothing uses it; not loaded");
@@ -157,13 +170,16 @@ const ROLES: [Role; 2] = [STORAGE_ROLE, AUTH_ROLE];
 
 /// Plugins configured under `plugins` that no role uses (warned about, not loaded).
 pub fn unused_plugins(config: &Config) -> Vec<String> {
-    let used: Vec<String> = ROLES.iter().filter_map(|(_, _, which)| which(config)).collect();
+    let mut used: Vec<String> = ROLES.iter().filter_map(|(_, _, which)| which(config)).collect();
+    used.extend(config.admission.plugin_names());
     config.plugins.entries.keys().filter(|n| !used.contains(n)).cloned().collect()
 }
 
 /// The plugins a configuration uses, by role: `(role, plugin name, world it must implement)`.
 pub fn used_plugins(config: &Config) -> Vec<(&'static str, String, World)> {
-    ROLES.iter().filter_map(|(role, world, which)| which(config).map(|n| (*role, n, *world))).collect()
+    let roles = ROLES.iter().filter_map(|(role, world, which)| which(config).map(|n| (*role, n, *world)));
+    let admission = config.admission.plugin_names().into_iter().map(|n| ("admission", n, World::AdmissionPolicy));
+    roles.chain(admission).collect()
 }
 
 impl AsRef<Registry> for App {
@@ -229,7 +245,12 @@ pub fn spawn_sighup_reload(app: Arc<App>) {
 }
 
 /// The HTTP layer over `driver`, timed by `MeteredDriver` for the storage metrics.
-fn app(config: &Config, driver: Arc<dyn StorageDriver>, auth: Option<Arc<Auth>>) -> Arc<App> {
+fn app(
+    config: &Config,
+    driver: Arc<dyn StorageDriver>,
+    auth: Option<Arc<Auth>>,
+    admission: Option<Arc<crate::admission::Chain>>,
+) -> Arc<App> {
     let options = ApiOptions {
         read_only: config.storage.maintenance.readonly.enabled,
         delete_enabled: config.storage.delete.enabled,
@@ -239,8 +260,9 @@ fn app(config: &Config, driver: Arc<dyn StorageDriver>, auth: Option<Arc<Auth>>)
         tls: config.http.tls.is_some(),
         manifest_memory: config.http.manifestmemory,
     };
-    let registry =
-        Registry::new(Arc::new(MeteredDriver::new(driver))).with_schema1(config.compatibility.schema1.enabled);
+    let registry = Registry::new(Arc::new(MeteredDriver::new(driver)))
+        .with_schema1(config.compatibility.schema1.enabled)
+        .with_admission(admission);
     App::new(registry, options, auth)
 }
 

@@ -56,6 +56,7 @@ impl From<RegistryError> for ApiError {
             E::RangeNotSatisfiable { .. } => (S::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID"),
             E::Unsupported(_) => (S::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             E::PreconditionFailed(_) => (S::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
+            E::Denied(_) => (S::FORBIDDEN, "DENIED"),
             E::Storage(_) => (S::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         };
         let mut err = ApiError::new(status, code, message);

@@ -253,6 +253,7 @@ impl App {
         let path = req.uri().path().to_string();
         let route = Route::parse(&path);
         let method = req.method().clone();
+        let mut identity = None;
         if let Some(auth) = &self.auth {
             let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
             let caller =
@@ -297,6 +298,7 @@ impl App {
                 })?;
                 if !access.subject.is_empty() {
                     tracing::Span::current().record("user", access.subject.as_str());
+                    identity = Some(crate::admission::Identity { subject: access.subject, groups: Vec::new() });
                 }
             }
         }
@@ -308,7 +310,20 @@ impl App {
         if method == Method::DELETE && deletes_content && !self.options.delete_enabled {
             return Err(ApiError::unsupported("deletes are disabled (storage.delete.enabled is false)"));
         }
-        handlers::dispatch(self, route, req).await
+        if !write {
+            return handlers::dispatch(self, route, req).await;
+        }
+        // Writes carry who is writing to the admission chain (`Registry::admit`).
+        let ctx = crate::admission::RequestContext {
+            identity,
+            request: crate::plugins::wit::latest::types::RequestInfo {
+                id: id.to_string(),
+                method: method.to_string(),
+                addr: req.extensions().get::<PeerAddr>().map(|p| p.0.to_string()).unwrap_or_default(),
+                user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
+            },
+        };
+        crate::admission::scope(ctx, handlers::dispatch(self, route, req)).await
     }
 
     /// Berth's token endpoint: parameters from the query (`GET`) or the form body (`POST`).

@@ -5,6 +5,7 @@
 //! Each top-level section is a module holding its types, defaults, path resolution and
 //! validation, behind [`Section`]; a new section is a new module and one line in `sections!`.
 
+mod admission;
 mod auth;
 mod catalog;
 mod compatibility;
@@ -20,6 +21,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::Value;
 
+pub use admission::{Admission, Chain as AdmissionChain};
 pub use auth::{Auth, Htpasswd, Issuer, Token};
 pub use catalog::Catalog;
 pub use compatibility::{Compatibility, Schema1};
@@ -73,6 +75,8 @@ sections! {
     catalog: Catalog,
     /// Who may do what (none: open).
     auth: Auth,
+    /// Admission-policy plugins a write must pass, per repository glob.
+    admission: Admission,
 }
 
 /// A problem in a configuration, naming the key it is about.
@@ -181,6 +185,11 @@ impl Config {
         if let Some(p) = &self.storage.plugin {
             if !self.plugins.entries.contains_key(&p.name) {
                 out.push(ConfigError::new("storage.plugin.name", format!("no plugin {:?} under plugins", p.name)));
+            }
+        }
+        for (i, c) in self.admission.chains.iter().enumerate() {
+            for p in c.plugins.iter().filter(|p| !self.plugins.entries.contains_key(*p)) {
+                out.push(ConfigError::new(format!("admission.chains[{i}].plugins"), format!("no plugin {p:?} under plugins")));
             }
         }
         out

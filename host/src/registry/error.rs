@@ -40,6 +40,9 @@ pub enum RegistryError {
     PreconditionFailed(String),
     #[error("request body could not be read: {0}")]
     BodyRead(String),
+    /// An admission policy refused the write (`crate::admission`).
+    #[error(transparent)]
+    Denied(#[from] crate::admission::Denied),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

@@ -40,6 +40,8 @@ pub struct Registry {
     /// With `compatibility.schema1.enabled`, the key that signs schema 1 manifests stored
     /// without signatures; schema 1 pushes are refused without it.
     schema1: Option<schema1::Signer>,
+    /// Admission-policy plugins asked before a write lands (`admit`).
+    admission: Option<Arc<crate::admission::Chain>>,
 }
 
 /// A blob ready to stream: its full size, and the bytes of the requested range.
@@ -57,6 +59,7 @@ impl Registry {
             cache: Default::default(),
             tag_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             schema1: None,
+            admission: None,
         }
     }
 
@@ -70,6 +73,39 @@ impl Registry {
             }
         }
         self
+    }
+
+    /// Asks `chain` before every write lands.
+    pub fn with_admission(mut self, chain: Option<Arc<crate::admission::Chain>>) -> Self {
+        self.admission = chain;
+        self
+    }
+
+    /// Whether a write to `repo` must pass admission (so nothing is built for one that need not).
+    fn admission_for(&self, repo: &RepoName) -> Option<&crate::admission::Chain> {
+        self.admission.as_deref().filter(|c| c.applies(repo.as_str()))
+    }
+
+    /// The one funnel for admission: every write operation calls it after validating and before
+    /// writing, a tag write with the tag's lock held. `write` is built only when a chain applies.
+    async fn admit(&self, repo: &RepoName, write: impl FnOnce() -> crate::admission::Write) -> Result<()> {
+        match self.admission_for(repo) {
+            None => Ok(()),
+            Some(chain) => Ok(chain.admit(repo.as_str(), &write()).await?),
+        }
+    }
+
+    /// An upload that declared its size up front (`Content-Length` of a monolithic `POST`):
+    /// admitted before a byte is read.
+    pub async fn admit_upload(&self, repo: &RepoName, size: u64, digest: Option<&Digest>) -> Result<()> {
+        self.admit(repo, || {
+            crate::admission::Write::UploadStart(crate::admission::UploadStart {
+                repository: repo.to_string(),
+                size,
+                digest: digest.map(|d| d.to_string()),
+            })
+        })
+        .await
     }
 
     pub fn driver(&self) -> &dyn StorageDriver {
