@@ -13,6 +13,7 @@
 //! Who asks, and the request, reach the registry (which knows nothing of HTTP) through a task
 //! local the API layer sets for the request (`scope`).
 
+pub mod bench;
 mod glob;
 
 use std::sync::Arc;
