@@ -62,7 +62,7 @@ pub async fn serve(app: Arc<App>, config: Debug, listener: TcpListener) {
 
 async fn handle<B>(app: &App, metrics_path: Option<&str>, req: Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
-    if let Some(r) = admin::handle(app, req.method(), path).await {
+    if let Some(r) = admin::handle(app, req.method(), req.uri()).await {
         return r;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -147,6 +147,11 @@ pub fn vars(app: &App) -> Value {
         "read_only": app.options.read_only,
         "tls": app.options.tls,
         "plugins": app.plugin_report(),
+        "cleanup": crate::cleanup::last_report().map(|r| json!({
+            "policies": r.policies, "dry_run": r.dry_run, "repositories": r.repositories,
+            "deleted": r.deleted, "would_delete": r.would_delete, "skipped": r.skipped,
+            "failed_repositories": r.failed_repositories, "duration_ms": r.duration_ms,
+        })),
     })
 }
 

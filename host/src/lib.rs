@@ -7,6 +7,7 @@ pub mod admin;
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod cleanup;
 pub mod config;
 pub mod connections;
 pub mod debug;

@@ -30,6 +30,22 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Run the cleanup policies now, beside a running server or without one: each tag deleted
+    /// (or that would be, with --dry-run) with the policy's reason. Garbage collection then
+    /// frees the space.
+    Cleanup {
+        /// Only repositories matching this glob (`*` within a path component, `**` across).
+        #[arg(long)]
+        repo: Option<String>,
+        /// Show what would be deleted; delete nothing.
+        #[arg(long, short = 'd')]
+        dry_run: bool,
+        /// Only this policy (even if it is not enabled); default: every enabled policy.
+        #[arg(long)]
+        policy: Option<String>,
+        /// The configuration file the server uses.
+        config: PathBuf,
+    },
     /// WebAssembly plugin tools.
     Plugin {
         #[command(subcommand)]
@@ -74,6 +90,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => serve(config),
+        Command::Cleanup { repo, dry_run, policy, config } => cleanup(&config, repo.as_deref(), dry_run, policy),
         Command::Plugin { command: PluginCommand::Bench { file, iterations } } => plugin_bench(file, iterations),
         Command::Plugin { command: PluginCommand::Test(options) } => plugin_test(options),
         Command::Plugin { command: PluginCommand::BenchAdmission { file, config, iterations } } => {
@@ -131,6 +148,71 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `berth cleanup`: exit 0 when every repository was handled, 1 when one failed (its line says
+/// why), 2 when nothing could run.
+fn cleanup(config_path: &std::path::Path, repo: Option<&str>, dry_run: bool, policy: Option<String>) -> ExitCode {
+    let config = match Config::load(Some(config_path), std::env::vars()) {
+        Ok(l) => l.config,
+        Err(e) => {
+            eprintln!("berth: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tool_logging();
+    let mut options = berth::cleanup::Options { dry_run, policy, ..Default::default() };
+    if let Some(glob) = repo {
+        options = match options.only_repositories(glob) {
+            Ok(o) => o,
+            Err(e) => {
+                eprintln!("berth: --repo {glob}: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async move {
+        let cleanup = match berth::cleanup::Cleanup::from_config(&config) {
+            Ok(c) if c.is_empty() => {
+                eprintln!("berth: {}: no cleanup policies are configured (cleanup.policies)", config_path.display());
+                return ExitCode::from(2);
+            }
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("berth: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let registry = match berth::server::open_registry(&config).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("berth: cannot open storage: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match cleanup.run(&registry, &options).await {
+            Ok(report) => {
+                println!("{report}");
+                if report.failed_repositories == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                eprintln!("berth: {e}");
+                ExitCode::from(2)
+            }
+        }
+    })
+}
+
+/// Warnings and errors of a one-off command on stderr (`RUST_LOG` for more).
+fn init_tool_logging() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {

@@ -57,6 +57,14 @@ pub struct AuthLabels {
     pub outcome: &'static str,
 }
 
+/// A cleanup policy's tags by result (`deleted`, `would_delete`, `skipped`, `failed`), and its
+/// repositories that failed (`repository_failed`). Policy names come from the configuration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CleanupLabels {
+    pub policy: String,
+    pub result: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -71,6 +79,7 @@ pub struct Metrics {
     pub plugin_failures: Family<PluginFailureLabels, Counter>,
     pub auth_outcomes: Family<AuthLabels, Counter>,
     pub tokens_issued: Counter,
+    pub cleanup: Family<CleanupLabels, Counter>,
     /// Requests answered since start (for `/debug/vars`, without summing the families).
     served: AtomicU64,
     started: Instant,
@@ -102,6 +111,7 @@ impl Metrics {
             plugin_failures: Family::default(),
             auth_outcomes: Family::default(),
             tokens_issued: Counter::default(),
+            cleanup: Family::default(),
             served: AtomicU64::new(0),
             started: Instant::now(),
             registry: Registry::default(),
@@ -158,6 +168,11 @@ impl Metrics {
             m.auth_outcomes.clone(),
         );
         registry.register("auth_tokens_issued", "Tokens issued by Berth's token endpoint", m.tokens_issued.clone());
+        registry.register(
+            "cleanup_tags",
+            "Tags cleanup policies deleted, would delete (dry runs), skipped or failed to delete, and repositories whose run failed",
+            m.cleanup.clone(),
+        );
         Metrics { registry, ..m }
     }
 

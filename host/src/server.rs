@@ -49,6 +49,19 @@ pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
     Ok(app(config, native_driver(config)?, None, None))
 }
 
+/// The registry over the configured storage (a plugin driver loaded too), for the commands that
+/// work on storage beside a running server (`berth cleanup`).
+pub async fn open_registry(config: &Config) -> std::io::Result<Registry> {
+    let driver: Arc<dyn StorageDriver> = match config.driver() {
+        Driver::Plugin(name) => {
+            let spec = PluginSpec::from_config(config, &name).map_err(std::io::Error::other)?;
+            Arc::new(ComponentDriver::load(spec).await.map_err(std::io::Error::other)?)
+        }
+        _ => native_driver(config)?,
+    };
+    Ok(Registry::new(driver).with_schema1(config.compatibility.schema1.enabled))
+}
+
 /// The native storage driver the configuration names.
 fn native_driver(config: &Config) -> std::io::Result<Arc<dyn StorageDriver>> {
     let redirect = !config.storage.redirect.disable;
@@ -137,6 +150,12 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
         let r = reloader.clone();
         Box::pin(async move { r.reload().await })
     }));
+    if !config.cleanup.policies.is_empty() {
+        let cleanup = Arc::new(crate::cleanup::Cleanup::from_config(config).map_err(std::io::Error::other)?);
+        cleanup.check().await.map_err(std::io::Error::other)?;
+        crate::cleanup::spawn_schedules(&app, cleanup.clone());
+        app.set_cleanup(cleanup);
+    }
     let purge = &config.storage.maintenance.uploadpurging;
     if purge.enabled && !config.storage.maintenance.readonly.enabled {
         crate::registry::spawn_purger(Arc::downgrade(&app), purge.age, purge.interval, purge.dryrun);
@@ -170,16 +189,23 @@ const ROLES: [Role; 2] = [STORAGE_ROLE, AUTH_ROLE];
 
 /// Plugins configured under `plugins` that no role uses (warned about, not loaded).
 pub fn unused_plugins(config: &Config) -> Vec<String> {
-    let mut used: Vec<String> = ROLES.iter().filter_map(|(_, _, which)| which(config)).collect();
-    used.extend(config.admission.plugin_names());
+    let used: Vec<String> = used_plugins(config).into_iter().map(|(_, name, _)| name).collect();
     config.plugins.entries.keys().filter(|n| !used.contains(n)).cloned().collect()
 }
 
 /// The plugins a configuration uses, by role: `(role, plugin name, world it must implement)`.
+/// Besides the single-plugin roles, each cleanup policy uses its plugin (loaded per run, so
+/// not in the reload set).
 pub fn used_plugins(config: &Config) -> Vec<(&'static str, String, World)> {
-    let roles = ROLES.iter().filter_map(|(role, world, which)| which(config).map(|n| (*role, n, *world)));
-    let admission = config.admission.plugin_names().into_iter().map(|n| ("admission", n, World::AdmissionPolicy));
-    roles.chain(admission).collect()
+    let mut used: Vec<_> =
+        ROLES.iter().filter_map(|(role, world, which)| which(config).map(|n| (*role, n, *world))).collect();
+    for name in config.cleanup.plugins() {
+        if !used.iter().any(|(role, n, _)| *role == "cleanup" && n == name) {
+            used.push(("cleanup", name.to_string(), World::CleanupPolicy));
+        }
+    }
+    used.extend(config.admission.plugin_names().into_iter().map(|n| ("admission", n, World::AdmissionPolicy)));
+    used
 }
 
 impl AsRef<Registry> for App {

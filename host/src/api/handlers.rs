@@ -26,7 +26,7 @@ fn query(req: &Request<RequestBody>) -> Vec<(String, String)> {
 }
 
 /// `k=v&k=v` pairs (a query string or an `application/x-www-form-urlencoded` body), decoded.
-pub(super) fn form(s: &str) -> Vec<(String, String)> {
+pub(crate) fn form(s: &str) -> Vec<(String, String)> {
     let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8_lossy().into_owned();
     s.split('&')
         .filter(|p| !p.is_empty())

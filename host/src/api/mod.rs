@@ -26,6 +26,7 @@ use crate::metrics::{self, RouteLabels};
 use crate::registry::{BodyStream, Registry};
 use crate::storage::ByteStream;
 
+pub(crate) use handlers::form;
 pub use error::ApiError;
 use manifest_budget::ManifestBudget;
 pub use request_body::RequestBody;
@@ -65,6 +66,8 @@ pub struct App {
     next_id: AtomicU64,
     reload: OnceLock<ReloadFn>,
     plugins: OnceLock<crate::plugins::PluginSet>,
+    /// Cleanup policies, when the configuration has any.
+    cleanup: OnceLock<Arc<crate::cleanup::Cleanup>>,
     in_flight: Option<Arc<tokio::sync::Semaphore>>,
     manifest_budget: ManifestBudget,
 }
@@ -147,6 +150,7 @@ impl App {
             next_id: AtomicU64::new(rand::random::<u32>() as u64),
             reload: OnceLock::new(),
             plugins: OnceLock::new(),
+            cleanup: OnceLock::new(),
             in_flight: (options.max_in_flight > 0)
                 .then(|| Arc::new(tokio::sync::Semaphore::new(options.max_in_flight))),
             manifest_budget: ManifestBudget::new(options.manifest_memory),
@@ -168,6 +172,15 @@ impl App {
     }
 
     /// Installs the plugins the server runs, for the debug server's health and vars (once).
+    pub fn set_cleanup(&self, cleanup: Arc<crate::cleanup::Cleanup>) {
+        let _ = self.cleanup.set(cleanup);
+    }
+
+    /// The configured cleanup policies, if any.
+    pub fn cleanup(&self) -> Option<&Arc<crate::cleanup::Cleanup>> {
+        self.cleanup.get()
+    }
+
     pub fn set_plugins(&self, plugins: crate::plugins::PluginSet) {
         let _ = self.plugins.set(plugins);
     }

@@ -8,6 +8,7 @@
 mod admission;
 mod auth;
 mod catalog;
+mod cleanup;
 mod compatibility;
 pub mod duration;
 mod env;
@@ -24,6 +25,7 @@ use serde_yaml::Value;
 pub use admission::{Admission, Chain as AdmissionChain};
 pub use auth::{Auth, Htpasswd, Issuer, Token};
 pub use catalog::Catalog;
+pub use cleanup::{parse_cadence, repository_glob, Cleanup, Policy as CleanupPolicy};
 pub use compatibility::{Compatibility, Schema1};
 pub use http::{Debug, Http, Prometheus, Timeouts, Tls};
 pub use log::{Log, LogFormatter, LogLevel};
@@ -77,6 +79,8 @@ sections! {
     auth: Auth,
     /// Admission-policy plugins a write must pass, per repository glob.
     admission: Admission,
+    /// Retention policies run by `cleanup-policy` plugins.
+    cleanup: Cleanup,
 }
 
 /// A problem in a configuration, naming the key it is about.

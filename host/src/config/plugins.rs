@@ -223,7 +223,7 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
-fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+pub(super) fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
     let raw: Option<BTreeMap<String, Scalar>> = Option::deserialize(d)?;
     Ok(raw.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())
 }

@@ -38,10 +38,15 @@ pub enum PolicyError {
     UnknownTag { policy: String, repository: String, tag: String },
 }
 
-/// Decides which tags of a repository to delete.
+/// Decides which tags of a repository to delete, given the policy's `settings`.
 #[async_trait]
 pub trait RetentionPolicy: Send + Sync {
-    async fn plan(&self, repository: &str, tags: &[TagInfo]) -> Result<Vec<Deletion>, PolicyError>;
+    async fn plan(
+        &self,
+        repository: &str,
+        tags: &[TagInfo],
+        settings: &[(String, String)],
+    ) -> Result<Vec<Deletion>, PolicyError>;
 }
 
 /// A `cleanup-policy-plugin` as a `RetentionPolicy`.
@@ -49,7 +54,12 @@ pub struct PolicyPlugin(pub Arc<Swap<CleanupKind>>);
 
 #[async_trait]
 impl RetentionPolicy for PolicyPlugin {
-    async fn plan(&self, repository: &str, tags: &[TagInfo]) -> Result<Vec<Deletion>, PolicyError> {
+    async fn plan(
+        &self,
+        repository: &str,
+        tags: &[TagInfo],
+        settings: &[(String, String)],
+    ) -> Result<Vec<Deletion>, PolicyError> {
         let p = self.0.current();
         let millis = |t: SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
         let snapshot = wit::Snapshot {
@@ -65,6 +75,7 @@ impl RetentionPolicy for PolicyPlugin {
                     created_millis: millis(t.created),
                 })
                 .collect(),
+            settings: settings.to_vec(),
         };
         let planned = p
             .call("plan", |i| {

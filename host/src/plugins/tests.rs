@@ -41,20 +41,20 @@ async fn cleanup_policy_runs_on_the_generic_pool_and_reloads() {
     assert_eq!(swap.current().version, semver::Version::new(0, 1, 0));
     let policy = PolicyPlugin(swap.clone());
     let tags = [tag("v3", 1), tag("v2", 10), tag("latest", 40), tag("v1", 30), tag("old", 50)];
-    let mut plan = policy.plan("team/app", &tags).await.unwrap();
+    let mut plan = policy.plan("team/app", &tags, &[]).await.unwrap();
     plan.sort_by(|a, b| a.tag.cmp(&b.tag));
     let names: Vec<&str> = plan.iter().map(|d: &Deletion| d.tag.as_str()).collect();
     assert_eq!(names, ["old", "v1"], "{plan:?}");
     assert!(plan[0].reason.contains("keep=2"), "{plan:?}");
     // Reload with another config: the new version serves, the adapter is unchanged.
     swap.reload(spec("berth_cleanup_keep_latest.wasm", &[("keep", "4")])).await.unwrap();
-    let plan = policy.plan("team/app", &tags).await.unwrap();
+    let plan = policy.plan("team/app", &tags, &[]).await.unwrap();
     assert_eq!(plan.iter().map(|d| d.tag.as_str()).collect::<Vec<_>>(), ["old"]);
     // A config the plugin refuses is a typed init error and keeps the old version.
     let f = swap.reload(spec("berth_cleanup_keep_latest.wasm", &[("keep", "many")])).await.unwrap_err();
     assert!(matches!(&f.error, PluginError::InitInvalidConfig { key, .. } if key == "keep"), "{f}");
-    assert_eq!(policy.plan("team/app", &tags).await.unwrap().len(), 1);
-    assert!(policy.plan("team/app", &[]).await.unwrap().is_empty());
+    assert_eq!(policy.plan("team/app", &tags, &[]).await.unwrap().len(), 1);
+    assert!(policy.plan("team/app", &[], &[]).await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,8 +7,18 @@
 
 use std::collections::VecDeque;
 
+use futures_util::{stream, StreamExt, TryStreamExt};
+
 use super::{paths, Registry, RegistryError, RepoName, Result, Tag};
 use crate::storage::{validate_path, ListPage};
+
+/// A tag, where it points, and when it was pushed there.
+#[derive(Debug, Clone)]
+pub struct TagRecord {
+    pub tag: Tag,
+    pub digest: super::Digest,
+    pub pushed: std::time::SystemTime,
+}
 
 /// One page of names; `more` says whether a next page may exist.
 #[derive(Debug, PartialEq, Eq)]
@@ -32,7 +42,7 @@ struct Frame {
     /// The repository name the directory stands for ("" for `repositories/` itself).
     name: String,
     cursor: Option<String>,
-    queued: VecDeque<String>,
+    queued: VecDeque<Child>,
     more: bool,
 }
 
@@ -41,6 +51,24 @@ impl Frame {
         Frame { dir, name, cursor, queued: VecDeque::new(), more: true }
     }
 }
+
+/// A child directory queued on the walk, probed ahead of the walk reaching it.
+struct Child {
+    name: String,
+    probe: Option<Probe>,
+}
+
+/// What the walk needs of a directory: its first page of children, and whether it is a
+/// repository.
+struct Probe {
+    first: ListPage,
+    repository: bool,
+}
+
+/// Child directories probed at once: on an object store each probe is a listing request
+/// (tens of milliseconds), and a page of `n` repositories needs `n` of them, so they overlap
+/// rather than queue; enough to hide a service's latency without flooding it.
+const PROBES_AT_ONCE: usize = 16;
 
 /// The walk's stack to resume after `last`: each ancestor directory of `last`, resuming after
 /// the component `last` goes on with, then `last`'s own directory (the names below it come
@@ -66,6 +94,26 @@ impl Registry {
             Err(e) if e.is_not_found() => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Every tag of a repository with the digest it points at and when it was last pushed
+    /// there (its link's modification time, which every driver keeps), for retention policies.
+    pub async fn tag_records(&self, repo: &RepoName) -> Result<Vec<TagRecord>> {
+        let mut out = Vec::new();
+        let mut tags = self.all_tags(repo).await?;
+        tags.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        for tag in tags {
+            let link = paths::tag_current_link(repo, &tag);
+            let pushed = match self.driver.stat(&link).await {
+                Ok(info) => info.modified,
+                Err(e) if e.is_not_found() => continue, // deleted since the listing
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(digest) = self.resolve_tag(repo, &tag).await? {
+                out.push(TagRecord { tag, digest, pushed });
+            }
+        }
+        Ok(out)
     }
 
     /// Tags after `last`, at most `n` (all without `n`), read in order from the tags directory.
@@ -112,24 +160,30 @@ impl Registry {
             let want = (n - items.len()).clamp(MIN_BATCH, MAX_BATCH);
             if top.queued.is_empty() && top.more {
                 let page = self.page_of(&top.dir, top.cursor.as_deref(), want).await?;
-                top.queued = page.names.into();
                 top.more = page.more;
+                top.queued = page.names.into_iter().map(|name| Child { name, probe: None }).collect();
+                // Probe ahead only as many children as the page can still take.
+                self.probe_ahead(&top.dir, &mut top.queued, n - items.len(), want).await?;
             }
             let Some(child) = top.queued.pop_front() else {
                 stack.pop();
                 continue;
             };
-            top.cursor = Some(child.clone());
-            if child.starts_with('_') {
+            top.cursor = Some(child.name.clone());
+            if child.name.starts_with('_') {
                 continue;
             }
-            let dir = format!("{}/{child}", top.dir);
-            let name = if top.name.is_empty() { child } else { format!("{}/{child}", top.name) };
-            let first = self.page_of(&dir, None, want).await?;
-            if self.holds_manifests(&dir, &first).await? {
+            let dir = format!("{}/{}", top.dir, child.name);
+            let name = if top.name.is_empty() { child.name } else { format!("{}/{}", top.name, child.name) };
+            let probe = match child.probe {
+                Some(p) => p,
+                None => self.probe(&dir, want).await?,
+            };
+            if probe.repository {
                 items.push(name.clone());
             }
-            stack.push(Frame { dir, name, cursor: None, more: first.more, queued: first.names.into() });
+            let queued = probe.first.names.into_iter().map(|name| Child { name, probe: None }).collect();
+            stack.push(Frame { dir, name, cursor: None, more: probe.first.more, queued });
         }
         Ok(Page { items, more: false })
     }
@@ -143,20 +197,38 @@ impl Registry {
         }
     }
 
-    /// Whether a directory whose first page is `first` holds `_manifests`, asked separately
-    /// only when names sorting before it filled that page.
-    async fn holds_manifests(&self, dir: &str, first: &ListPage) -> Result<bool> {
+    /// Probes the first `count` queued children that are not the repository's own (`_`),
+    /// [`PROBES_AT_ONCE`] at a time, in order.
+    async fn probe_ahead(&self, parent: &str, queued: &mut VecDeque<Child>, count: usize, want: usize) -> Result<()> {
+        let picked: Vec<usize> =
+            queued.iter().enumerate().filter(|(_, c)| !c.name.starts_with('_')).map(|(i, _)| i).take(count).collect();
+        let dirs: Vec<String> = picked.iter().map(|&i| format!("{parent}/{}", queued[i].name)).collect();
+        // Futures collected first: a lazy `map` inside the stream trips the `Send` check of the
+        // handler's future (a higher-ranked lifetime the compiler cannot prove).
+        let pending: Vec<_> = dirs.iter().map(|d| Box::pin(self.probe(d, want))).collect();
+        let probes: Vec<Probe> = stream::iter(pending).buffered(PROBES_AT_ONCE).try_collect().await?;
+        for (i, p) in picked.into_iter().zip(probes) {
+            queued[i].probe = Some(p);
+        }
+        Ok(())
+    }
+
+    /// A directory's first page, and whether it holds `_manifests` (asked separately only
+    /// when names sorting before it filled that page).
+    async fn probe(&self, dir: &str, want: usize) -> Result<Probe> {
+        let first = self.page_of(dir, None, want).await?;
         if first.names.iter().any(|c| c == "_manifests") {
-            return Ok(true);
+            return Ok(Probe { first, repository: true });
         }
         if !(first.more && first.names.last().is_some_and(|l| l.as_str() < "_manifests")) {
-            return Ok(false);
+            return Ok(Probe { first, repository: false });
         }
-        match self.driver.stat(&format!("{dir}/_manifests")).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        let repository = match self.driver.stat(&format!("{dir}/_manifests")).await {
+            Ok(_) => true,
+            Err(e) if e.is_not_found() => false,
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Probe { first, repository })
     }
 
     /// Walks `repositories/`: every directory with a name, and its `_`-prefixed children

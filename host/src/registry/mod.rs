@@ -23,7 +23,7 @@ use crate::storage::{ByteStream, StorageDriver, StorageError};
 
 pub use digest::{Algorithm, Digest};
 pub use error::{RegistryError, Result};
-pub use listing::Page;
+pub use listing::{Page, TagRecord};
 pub use manifests::{Condition, ManifestPut, Referrers, StoredManifest, MAX_MANIFEST_SIZE};
 pub use names::{Reference, RepoName, Tag};
 pub use purge::{spawn_purger, PurgeReport};
