@@ -14,7 +14,6 @@
 //! local the API layer sets for the request (`scope`).
 
 pub mod bench;
-mod glob;
 
 use std::sync::Arc;
 
@@ -24,7 +23,6 @@ use crate::plugins::wit::latest::types::RequestInfo;
 use crate::plugins::{AdmissionKind, Failure, PluginSpec, Swap};
 
 pub use crate::plugins::admission::{Entry, Identity, Manifest, ManifestDelete, ManifestPut, UploadStart, Verdict, Write};
-pub use glob::glob_match;
 
 /// Who is writing, and the request, as the plugins see them.
 #[derive(Debug, Clone)]
@@ -60,7 +58,7 @@ struct Member {
 
 /// The configured chains, loaded.
 pub struct Chain {
-    chains: Vec<(String, Vec<Arc<Member>>)>,
+    chains: Vec<(globset::GlobMatcher, Vec<Arc<Member>>)>,
 }
 
 impl Chain {
@@ -89,7 +87,15 @@ impl Chain {
             members.push((name, Arc::new(Member { plugin: PolicyPlugin(swap), fail_open })));
         }
         let find = |n: &String| members.iter().find(|(m, _)| m == n).map(|(_, m)| m.clone()).expect("loaded above");
-        let chains = a.chains.iter().map(|c| (c.repository.clone(), c.plugins.iter().map(find).collect())).collect();
+        let chains = a
+            .chains
+            .iter()
+            .filter_map(|c| {
+                // Validated with the configuration (`config::admission`).
+                let glob = crate::config::repository_glob(&c.repository).ok()?;
+                Some((glob, c.plugins.iter().map(find).collect()))
+            })
+            .collect();
         Ok(Some(Chain { chains }))
     }
 
@@ -97,7 +103,7 @@ impl Chain {
     fn members(&self, repository: &str) -> Vec<Arc<Member>> {
         let mut out: Vec<Arc<Member>> = Vec::new();
         for (glob, members) in &self.chains {
-            if glob_match(glob, repository) {
+            if glob.is_match(repository) {
                 for m in members {
                     if !out.iter().any(|o| Arc::ptr_eq(o, m)) {
                         out.push(m.clone());
@@ -110,7 +116,7 @@ impl Chain {
 
     /// Whether any plugin applies to `repository` (so a write elsewhere builds nothing).
     pub fn applies(&self, repository: &str) -> bool {
-        self.chains.iter().any(|(glob, _)| glob_match(glob, repository))
+        self.chains.iter().any(|(glob, _)| glob.is_match(repository))
     }
 
     /// Asks every plugin for `repository` in turn; the first deny ends it.

@@ -3,7 +3,7 @@
 //! ```yaml
 //! admission:
 //!   chains:
-//!     - repository: "prod/**"          # `*` within a path segment, `**` across segments
+//!     - repository: "prod/**"          # `*` and `?` within a path segment, `**` across segments
 //!       plugins: [immutable-tags, rules]
 //!   failopen: [advisory]               # plugins whose failure allows (default: it denies)
 //! ```
@@ -53,6 +53,8 @@ impl Section for Admission {
         for (i, c) in self.chains.iter().enumerate() {
             if c.repository.is_empty() {
                 out.push(ConfigError::new(format!("admission.chains[{i}].repository"), "must not be empty"));
+            } else if let Err(e) = super::repository_glob(&c.repository) {
+                out.push(ConfigError::new(format!("admission.chains[{i}].repository"), e.to_string()));
             }
             if c.plugins.is_empty() {
                 out.push(ConfigError::new(format!("admission.chains[{i}].plugins"), "must name at least one plugin"));
@@ -92,6 +94,8 @@ mod tests {
     #[test]
     fn problems_name_the_key() {
         let e = load("admission:\n  chains:\n    - {repository: '', plugins: [a]}\n", &[]).unwrap_err();
+        assert_eq!(e.key, "admission.chains[0].repository", "{e}");
+        let e = load("admission:\n  chains:\n    - {repository: 'a/[', plugins: [a]}\n", &[]).unwrap_err();
         assert_eq!(e.key, "admission.chains[0].repository", "{e}");
         let e = load("admission:\n  chains:\n    - {repository: a, plugins: [a]}\n  failopen: [z]\n", &[]).unwrap_err();
         assert_eq!(e.key, "admission.failopen", "{e}");
