@@ -110,12 +110,13 @@ done
 
 # One image's blobs in every server, and its manifest for wrk to PUT.
 TESTS="$ROOT/tests" python3 - "$WORK/manifest.json" "${URL[@]}" <<'PY'
-import json, os, sys
+import os, sys
 sys.path.insert(0, os.environ["TESTS"])
-from ocihelpers import build_manifest, image_config, push_blob, push_manifest
+from ocihelpers import build_manifest, image_config, push_blob, push_manifest, to_bytes
 config, layer = image_config("bench"), b"l" * 4096
-m = build_manifest(config, [layer], annotations={"org.opencontainers.image.source": "https://example.test/b"})
-open(sys.argv[1], "w").write(json.dumps(m))
+m = to_bytes(build_manifest(config, [layer], annotations={"org.opencontainers.image.source": "https://example.test/b"}))
+# The very bytes wrk sends: the same manifest again moves no tag (immutable-tags allows it).
+open(sys.argv[1], "wb").write(m)
 for url in sys.argv[2:]:
     push_blob(url, "bench/app", config)
     push_blob(url, "bench/app", layer)
