@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 bash tests/setup.sh
 (cd plugins && cargo build --target wasm32-wasip2 --release)
 cargo build --release -p berth
+# The JavaScript and Python plugins, each built once (an up-to-date one is left alone).
+bash plugins/build-components.sh
 # The object storage services for the whole run; stopped on exit.
 services_env="$(mktemp)"
 python3 tests/objectstores.py >"$services_env" &

@@ -26,3 +26,9 @@ AZURITE_PREFIX="${BERTH_AZURITE_PREFIX:-$HOME/.cache/berth/azurite}"
   npm install --silent --no-audit --no-fund --prefix "$AZURITE_PREFIX" azurite >/dev/null
 # Plugins are WebAssembly components built for WASI preview 2.
 rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+# JavaScript and Python plugins (sdk-js, sdk-py): componentize-js from npm, pinned by
+# sdk-js/package-lock.json, and componentize-py from PyPI, pinned here.
+[ -d sdk-js/node_modules/@bytecodealliance/componentize-js ] ||
+  npm ci --silent --no-audit --no-fund --prefix sdk-js >/dev/null
+command -v componentize-py >/dev/null && componentize-py --version | grep -qx 'componentize-py 0.25.1' ||
+  python3 -m pip install -q componentize-py==0.25.1

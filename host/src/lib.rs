@@ -4,6 +4,7 @@
 
 pub mod accept_backoff;
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod cleanup;

@@ -82,6 +82,16 @@ enum PluginCommand {
         #[arg(long, default_value_t = 2000)]
         iterations: u32,
     },
+    /// Measure an admission-policy plugin: first load (compile), load from the cache, a fresh
+    /// instance, and warm `check` calls (p50, p99) with a sample manifest push.
+    BenchAdmission {
+        file: PathBuf,
+        /// `key=value` for the plugin's `init`, repeatable.
+        #[arg(long = "config")]
+        config: Vec<String>,
+        #[arg(long, default_value_t = 5000)]
+        iterations: u32,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +111,9 @@ fn main() -> ExitCode {
         }
         Command::Plugin { command: PluginCommand::Bench { file, iterations } } => plugin_bench(file, iterations),
         Command::Plugin { command: PluginCommand::Test(options) } => plugin_test(options),
+        Command::Plugin { command: PluginCommand::BenchAdmission { file, config, iterations } } => {
+            bench_admission(file, config, iterations)
+        }
         Command::Plugin { command: PluginCommand::Check { file } } => match berth::plugins::check_file(&file) {
             Ok(loaded) => {
                 let served = if loaded.world.served() { "" } else { "; this Berth does not run this kind yet" };
@@ -447,4 +460,24 @@ fn plugin_bench(file: PathBuf, iterations: u32) -> ExitCode {
         println!("call_us {:.2}", call.as_secs_f64() * 1e6);
         ExitCode::SUCCESS
     })
+}
+
+fn bench_admission(file: PathBuf, config: Vec<String>, iterations: u32) -> ExitCode {
+    let config = config.iter().map(|kv| kv.split_once('=').unwrap_or((kv, ""))).map(|(k, v)| (k.into(), v.into()));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(berth::admission::bench::run(&file, config.collect(), iterations.max(1))) {
+        Ok(f) => {
+            println!("first_load_ms {:.1}", f.first_load.as_secs_f64() * 1e3);
+            println!("cached_load_ms {:.1}", f.cached_load.as_secs_f64() * 1e3);
+            println!("instantiate_us {:.1}", f.instantiate.as_secs_f64() * 1e6);
+            println!("call_p50_us {:.2}", f.call_p50.as_secs_f64() * 1e6);
+            println!("call_p99_us {:.2}", f.call_p99.as_secs_f64() * 1e6);
+            println!("allowed {}", f.allowed);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

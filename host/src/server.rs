@@ -42,7 +42,11 @@ pub fn build(config: &Config) -> std::io::Result<Arc<App>> {
         // Never serve open what the configuration says is protected.
         return Err(std::io::Error::other("auth is configured: the server must be built with build_with_plugins"));
     }
-    Ok(app(config, native_driver(config)?, None))
+    if !config.admission.chains.is_empty() {
+        // Never accept a write the configuration says must pass a policy.
+        return Err(std::io::Error::other("admission is configured: the server must be built with build_with_plugins"));
+    }
+    Ok(app(config, native_driver(config)?, None, None))
 }
 
 /// The registry over the configured storage, for the commands that work on it beside a running
@@ -104,6 +108,15 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
         None => None,
     };
     let auth = Auth::build(config, policy).await.map_err(std::io::Error::other)?;
+    // Each admission plugin keeps its role while some chain still names it.
+    let admission = crate::admission::Chain::load(config, |name, swap| {
+        let name = name.to_string();
+        let which = move |c: &Config| c.admission.plugin_names().contains(&name).then(|| name.clone());
+        plugins.add_with("admission", which, swap);
+    })
+    .await
+    .map_err(std::io::Error::other)?
+    .map(Arc::new);
     if let Some(a) = &auth {
         let mode = if config.auth.token.is_some() {
             "token"
@@ -123,9 +136,9 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
             tracing::info!(plugin = %p.name(), sha256 = %p.sha256, version = %p.version, stateless = p.stateless, path = %p.spec.path.display(), "storage plugin loaded");
             let (role, _, which) = STORAGE_ROLE;
             plugins.add(role, which, driver.reloadable());
-            app(config, driver, auth)
+            app(config, driver, auth, admission)
         }
-        _ => app(config, native_driver(config)?, auth),
+        _ => app(config, native_driver(config)?, auth, admission),
     };
     for name in unused_plugins(config) {
         tracing::warn!(plugin = %name, "plugins.{name} is configured but nothing uses it; not loaded");
@@ -209,6 +222,7 @@ pub fn used_plugins(config: &Config) -> Vec<(&'static str, String, World)> {
             used.push((role, name.to_string(), world));
         }
     }
+    used.extend(config.admission.plugin_names().into_iter().map(|n| ("admission", n, World::AdmissionPolicy)));
     used
 }
 
@@ -275,7 +289,12 @@ pub fn spawn_sighup_reload(app: Arc<App>) {
 }
 
 /// The HTTP layer over `driver`, timed by `MeteredDriver` for the storage metrics.
-fn app(config: &Config, driver: Arc<dyn StorageDriver>, auth: Option<Arc<Auth>>) -> Arc<App> {
+fn app(
+    config: &Config,
+    driver: Arc<dyn StorageDriver>,
+    auth: Option<Arc<Auth>>,
+    admission: Option<Arc<crate::admission::Chain>>,
+) -> Arc<App> {
     let options = ApiOptions {
         read_only: config.storage.maintenance.readonly.enabled,
         delete_enabled: config.storage.delete.enabled,
@@ -285,8 +304,9 @@ fn app(config: &Config, driver: Arc<dyn StorageDriver>, auth: Option<Arc<Auth>>)
         tls: config.http.tls.is_some(),
         manifest_memory: config.http.manifestmemory,
     };
-    let registry =
-        Registry::new(Arc::new(MeteredDriver::new(driver))).with_schema1(config.compatibility.schema1.enabled);
+    let registry = Registry::new(Arc::new(MeteredDriver::new(driver)))
+        .with_schema1(config.compatibility.schema1.enabled)
+        .with_admission(admission);
     App::new(registry, options, auth)
 }
 

@@ -5,13 +5,14 @@ use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
 use std::rc::Rc;
 
+use crate::bindings::admission::exports::berth::plugin::admission_policy as admission_wit;
 use crate::bindings::auth::exports::berth::plugin::auth_policy as auth_wit;
 use crate::bindings::cleanup::exports::berth::plugin::cleanup_policy as cleanup_wit;
 use crate::bindings::lifecycle::exports::berth::plugin::lifecycle as lifecycle_wit;
 use crate::bindings::notify::exports::berth::plugin::notification_sink as notify_wit;
 use crate::bindings::storage::exports::berth::plugin::storage_driver as storage_wit;
 use crate::storage::{Driver, Path, StorageError, Writer};
-use crate::{auth, cleanup, notify, Config, InitError};
+use crate::{admission, auth, cleanup, notify, Config, InitError};
 
 thread_local! {
     /// The plugin value `init` built. A component instance is single-threaded and exports one
@@ -217,5 +218,32 @@ impl<P: cleanup::CleanupPolicy> lifecycle_wit::Guest for CleanupAdapter<P> {
 impl<P: cleanup::CleanupPolicy> cleanup_wit::Guest for CleanupAdapter<P> {
     fn plan(snapshot: cleanup::Snapshot) -> Result<Vec<cleanup::Deletion>, String> {
         instance::<P>().ok_or_else(|| NOT_INITIALISED.to_string())?.plan(snapshot)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// admission-policy
+
+/// Implements the generated `lifecycle` and `admission-policy` traits for a
+/// [`admission::AdmissionPolicy`].
+pub struct AdmissionAdapter<P>(PhantomData<P>);
+
+impl<P: admission::AdmissionPolicy> lifecycle_wit::Guest for AdmissionAdapter<P> {
+    fn init(config: Vec<(String, String)>) -> Result<(), InitError> {
+        init_with::<P>(config, P::init)
+    }
+}
+
+impl<P: admission::AdmissionPolicy> admission_wit::Guest for AdmissionAdapter<P> {
+    fn check(
+        write: admission::Write,
+        identity: Option<admission::Identity>,
+        request: crate::RequestInfo,
+    ) -> admission::Verdict {
+        match instance::<P>() {
+            Some(p) => p.check(write, identity.as_ref(), &request),
+            // Fail closed: an uninitialised policy admits nothing.
+            None => admission::Verdict::Deny(NOT_INITIALISED.into()),
+        }
     }
 }

@@ -150,3 +150,25 @@ pub mod cleanup {
         default_bindings_module: "berth_plugin_sdk::bindings::cleanup",
     });
 }
+
+/// Export side of `berth:plugin/admission-policy`.
+pub mod admission {
+    wit_bindgen::generate!({
+        path: "../wit",
+        inline: "
+            package berth:sdk;
+            world admission-policy-export {
+                import berth:plugin/host@0.1.0;
+                export berth:plugin/admission-policy@0.1.0;
+            }
+        ",
+        world: "berth:sdk/admission-policy-export",
+        with: {
+            "berth:plugin/types@0.1.0": crate::bindings::common::berth::plugin::types,
+            "berth:plugin/host@0.1.0": crate::bindings::common::berth::plugin::host,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__export_admission_policy",
+        default_bindings_module: "berth_plugin_sdk::bindings::admission",
+    });
+}

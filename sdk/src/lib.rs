@@ -13,6 +13,7 @@
 //! | auth policy | [`auth::AuthPolicy`] | [`export_auth_policy!`] | `auth-policy-plugin` |
 //! | notification sink | [`notify::NotificationSink`] | [`export_notification_sink!`] | `notification-sink-plugin` |
 //! | cleanup policy | [`cleanup::CleanupPolicy`] | [`export_cleanup_policy!`] | `cleanup-policy-plugin` |
+//! | admission policy | [`admission::AdmissionPolicy`] | [`export_admission_policy!`] | `admission-policy-plugin` |
 //!
 //! ```ignore
 //! use berth_plugin_sdk::storage::{Driver, FileInfo, Path, StorageError, Writer};
@@ -41,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod auth;
 pub mod bindings;
 pub mod cleanup;

@@ -57,6 +57,7 @@ impl From<RegistryError> for ApiError {
             E::Unsupported(_) => (S::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             E::PreconditionFailed(_) => (S::PRECONDITION_FAILED, "PRECONDITION_FAILED"),
             E::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            E::Denied(_) => (S::FORBIDDEN, "DENIED"),
             E::Storage(_) => (S::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         };
         let mut err = ApiError::new(status, code, message);

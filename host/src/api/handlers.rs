@@ -346,6 +346,9 @@ async fn start_upload(app: &App, name: &RepoName, req: Request<RequestBody>) -> 
         }
     } else if let Some(dg) = param(&q, "digest") {
         let d = digest(dg)?;
+        if let Some(size) = header_str(&headers, "content-length").and_then(|v| v.parse::<u64>().ok()) {
+            app.registry.admit_upload(name, size, Some(&d)).await?;
+        }
         app.registry.upload_monolithic(name, &d, body_stream(req.into_body())).await?;
         return Ok(blob_created(app, &headers, name, &d));
     }

@@ -293,6 +293,7 @@ impl App {
         let route = Route::parse(&path);
         let method = req.method().clone();
         let mut actor = String::new();
+        let mut identity = None;
         if let Some(auth) = &self.auth {
             let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
             let caller =
@@ -337,8 +338,9 @@ impl App {
                 })?;
                 if !access.subject.is_empty() {
                     tracing::Span::current().record("user", access.subject.as_str());
+                    identity = Some(crate::admission::Identity { subject: access.subject.clone(), groups: Vec::new() });
                 }
-                actor = access.subject.clone();
+                actor = access.subject;
             }
         }
         let write = matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
@@ -355,7 +357,20 @@ impl App {
         if let Some(o) = &mut observed {
             o.prepare(&self.registry).await;
         }
-        let resp = handlers::dispatch(self, route, req).await?;
+        // Writes carry who is writing to the admission chain (`Registry::admit`).
+        let admission = write.then(|| crate::admission::RequestContext {
+            identity,
+            request: crate::plugins::wit::latest::types::RequestInfo {
+                id: id.to_string(),
+                method: method.to_string(),
+                addr: req.extensions().get::<PeerAddr>().map(|p| p.0.to_string()).unwrap_or_default(),
+                user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
+            },
+        });
+        let resp = match admission {
+            Some(ctx) => crate::admission::scope(ctx, handlers::dispatch(self, route, req)).await?,
+            None => handlers::dispatch(self, route, req).await?,
+        };
         if let (Some(n), Some(o)) = (self.events.get(), observed) {
             n.record(&o, resp.status(), resp.headers(), &actor, &self.registry).await.map_err(|e| {
                 tracing::error!(error = %e, "event not recorded");

@@ -5,6 +5,7 @@
 //! Each top-level section is a module holding its types, defaults, path resolution and
 //! validation, behind [`Section`]; a new section is a new module and one line in `sections!`.
 
+mod admission;
 mod auth;
 mod catalog;
 mod cleanup;
@@ -23,6 +24,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::Deserialize;
 use serde_yaml::Value;
 
+pub use admission::{Admission, Chain as AdmissionChain};
 pub use auth::{Auth, Htpasswd, Issuer, Token};
 pub use catalog::Catalog;
 pub use cleanup::{parse_cadence, repository_glob, Cleanup, Policy as CleanupPolicy};
@@ -79,6 +81,8 @@ sections! {
     catalog: Catalog,
     /// Who may do what (none: open).
     auth: Auth,
+    /// Admission-policy plugins a write must pass, per repository glob.
+    admission: Admission,
     /// Retention policies run by `cleanup-policy` plugins.
     cleanup: Cleanup,
     /// Where registry events go.
@@ -211,6 +215,11 @@ impl Config {
                 "notifications.outbox.directory",
                 "is required when storage is not the filesystem (a local directory for the event outbox)",
             ));
+        }
+        for (i, c) in self.admission.chains.iter().enumerate() {
+            for p in c.plugins.iter().filter(|p| !self.plugins.entries.contains_key(*p)) {
+                out.push(ConfigError::new(format!("admission.chains[{i}].plugins"), format!("no plugin {p:?} under plugins")));
+            }
         }
         out
     }

@@ -1,6 +1,16 @@
 //! Every limit the plugin runtime puts on a guest, in one place, each with the threat it
 //! answers. A plugin is untrusted code: these are what keep a buggy or hostile one from taking
 //! the host (or other plugins) down with it.
+//!
+//! JavaScript (componentize-js: StarlingMonkey) and Python (componentize-py: CPython) components
+//! carry their engine: 12 and 18 MB of code, and a heap snapshot taken at build time that each
+//! instance starts from. Both run their policies within the default 64 MiB cap (`memorymib`), so
+//! no default is raised for them: a larger cap would only give a hostile script more room before
+//! it is stopped (a memory bomb in Python is stopped at the cap like any other). Their cost is in
+//! compiling (tens of seconds), paid once per file into the component cache, and in a fresh
+//! instance (1-5 ms from the snapshot, no interpreter boot), paid once per warm instance.
+//! Per-store limits (`STORE_*`) and the pooling allocator's already admit their several core
+//! instances and tables sharing one memory.
 
 use std::time::Duration;
 

@@ -83,10 +83,12 @@ pub fn link<T>(
 }
 
 /// `berth plugin check` and `berth config check`: loads and links without instantiating;
-/// with `want`, the file must implement that world.
+/// with `want`, the file must implement that world. The compiled component goes into the
+/// default cache, so checking a big (JavaScript, Python) component also makes the next start
+/// that uses it skip the compile.
 pub fn check(path: &Path, pin: Option<&str>, want: Option<World>) -> Result<Loaded, PluginError> {
     let engine = super::engine()?;
-    let loaded = load(engine, path, pin, None)?;
+    let loaded = load(engine, path, pin, super::spec::default_cache_dir().as_deref())?;
     if let Some(want) = want {
         expect_world(&loaded, path, want)?;
     }

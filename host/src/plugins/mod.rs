@@ -12,14 +12,15 @@
 //!   on failure, metrics);
 //! - `reload`: swapping in new versions, for every kind at once;
 //! - `error`: `PluginError`, typed, with a stable `kind()` for metrics and health;
-//! - adapters: `crate::storage::ComponentDriver` (storage), `auth` (authorization) and
-//!   `cleanup` (retention).
+//! - adapters: `crate::storage::ComponentDriver` (storage), `auth` (authorization),
+//!   `cleanup` (retention) and `admission` (may a write land).
 //!
 //! Adding a kind now takes: its world in `wit/` (and `bindgen!` in `wit/since_v0_1_0.rs`), one
 //! `kind!` line in `world`, and an adapter that implements the kind's native trait over
 //! `Pool<K>` (see `cleanup`, about 60 lines); loading, limits, failures, metrics, health and
 //! reload come with the pool.
 
+pub mod admission;
 pub mod auth;
 pub mod cleanup;
 mod engine;
@@ -41,7 +42,7 @@ pub use pool::{Held, Instance, Pool, Slot};
 pub use reload::{PluginSet, ReloadError, Reloadable, RoleFn, Staged, Swap};
 pub use sandbox::State;
 pub use spec::{DirGrant, NotConfigured, PluginSpec};
-pub use world::{AuthKind, CleanupKind, Kind, NotificationKind, StorageKind, World};
+pub use world::{AdmissionKind, AuthKind, CleanupKind, Kind, NotificationKind, StorageKind, World};
 
 /// `berth plugin check FILE`: what the file is (world, version, declarations), if it links.
 pub fn check_file(path: &std::path::Path) -> Result<Loaded, PluginError> {

@@ -107,14 +107,28 @@ pub enum ReloadError {
 /// Every plugin the server runs, with its role.
 #[derive(Default, Clone)]
 pub struct PluginSet {
-    plugins: Vec<(&'static str, RoleFn, Arc<dyn Reloadable>)>,
+    plugins: Vec<(&'static str, Which, Arc<dyn Reloadable>)>,
 }
+
+/// Which plugin fills a role in a configuration: a `RoleFn`, or a closure for roles filled by
+/// several plugins (each admission plugin).
+type Which = Arc<dyn Fn(&Config) -> Option<String> + Send + Sync>;
 
 impl PluginSet {
     /// Adds the plugin serving `role` (e.g. "storage"), which `which` names in a
     /// configuration.
     pub fn add(&mut self, role: &'static str, which: RoleFn, plugin: Arc<dyn Reloadable>) {
-        self.plugins.push((role, which, plugin));
+        self.plugins.push((role, Arc::new(which), plugin));
+    }
+
+    /// Adds a plugin whose role `which` decides with more than a configuration (its name).
+    pub fn add_with(
+        &mut self,
+        role: &'static str,
+        which: impl Fn(&Config) -> Option<String> + Send + Sync + 'static,
+        plugin: Arc<dyn Reloadable>,
+    ) {
+        self.plugins.push((role, Arc::new(which), plugin));
     }
 
     pub fn is_empty(&self) -> bool {

@@ -87,7 +87,7 @@ impl PluginSpec {
 }
 
 /// `$XDG_CACHE_HOME/berth/components` (or `~/.cache/...`).
-fn default_cache_dir() -> Option<PathBuf> {
+pub(crate) fn default_cache_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

@@ -166,3 +166,39 @@ async fn a_call_abandoned_mid_way_does_not_poison_the_next() {
     assert_eq!(stat_failure(&p, "/other").await, None, "the next call is answered by a fresh instance");
     assert_eq!(stat_failure(&p, "/other").await, None);
 }
+
+/// The fifth kind: an admission policy (the Rust admission-rules) allows and denies with its
+/// message, and refuses a config it does not understand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admission_policy_allows_and_denies() {
+    use super::admission::{PolicyPlugin, Verdict, Write};
+    let swap = Arc::new(
+        Swap::<AdmissionKind>::load(spec("berth_admission_rules.wasm", &[("tags", "v*"), ("maxlayerbytes", "1000")]))
+            .await
+            .unwrap(),
+    );
+    let policy = PolicyPlugin(swap.clone());
+    let request = wit::latest::types::RequestInfo {
+        id: "t".into(),
+        method: "PUT".into(),
+        addr: "127.0.0.1:1".into(),
+        user_agent: None,
+    };
+    let mut write = crate::admission::bench::sample_write();
+    // The sample's layers are megabytes: over this config's limit.
+    match policy.check(write.clone(), None, request.clone()).await.unwrap() {
+        Verdict::Deny(m) => assert!(m.contains("the limit is 1000"), "{m}"),
+        v => panic!("{v:?}"),
+    }
+    if let Write::ManifestPut(p) = &mut write {
+        p.manifest.layers.clear();
+        p.manifest.config = None;
+    }
+    assert!(matches!(policy.check(write.clone(), None, request.clone()).await.unwrap(), Verdict::Allow));
+    if let Write::ManifestPut(p) = &mut write {
+        p.tag = Some("nightly".into());
+    }
+    assert!(matches!(policy.check(write, None, request).await.unwrap(), Verdict::Deny(_)));
+    let f = swap.reload(spec("berth_admission_rules.wasm", &[("bogus", "1")])).await.unwrap_err();
+    assert!(matches!(&f.error, PluginError::InitInvalidConfig { key, .. } if key == "bogus"), "{f}");
+}

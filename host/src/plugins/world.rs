@@ -17,11 +17,17 @@ pub enum World {
     AuthPolicy,
     NotificationSink,
     CleanupPolicy,
+    AdmissionPolicy,
 }
 
 impl World {
-    pub const ALL: [World; 4] =
-        [World::StorageDriver, World::AuthPolicy, World::NotificationSink, World::CleanupPolicy];
+    pub const ALL: [World; 5] = [
+        World::StorageDriver,
+        World::AuthPolicy,
+        World::NotificationSink,
+        World::CleanupPolicy,
+        World::AdmissionPolicy,
+    ];
 
     /// The world's name in `wit/`.
     pub fn name(self) -> &'static str {
@@ -30,6 +36,7 @@ impl World {
             World::AuthPolicy => "auth-policy-plugin",
             World::NotificationSink => "notification-sink-plugin",
             World::CleanupPolicy => "cleanup-policy-plugin",
+            World::AdmissionPolicy => "admission-policy-plugin",
         }
     }
 
@@ -40,12 +47,13 @@ impl World {
             World::AuthPolicy => "auth-policy",
             World::NotificationSink => "notification-sink",
             World::CleanupPolicy => "cleanup-policy",
+            World::AdmissionPolicy => "admission-policy",
         }
     }
 
     /// Whether the host serves this kind yet (the others are recognised and link-checked).
     pub fn served(self) -> bool {
-        matches!(self, World::StorageDriver | World::AuthPolicy | World::NotificationSink | World::CleanupPolicy)
+        matches!(self, World::StorageDriver | World::AuthPolicy | World::NotificationSink | World::CleanupPolicy | World::AdmissionPolicy)
     }
 
     /// Checks that a pre-linked component has this world's exports with the right types.
@@ -55,6 +63,7 @@ impl World {
             World::AuthPolicy => AuthKind::pre(pre).map(drop),
             World::NotificationSink => NotificationKind::pre(pre).map(drop),
             World::CleanupPolicy => CleanupKind::pre(pre).map(drop),
+            World::AdmissionPolicy => AdmissionKind::pre(pre).map(drop),
         }
     }
 }
@@ -142,4 +151,11 @@ kind!(
     World::CleanupPolicy,
     bindings::cleanup::CleanupPolicyPluginPre<State>,
     bindings::cleanup::CleanupPolicyPlugin
+);
+kind!(
+    /// `admission-policy-plugin`: adapted by `super::admission::PolicyPlugin`.
+    AdmissionKind,
+    World::AdmissionPolicy,
+    bindings::admission::AdmissionPolicyPluginPre<State>,
+    bindings::admission::AdmissionPolicyPlugin
 );

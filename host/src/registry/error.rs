@@ -43,6 +43,9 @@ pub enum RegistryError {
     Unavailable(String),
     #[error("request body could not be read: {0}")]
     BodyRead(String),
+    /// An admission policy refused the write (`crate::admission`).
+    #[error(transparent)]
+    Denied(#[from] crate::admission::Denied),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

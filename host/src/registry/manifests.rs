@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 use super::digest::{Algorithm, Digest};
 use super::schema1::{self, Schema1Error};
 use super::{paths, Reference, Registry, RegistryError, RepoName, Result, Tag};
+use crate::admission::{self as adm, Entry, ManifestDelete, Write};
 
 /// Largest manifest accepted (the spec asks for at least 4 MiB).
 pub const MAX_MANIFEST_SIZE: usize = 8 << 20;
@@ -379,6 +380,26 @@ impl Registry {
             Reference::Digest(_) => None,
         };
         self.check_condition(repo, reference, condition).await?;
+        if self.admission_for(repo).is_some() {
+            // Under the tag's lock: the target shown is the one this write replaces.
+            let tag_current = match reference {
+                Reference::Tag(tag) => self.resolve_tag(repo, tag).await?.map(|d| d.to_string()),
+                Reference::Digest(_) => None,
+            };
+            let manifest = admission_manifest(&digest, &parsed.media_type, &content);
+            self.admit(repo, || {
+                Write::ManifestPut(adm::ManifestPut {
+                    repository: repo.to_string(),
+                    tag: match reference {
+                        Reference::Tag(t) => Some(t.to_string()),
+                        Reference::Digest(_) => None,
+                    },
+                    manifest,
+                    tag_current,
+                })
+            })
+            .await?;
+        }
 
         // Content and the links that lead to it are written together; the tag moves last, so
         // a crash never leaves a tag pointing at a manifest that is not stored.
@@ -428,9 +449,16 @@ impl Registry {
             Reference::Tag(tag) => {
                 let _guard = self.lock_tag(repo, tag).await;
                 self.check_condition(repo, reference, condition).await?;
-                if self.resolve_tag(repo, tag).await?.is_none() {
-                    return Err(unknown());
-                }
+                let Some(current) = self.resolve_tag(repo, tag).await? else { return Err(unknown()) };
+                self.admit(repo, || {
+                    Write::ManifestDelete(ManifestDelete {
+                        repository: repo.to_string(),
+                        tag: Some(tag.to_string()),
+                        digest: current.to_string(),
+                        tags: vec![tag.to_string()],
+                    })
+                })
+                .await?;
                 let dir = paths::tag(repo, tag);
                 self.driver.delete(&dir).await?;
                 deleted.push(dir);
@@ -438,6 +466,23 @@ impl Registry {
             Reference::Digest(digest) => {
                 self.check_condition(repo, reference, condition).await?;
                 let m = self.get_manifest(repo, reference).await?;
+                if self.admission_for(repo).is_some() {
+                    let mut tags = Vec::new();
+                    for tag in self.all_tags(repo).await? {
+                        if self.resolve_tag(repo, &tag).await?.as_ref() == Some(digest) {
+                            tags.push(tag.to_string());
+                        }
+                    }
+                    self.admit(repo, || {
+                        Write::ManifestDelete(ManifestDelete {
+                            repository: repo.to_string(),
+                            tag: None,
+                            digest: digest.to_string(),
+                            tags,
+                        })
+                    })
+                    .await?;
+                }
                 let subject = serde_json::from_slice::<Value>(&m.content)
                     .ok()
                     .and_then(|v| v.get("subject").and_then(|s| descriptor_digest(s, "subject").ok()));
@@ -516,6 +561,48 @@ impl Registry {
         }
         let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
         Ok(Referrers { index: Bytes::from(index.to_string()), filtered: artifact_type.is_some() })
+    }
+}
+
+/// What an admission policy is shown of a validated manifest: its descriptors with sizes and
+/// annotations, its subject, and its artifact type (`artifactType`, else an image's config
+/// media type, as the referrers API reports it).
+fn admission_manifest(digest: &Digest, media_type: &str, content: &[u8]) -> adm::Manifest {
+    let v: Value = serde_json::from_slice(content).unwrap_or(Value::Null);
+    let annotations = |v: &Value| -> Vec<(String, String)> {
+        v.get("annotations")
+            .and_then(Value::as_object)
+            .map(|a| a.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string()))).collect())
+            .unwrap_or_default()
+    };
+    let entry = |d: &Value| -> Option<Entry> {
+        Some(Entry {
+            media_type: d.get("mediaType")?.as_str()?.to_string(),
+            digest: d.get("digest")?.as_str()?.to_string(),
+            size: d.get("size")?.as_u64()?,
+            artifact_type: d.get("artifactType").and_then(Value::as_str).map(str::to_string),
+            annotations: annotations(d),
+        })
+    };
+    let list = |k: &str| -> Vec<Entry> {
+        v.get(k).and_then(Value::as_array).map(|a| a.iter().filter_map(entry).collect()).unwrap_or_default()
+    };
+    let config = v.get("config").and_then(entry);
+    let artifact_type = v
+        .get("artifactType")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| config.as_ref().map(|c| c.media_type.clone()));
+    adm::Manifest {
+        digest: digest.to_string(),
+        media_type: media_type.to_string(),
+        artifact_type,
+        size: content.len() as u64,
+        config,
+        layers: list("layers"),
+        manifests: list("manifests"),
+        subject: v.get("subject").and_then(entry),
+        annotations: annotations(&v),
     }
 }
 

@@ -45,6 +45,8 @@ pub struct Registry {
     schema1: Option<schema1::Signer>,
     /// Told before a write links existing content (garbage collection's journal).
     watch: std::sync::OnceLock<Arc<dyn WriteWatch>>,
+    /// Admission-policy plugins asked before a write lands (`admit`).
+    admission: Option<Arc<crate::admission::Chain>>,
 }
 
 /// A blob ready to stream: its full size, and the bytes of the requested range.
@@ -63,6 +65,7 @@ impl Registry {
             tag_locks: (0..64).map(|_| tokio::sync::Mutex::new(())).collect(),
             schema1: None,
             watch: std::sync::OnceLock::new(),
+            admission: None,
         }
     }
 
@@ -76,6 +79,39 @@ impl Registry {
             }
         }
         self
+    }
+
+    /// Asks `chain` before every write lands.
+    pub fn with_admission(mut self, chain: Option<Arc<crate::admission::Chain>>) -> Self {
+        self.admission = chain;
+        self
+    }
+
+    /// Whether a write to `repo` must pass admission (so nothing is built for one that need not).
+    fn admission_for(&self, repo: &RepoName) -> Option<&crate::admission::Chain> {
+        self.admission.as_deref().filter(|c| c.applies(repo.as_str()))
+    }
+
+    /// The one funnel for admission: every write operation calls it after validating and before
+    /// writing, a tag write with the tag's lock held. `write` is built only when a chain applies.
+    async fn admit(&self, repo: &RepoName, write: impl FnOnce() -> crate::admission::Write) -> Result<()> {
+        match self.admission_for(repo) {
+            None => Ok(()),
+            Some(chain) => Ok(chain.admit(repo.as_str(), &write()).await?),
+        }
+    }
+
+    /// An upload that declared its size up front (`Content-Length` of a monolithic `POST`):
+    /// admitted before a byte is read.
+    pub async fn admit_upload(&self, repo: &RepoName, size: u64, digest: Option<&Digest>) -> Result<()> {
+        self.admit(repo, || {
+            crate::admission::Write::UploadStart(crate::admission::UploadStart {
+                repository: repo.to_string(),
+                size,
+                digest: digest.map(|d| d.to_string()),
+            })
+        })
+        .await
     }
 
     pub fn driver(&self) -> &dyn StorageDriver {

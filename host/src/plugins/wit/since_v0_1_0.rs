@@ -55,4 +55,17 @@ pub mod cleanup {
     });
 }
 
+pub mod admission {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "admission-policy-plugin",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "berth:plugin/host": super::storage::berth::plugin::host,
+            "berth:plugin/types": super::storage::berth::plugin::types,
+        },
+    });
+}
+
 pub use self::storage::berth::plugin::{host, types};
