@@ -25,15 +25,25 @@ done
 source "$services_env"
 # The plugins and services were just set up: a test that finds one missing must fail, not skip.
 export BERTH_REQUIRE_PLUGINS=1 BERTH_REQUIRE_SERVICES=1
-cargo test --release -p berth
+work_dir="$(mktemp -d)"
+trap 'kill $services 2>/dev/null || true; rm -f "$services_env"; rm -rf "$work_dir"' EXIT
+# The unit and driver tests first build their own test binary (CPU) while the black-box suite
+# mostly waits on sockets and timers, so the two run at once; cargo's output is shown whole
+# when it ends.
+cargo test --release -p berth >"$work_dir/cargo.log" 2>&1 & unit=$!
+failed=0
 cd tests
 echo "== black-box suite, native filesystem driver"
-python3 -m pytest -q -p no:cacheprovider "$@"
+python3 -m pytest -q -p no:cacheprovider "$@" || failed=1
+status=0
+wait "$unit" || status=$?
+echo "== unit and storage-driver tests (cargo test --release -p berth)"
+cat "$work_dir/cargo.log"
+[ "$status" -eq 0 ] || failed=1
 # The registry API suite on the other drivers: the three runs share nothing (their own servers,
 # ports, temporary directories and key prefixes) and mostly wait on I/O, so they run at once;
 # each one's output is shown whole when it ends.
-suites_dir="$(mktemp -d)"
-trap 'kill $services 2>/dev/null || true; rm -f "$services_env"; rm -rf "$suites_dir"' EXIT
+suites_dir="$work_dir"
 suite() { # name storage files...
   local name=$1 storage=$2
   shift 2
@@ -43,7 +53,6 @@ suite() { # name storage files...
 suite storage-fs storage-fs test_api_*.py test_interop.py test_skopeo.py "$@" & fs=$!
 suite s3 s3 test_api_*.py test_interop.py test_skopeo.py "$@" & s3=$!
 suite azure azure test_api_*.py test_skopeo.py "$@" & az=$!
-failed=0
 for run in "storage-fs component driver:storage-fs:$fs" "S3 driver (moto server):s3:$s3" "Azure driver (Azurite):azure:$az"; do
   IFS=: read -r title name pid <<<"$run"
   status=0

@@ -522,6 +522,15 @@ mod tests {
         ("notifications.outbox.maxbytes", "NOTIFICATIONS_OUTBOX_MAXBYTES", "65536"),
         ("notifications.outbox.pullflush", "NOTIFICATIONS_OUTBOX_PULLFLUSH", "250ms"),
         ("plugins.gitlab.path", "PLUGINS_GITLAB_PATH", "/p/gitlab.wasm"),
+        ("plugins.immutable.path", "PLUGINS_IMMUTABLE_PATH", "/p/immutable.wasm"),
+        ("plugins.immutable.config.may", "PLUGINS_IMMUTABLE_CONFIG_MAY", "release-bot"),
+        ("plugins.rules.path", "PLUGINS_RULES_PATH", "/p/rules.wasm"),
+        ("plugins.rules.memorymib", "PLUGINS_RULES_MEMORYMIB", "48"),
+        ("plugins.rules.config.maxlayerbytes", "PLUGINS_RULES_CONFIG_MAXLAYERBYTES", "1024"),
+        ("plugins.rules.config.annotations", "PLUGINS_RULES_CONFIG_ANNOTATIONS", "org.opencontainers.image.source"),
+        ("plugins.rules.config.tags", "PLUGINS_RULES_CONFIG_TAGS", "v*"),
+        ("admission.chains", "ADMISSION_CHAINS", "[{repository: 'prod/**', plugins: [immutable, rules]}]"),
+        ("admission.failopen", "ADMISSION_FAILOPEN", "[rules]"),
         ("gc.schedule", "GC_SCHEDULE", "12h"),
         ("gc.deleteuntagged", "GC_DELETEUNTAGGED", "true"),
         ("gc.dryrun", "GC_DRYRUN", "true"),
@@ -543,6 +552,11 @@ mod tests {
                         leaves(&if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") }, v, out);
                     }
                 }
+                // A free-form plugin `config` key an environment variable cannot spell (the
+                // immutable-tags plugin's `protect.<glob>`) is set in the file only.
+                _ if prefix.split_once(".config.").is_some_and(|(_, k)| {
+                    !k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                }) => {}
                 _ => {
                     out.insert(prefix.to_string());
                 }
@@ -672,6 +686,10 @@ mod tests {
             (i.key.as_deref(), i.certificate.as_deref(), i.statedir.as_deref()),
             (Some(Path::new("/etc/issuer.key")), Some(Path::new("/etc/issuer.crt")), Some(Path::new("/var/lib/berth")))
         );
+        assert_eq!(c.admission.chains[0].plugins, vec!["immutable".to_string(), "rules".to_string()]);
+        assert_eq!(c.admission.failopen, vec!["rules".to_string()]);
+        assert_eq!(c.plugins.entries["rules"].config["maxlayerbytes"], "1024");
+        assert_eq!(c.plugins.entries["immutable"].config["may"], "release-bot");
         assert_eq!(c.gc.schedule, Some(Duration::from_secs(12 * 3600)));
         assert!(c.gc.deleteuntagged && c.gc.dryrun);
         assert_eq!(c.gc.graceperiod, Duration::from_secs(1800));

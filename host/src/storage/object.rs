@@ -395,7 +395,8 @@ impl StorageDriver for ObjectStoreDriver {
         let Some(pager) = self.pager.as_ref().filter(|p| p.offsets) else { return Ok(None) };
         let prefix = format!("{}/", self.key(path)?.as_ref());
         let opts = PaginatedListOptions {
-            offset: Some(format!("{prefix}{start_after}")),
+            // From the directory's first key, no `start-after` at all (it costs some services a filter).
+            offset: (!start_after.is_empty()).then(|| format!("{prefix}{start_after}")),
             max_keys: Some(limit.clamp(1, SERVICE_PAGE)),
             ..Default::default()
         };
