@@ -359,4 +359,10 @@ def test_network_only_where_granted(tmp_path, client, granted):
         stop.set()
         t.join(5)
         listener.close()
-    assert len(accepted) == (1 if granted else 0)
+    # Granted, the plugin connects on every storage read, and the server reads storage on its own
+    # too (garbage collection's lock, each second): at least the request's connection arrives.
+    # Without a grant, none ever does.
+    if granted:
+        assert len(accepted) >= 1
+    else:
+        assert accepted == []

@@ -647,7 +647,7 @@ mod tests {
         let d = &c.plugins.defaults;
         assert_eq!((d.deadline_ms, d.memory_mib), (1000, 128));
         assert_eq!(d.cache_dir.as_deref(), Some(Path::new("/cache")));
-        assert_eq!(c.plugins.entries.keys().collect::<Vec<_>>(), ["acl", "storage-fs"]);
+        assert_eq!(c.plugins.entries.keys().collect::<Vec<_>>(), ["acl", "gitlab", "immutable", "rules", "storage-fs"]);
         let acl = &c.plugins.entries["acl"];
         assert_eq!(acl.path, Path::new("/p/acl.wasm"));
         assert_eq!((acl.grants.dirs[0].guest.as_str(), acl.grants.dirs[0].mode), ("/auth", DirMode::Ro));

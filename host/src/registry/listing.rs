@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::{paths, Registry, RegistryError, RepoName, Result, Tag};
-use crate::storage::{settled, validate_path, ListPage};
+use crate::storage::{blockers, settled, settled_unless, validate_path, ListPage};
 
 /// A tag, where it points, and when it was pushed there.
 #[derive(Debug, Clone)]
@@ -72,6 +72,10 @@ const PROBES_AT_ONCE: usize = 16;
 
 /// Keys asked per flat listing (S3's most per request).
 const FLAT_KEYS: usize = 1000;
+
+/// Shorter names asked after per page (one request each) before falling back to the delimited
+/// listing.
+const MAX_BLOCKERS: usize = 4;
 
 /// The walk's stack to resume after `last`: each ancestor directory of `last`, resuming after
 /// the component `last` goes on with, then `last`'s own directory (the names below it come
@@ -264,7 +268,23 @@ impl Registry {
         }
         let names: Vec<String> = children.keys().map(|c| c.to_string()).collect();
         let last = page.keys.last().map(String::as_str);
-        let certain = if page.more { settled(&names, after, last) } else { names.len() };
+        let mut certain = if page.more { settled(&names, after, last) } else { names.len() };
+        if let (true, Some(last)) = (page.more && certain < names.len().min(limit), last) {
+            // Names like `repo-1` wait on a `repo` that would sort after the listing's keys
+            // (`repo/` > `repo-1/`): ask for each such name whether it exists.
+            let blocking = blockers(&names, names.len().min(limit), after, last);
+            let mut absent = std::collections::BTreeSet::new();
+            for u in blocking.iter().take(MAX_BLOCKERS) {
+                // Children are path components (no `~`): the first key after `u.~` is `u/…` if
+                // `u` exists.
+                let Some(first) = self.driver.list_flat(dir, &format!("{u}.~"), 1).await? else { break };
+                if first.keys.first().is_some_and(|k| k.starts_with(&format!("{u}/"))) {
+                    break;
+                }
+                absent.insert(u.as_str());
+            }
+            certain = settled_unless(&names, after, Some(last), |u| absent.contains(u));
+        }
         if certain == 0 {
             return Ok(None);
         }

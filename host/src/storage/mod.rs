@@ -22,7 +22,7 @@ pub use component::ComponentDriver;
 pub use fs::FilesystemDriver;
 pub use metered::MeteredDriver;
 pub use object::{InMemoryDriver, ObjectStoreDriver};
-pub use page::{settled, FlatPage, ListPage};
+pub use page::{blockers, settled, settled_unless, FlatPage, ListPage};
 pub use sink::DEFAULT_WARM_BYTES;
 
 /// Errors a driver may return. The registry maps `NotFound` to the spec's "unknown" codes and

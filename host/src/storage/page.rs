@@ -71,24 +71,63 @@ impl<'a> Selection<'a> {
 /// settled once every such shorter `u` it extends is either seen or could not exist unseen
 /// (its `u/` is within the listed keys).
 pub fn settled(sorted: &[String], after: Option<&str>, last_key: Option<&str>) -> usize {
+    settled_unless(sorted, after, last_key, |_| false)
+}
+
+/// [`settled`], where `absent(u)` says a shorter name `u` is known not to exist (asked of the
+/// service), so it holds nothing back.
+pub fn settled_unless(sorted: &[String], after: Option<&str>, last_key: Option<&str>, absent: impl Fn(&str) -> bool) -> usize {
     let Some(last_key) = last_key else { return sorted.len() };
-    let unsettled = |e: &String| {
-        e.bytes().enumerate().any(|(i, b)| {
-            if b >= b'/' || i == 0 {
-                return false;
+    sorted.iter().position(|e| !blockers_of(e, sorted, after, last_key).all(|u| absent(u))).unwrap_or(sorted.len())
+}
+
+/// The shorter names that may exist unseen and sort before `e` (see [`settled`]).
+fn blockers_of<'a>(
+    e: &'a str,
+    sorted: &'a [String],
+    after: Option<&'a str>,
+    last_key: &'a str,
+) -> impl Iterator<Item = &'a str> + 'a {
+    e.bytes().enumerate().filter_map(move |(i, b)| {
+        if b >= b'/' || i == 0 {
+            return None;
+        }
+        let u = &e[..i];
+        (after.is_none_or(|a| u > a)
+            && sorted.binary_search_by(|x| x.as_str().cmp(u)).is_err()
+            && format!("{u}/").as_str() > last_key)
+            .then_some(u)
+    })
+}
+
+/// Every shorter name that holds back the first `count` of `sorted`, in order, each once: ask
+/// the service whether they exist, then [`settled_unless`].
+pub fn blockers(sorted: &[String], count: usize, after: Option<&str>, last_key: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in sorted.iter().take(count) {
+        for u in blockers_of(e, sorted, after, last_key) {
+            if !out.iter().any(|o| o == u) {
+                out.push(u.to_string());
             }
-            let u = &e[..i];
-            after.is_none_or(|a| u > a)
-                && sorted.binary_search_by(|x| x.as_str().cmp(u)).is_err()
-                && format!("{u}/").as_str() > last_key
-        })
-    };
-    sorted.iter().position(unsettled).unwrap_or(sorted.len())
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shorter_name_known_absent_holds_nothing_back() {
+        let names: Vec<String> = ["repo-1", "repo-2", "repo.x"].iter().map(|s| s.to_string()).collect();
+        let last = Some("repo.x/_manifests/tags/a");
+        assert_eq!(settled(&names, None, last), 0);
+        assert_eq!(blockers(&names, 3, None, last.unwrap()), vec!["repo".to_string()]);
+        assert_eq!(settled_unless(&names, None, last, |u| u == "repo"), 3);
+        // Listed past `repo/`: nothing to ask.
+        assert!(blockers(&names, 3, None, "repo/zzz").is_empty());
+    }
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|x| x.to_string()).collect()
