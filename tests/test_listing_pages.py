@@ -68,7 +68,7 @@ def follow(url: str, key: str, max_pages: int = 10_000) -> tuple[list[str], list
     got, sizes = [], []
     base = url.split("/v2/")[0]
     while url and len(sizes) < max_pages:
-        r = requests.get(url, timeout=30)
+        r = requests.get(url, timeout=120)  # moto on a busy 2-core CI machine lists slowly
         assert r.status_code == 200, r.text
         page = r.json().get(key) or []
         got += page
