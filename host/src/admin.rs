@@ -74,7 +74,10 @@ async fn cleanup(app: &App, query: &str) -> Response<Full<Bytes>> {
                 Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("repo: {e}")})),
             },
             other => {
-                return json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("unknown parameter {other:?}")}))
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("unknown parameter {other:?}")}),
+                )
             }
         }
     }

@@ -232,8 +232,8 @@ fn cleanup(config_path: &std::path::Path, repo: Option<&str>, dry_run: bool, pol
 
 /// Warnings and errors of a one-off command on stderr (`RUST_LOG` for more).
 fn init_tool_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

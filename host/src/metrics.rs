@@ -254,7 +254,11 @@ impl Metrics {
             "Events an endpoint never got: the outbox bound was reached, or its plugin dropped them",
             m.events_dropped.clone(),
         );
-        registry.register("events_pending", "Events in the outbox an endpoint has not taken yet", m.events_pending.clone());
+        registry.register(
+            "events_pending",
+            "Events in the outbox an endpoint has not taken yet",
+            m.events_pending.clone(),
+        );
         registry.register("outbox_events", "Events held in the notification outbox", m.outbox_events.clone());
         Metrics { registry, ..m }
     }

@@ -79,7 +79,8 @@ pub async fn run(file: &Path, config: Vec<(String, String)>, iterations: u32) ->
 
     let plugin = PolicyPlugin(swap);
     let write = sample_write();
-    let request = RequestInfo { id: "bench".into(), method: "PUT".into(), addr: "127.0.0.1:1".into(), user_agent: None };
+    let request =
+        RequestInfo { id: "bench".into(), method: "PUT".into(), addr: "127.0.0.1:1".into(), user_agent: None };
     let mut allowed = true;
     for _ in 0..iterations.min(200) {
         allowed &= matches!(plugin.check(write.clone(), None, request.clone()).await?, Verdict::Allow);

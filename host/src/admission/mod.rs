@@ -22,7 +22,9 @@ use crate::plugins::admission::PolicyPlugin;
 use crate::plugins::wit::latest::types::RequestInfo;
 use crate::plugins::{AdmissionKind, Failure, PluginSpec, Swap};
 
-pub use crate::plugins::admission::{Entry, Identity, Manifest, ManifestDelete, ManifestPut, UploadStart, Verdict, Write};
+pub use crate::plugins::admission::{
+    Entry, Identity, Manifest, ManifestDelete, ManifestPut, UploadStart, Verdict, Write,
+};
 
 /// Who is writing, and the request, as the plugins see them.
 #[derive(Debug, Clone)]

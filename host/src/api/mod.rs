@@ -26,8 +26,8 @@ use crate::metrics::{self, RouteLabels};
 use crate::registry::{BodyStream, Registry};
 use crate::storage::ByteStream;
 
-pub(crate) use handlers::form;
 pub use error::ApiError;
+pub(crate) use handlers::form;
 use manifest_budget::ManifestBudget;
 pub use request_body::RequestBody;
 use routes::Route;
@@ -381,7 +381,12 @@ impl App {
     }
 
     /// What a request may cause an event about, for `events::listener`.
-    fn observe(&self, route: &Route<'_>, req: &Request<RequestBody>, id: &str) -> Option<crate::events::listener::Observed> {
+    fn observe(
+        &self,
+        route: &Route<'_>,
+        req: &Request<RequestBody>,
+        id: &str,
+    ) -> Option<crate::events::listener::Observed> {
         let (kind, name, reference) = match route {
             Route::Manifest { name, reference } => ("manifest", name, Some(*reference)),
             Route::Blob { name, digest } => ("blob", name, Some(*digest)),

@@ -25,7 +25,7 @@ use crate::plugins::cleanup::{PolicyPlugin, RetentionPolicy};
 use crate::plugins::{CleanupKind, Failure, NotConfigured, PluginSpec, Swap};
 use crate::registry::{Condition, Reference, Registry, RegistryError, RepoName, Tag};
 
-pub use report::{last_report, Report, RepoOutcome, TagOutcome, TagResult};
+pub use report::{last_report, RepoOutcome, Report, TagOutcome, TagResult};
 pub use schedule::spawn_schedules;
 
 #[derive(Debug, thiserror::Error)]

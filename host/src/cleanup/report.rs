@@ -165,7 +165,11 @@ impl fmt::Display for Report {
                     TagResult::Skipped(why) => format!("skipped ({why})"),
                     TagResult::Failed(why) => format!("failed ({why})"),
                 };
-                writeln!(f, "{}:{}\t{}\t{}\t{} bytes\t[{}] {}", o.repository, t.tag, what, t.digest, t.size, o.policy, t.reason)?;
+                writeln!(
+                    f,
+                    "{}:{}\t{}\t{}\t{} bytes\t[{}] {}",
+                    o.repository, t.tag, what, t.digest, t.size, o.policy, t.reason
+                )?;
             }
             if let Some(e) = &o.error {
                 writeln!(f, "{}\terror\t[{}] {e}", o.repository, o.policy)?;

@@ -87,8 +87,11 @@ mod tests {
 
     #[test]
     fn env_override_sets_chains() {
-        let l = load("plugins:\n  x: {path: x.wasm}\n", &[("BERTH_ADMISSION_CHAINS", "[{repository: '**', plugins: [x]}]")])
-            .unwrap();
+        let l = load(
+            "plugins:\n  x: {path: x.wasm}\n",
+            &[("BERTH_ADMISSION_CHAINS", "[{repository: '**', plugins: [x]}]")],
+        )
+        .unwrap();
         assert_eq!(l.config.admission.chains[0].plugins, ["x"]);
     }
 

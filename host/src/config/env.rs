@@ -699,7 +699,10 @@ mod tests {
         assert_eq!(c.plugins.entries["gitlab"].path, Path::new("/p/gitlab.wasm"));
         let n = &c.notifications;
         let e = &n.endpoints[0];
-        assert_eq!((e.name.as_str(), e.url.as_str(), e.headers["Authorization"][0].as_str()), ("hook", "https://h/e", "t"));
+        assert_eq!(
+            (e.name.as_str(), e.url.as_str(), e.headers["Authorization"][0].as_str()),
+            ("hook", "https://h/e", "t")
+        );
         assert_eq!((e.timeout, e.backoff), (Duration::from_millis(500), Duration::from_secs(2)));
         assert!(n.events.includereferences);
         let o = &n.outbox;

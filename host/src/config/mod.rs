@@ -210,7 +210,10 @@ impl Config {
             }
         }
         let needs_outbox = self.notifications.enabled().next().is_some();
-        if needs_outbox && self.notifications.outbox.directory.is_none() && !matches!(self.driver(), Driver::Filesystem(_)) {
+        if needs_outbox
+            && self.notifications.outbox.directory.is_none()
+            && !matches!(self.driver(), Driver::Filesystem(_))
+        {
             out.push(ConfigError::new(
                 "notifications.outbox.directory",
                 "is required when storage is not the filesystem (a local directory for the event outbox)",
@@ -218,7 +221,10 @@ impl Config {
         }
         for (i, c) in self.admission.chains.iter().enumerate() {
             for p in c.plugins.iter().filter(|p| !self.plugins.entries.contains_key(*p)) {
-                out.push(ConfigError::new(format!("admission.chains[{i}].plugins"), format!("no plugin {p:?} under plugins")));
+                out.push(ConfigError::new(
+                    format!("admission.chains[{i}].plugins"),
+                    format!("no plugin {p:?} under plugins"),
+                ));
             }
         }
         out

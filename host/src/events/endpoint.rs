@@ -30,7 +30,12 @@ pub struct Policy {
 
 impl Policy {
     pub fn of(e: &Endpoint) -> Policy {
-        Policy { threshold: e.threshold.max(1), backoff: e.backoff, maxbackoff: e.maxbackoff.max(e.backoff), batch: e.batch.max(1) }
+        Policy {
+            threshold: e.threshold.max(1),
+            backoff: e.backoff,
+            maxbackoff: e.maxbackoff.max(e.backoff),
+            batch: e.batch.max(1),
+        }
     }
 
     /// The wait after `failures` failures in a row.
@@ -200,12 +205,8 @@ mod tests {
 
     #[test]
     fn backoff_grows_after_the_threshold_and_is_capped() {
-        let p = Policy {
-            threshold: 3,
-            backoff: Duration::from_millis(500),
-            maxbackoff: Duration::from_secs(2),
-            batch: 10,
-        };
+        let p =
+            Policy { threshold: 3, backoff: Duration::from_millis(500), maxbackoff: Duration::from_secs(2), batch: 10 };
         assert_eq!(p.pause(1), QUICK_RETRY);
         assert_eq!(p.pause(2), QUICK_RETRY);
         assert_eq!(p.pause(3), Duration::from_millis(500));

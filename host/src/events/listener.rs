@@ -20,7 +20,9 @@ enum About {
     /// `PUT` of an upload session: the digest comes back in the answer.
     UploadFinish,
     /// `POST .../blobs/uploads/` with `mount` (and `from`) or a monolithic `digest`.
-    Mount { from: String },
+    Mount {
+        from: String,
+    },
     Monolithic,
 }
 
@@ -111,7 +113,8 @@ impl Observed {
     /// takes with it (distribution reports a tag delete for each).
     pub async fn prepare(&mut self, registry: &Registry) {
         let About::ManifestDelete(reference, tags) = &mut self.about else { return };
-        let (Ok(repo), Ok(Reference::Digest(d))) = (RepoName::parse(&self.repository), Reference::parse(reference)) else {
+        let (Ok(repo), Ok(Reference::Digest(d))) = (RepoName::parse(&self.repository), Reference::parse(reference))
+        else {
             return;
         };
         let Ok(page) = registry.list_tags(&repo, None, None).await else { return };
@@ -266,11 +269,9 @@ async fn event(o: &Observed, status: StatusCode, answer: &HeaderMap, actor: &str
         About::BlobGet(digest) => {
             let size = match status {
                 StatusCode::OK => header(answer, "content-length").parse().unwrap_or(0),
-                StatusCode::PARTIAL_CONTENT => header(answer, "content-range")
-                    .rsplit('/')
-                    .next()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0),
+                StatusCode::PARTIAL_CONTENT => {
+                    header(answer, "content-range").rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+                }
                 StatusCode::TEMPORARY_REDIRECT => stat(digest).await,
                 _ => return None,
             };

@@ -98,8 +98,10 @@ impl Notifier {
         for e in &enabled {
             let sink: Arc<dyn Sink> = match &e.plugin {
                 Some(name) => {
-                    let plugin_err =
-                        |source: Box<dyn std::error::Error + Send + Sync>| NotifyError::Plugin { endpoint: e.name.clone(), source };
+                    let plugin_err = |source: Box<dyn std::error::Error + Send + Sync>| NotifyError::Plugin {
+                        endpoint: e.name.clone(),
+                        source,
+                    };
                     let spec = PluginSpec::from_config(config, name).map_err(|err| plugin_err(Box::new(err)))?;
                     let swap = Swap::<NotificationKind>::load(spec).await.map_err(|err| plugin_err(Box::new(err)))?;
                     let p = swap.current();

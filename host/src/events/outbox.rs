@@ -84,7 +84,11 @@ pub struct Limits {
 }
 
 enum Msg {
-    Append { entries: Vec<Entry>, durable: bool, done: Option<oneshot::Sender<Result<(), String>>> },
+    Append {
+        entries: Vec<Entry>,
+        durable: bool,
+        done: Option<oneshot::Sender<Result<(), String>>>,
+    },
     /// Cursors moved: write them (lazily) and let go of what everyone has taken.
     Moved,
 }
@@ -194,14 +198,7 @@ impl Outbox {
             .name("berth-outbox".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| open_err(redb::Error::Io(e)))?;
-        Ok(Outbox {
-            db,
-            tx: Mutex::new(Some(tx)),
-            head: head_rx,
-            positions,
-            index,
-            writer: Mutex::new(Some(handle)),
-        })
+        Ok(Outbox { db, tx: Mutex::new(Some(tx)), head: head_rx, positions, index, writer: Mutex::new(Some(handle)) })
     }
 
     pub fn positions(&self) -> &[Arc<Position>] {
@@ -329,14 +326,16 @@ impl Writer {
         let mut open = true;
         while open {
             let first = match lazy_since {
-                Some(t) => match rx.recv_timeout((t + self.limits.lazy_flush).saturating_duration_since(Instant::now())) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => {
-                        open = false;
-                        None
+                Some(t) => {
+                    match rx.recv_timeout((t + self.limits.lazy_flush).saturating_duration_since(Instant::now())) {
+                        Ok(m) => Some(m),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            open = false;
+                            None
+                        }
                     }
-                },
+                }
                 None => match rx.recv() {
                     Ok(m) => Some(m),
                     Err(_) => {
@@ -481,7 +480,12 @@ mod tests {
     #[tokio::test]
     async fn ordered_bounded_and_reopened() {
         let dir = tempfile::tempdir().unwrap();
-        let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true)), Arc::new(Position::new("b".into(), |a, _| a == Action::Pull))];
+        let ps = || {
+            vec![
+                Arc::new(Position::new("a".into(), |_, _| true)),
+                Arc::new(Position::new("b".into(), |a, _| a == Action::Pull)),
+            ]
+        };
         let o = Outbox::open(dir.path(), ps(), limits(5)).unwrap();
         o.append((0..3).map(entry).collect(), true).await.unwrap();
         let (got, last) = o.read(0, 0, 10).unwrap();

@@ -76,9 +76,9 @@ impl Sink for PluginSink {
         let p = self.0.current();
         let answer = p
             .call("deliver", |i| {
-                Box::pin(async move {
-                    i.bindings.berth_plugin_notification_sink().call_deliver(&mut i.store, &batch).await
-                })
+                Box::pin(
+                    async move { i.bindings.berth_plugin_notification_sink().call_deliver(&mut i.store, &batch).await },
+                )
             })
             .await
             .map_err(|f| SinkError::Retry(f.to_string()))?;

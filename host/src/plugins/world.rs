@@ -53,7 +53,14 @@ impl World {
 
     /// Whether the host serves this kind yet (the others are recognised and link-checked).
     pub fn served(self) -> bool {
-        matches!(self, World::StorageDriver | World::AuthPolicy | World::NotificationSink | World::CleanupPolicy | World::AdmissionPolicy)
+        matches!(
+            self,
+            World::StorageDriver
+                | World::AuthPolicy
+                | World::NotificationSink
+                | World::CleanupPolicy
+                | World::AdmissionPolicy
+        )
     }
 
     /// Checks that a pre-linked component has this world's exports with the right types.

@@ -59,7 +59,9 @@ impl ManifestCache {
             inner.bytes = 0;
         }
         inner.bytes += m.content.len();
-        if let Some((old, _)) = inner.repos.entry(repo.clone()).or_default().insert(reference.to_string(), (m, Instant::now())) {
+        if let Some((old, _)) =
+            inner.repos.entry(repo.clone()).or_default().insert(reference.to_string(), (m, Instant::now()))
+        {
             inner.bytes -= old.content.len();
         }
     }

@@ -76,7 +76,12 @@ pub fn settled(sorted: &[String], after: Option<&str>, last_key: Option<&str>) -
 
 /// [`settled`], where `absent(u)` says a shorter name `u` is known not to exist (asked of the
 /// service), so it holds nothing back.
-pub fn settled_unless(sorted: &[String], after: Option<&str>, last_key: Option<&str>, absent: impl Fn(&str) -> bool) -> usize {
+pub fn settled_unless(
+    sorted: &[String],
+    after: Option<&str>,
+    last_key: Option<&str>,
+    absent: impl Fn(&str) -> bool,
+) -> usize {
     let Some(last_key) = last_key else { return sorted.len() };
     sorted.iter().position(|e| !blockers_of(e, sorted, after, last_key).all(|u| absent(u))).unwrap_or(sorted.len())
 }
