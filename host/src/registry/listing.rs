@@ -65,6 +65,24 @@ struct Probe {
     repository: bool,
 }
 
+impl Probe {
+    /// A directory whose every child a flat listing showed (`entries`, in any order, repeats
+    /// allowed).
+    fn of_entries(mut names: Vec<String>) -> Probe {
+        names.sort_unstable();
+        names.dedup();
+        let repository = names.iter().any(|c| c == "_manifests");
+        Probe { first: ListPage { names, more: false }, repository }
+    }
+}
+
+/// Whether a flat listing that ended at `last` read past every key of child `name` (the keys
+/// of a child are the run starting `name/`).
+fn read_past(name: &str, last: Option<&str>) -> bool {
+    let prefix = format!("{name}/");
+    last.is_some_and(|k| k > prefix.as_str() && !k.starts_with(&prefix))
+}
+
 /// Child directories probed at once: on an object store each probe is a listing request
 /// (tens of milliseconds), and a page of `n` repositories needs `n` of them, so they overlap
 /// rather than queue; enough to hide a service's latency without flooding it.
@@ -292,15 +310,8 @@ impl Registry {
         let more = page.more || names.len() > take;
         let mut probes = Vec::with_capacity(take);
         for (name, entries) in children.into_iter().take(take) {
-            let prefix = format!("{name}/");
-            let read_past = !page.more || last.is_some_and(|k| k > prefix.as_str() && !k.starts_with(&prefix));
-            probes.push(read_past.then(|| {
-                let mut names: Vec<String> = entries.into_iter().map(str::to_string).collect();
-                names.sort_unstable();
-                names.dedup();
-                let repository = names.iter().any(|c| c == "_manifests");
-                Probe { first: ListPage { names, more: false }, repository }
-            }));
+            let done = !page.more || read_past(name, last);
+            probes.push(done.then(|| Probe::of_entries(entries.into_iter().map(str::to_string).collect())));
         }
         let mut names = names;
         names.truncate(take);
@@ -332,14 +343,8 @@ impl Registry {
             let last = page.keys.last();
             let mut settled = 0;
             for (i, name) in names.iter().enumerate() {
-                let prefix = format!("{name}/");
-                let read_past = last.is_some_and(|k| k.as_str() > prefix.as_str() && !k.starts_with(&prefix));
-                if out[i].is_none() && (!page.more || read_past) {
-                    let mut children = std::mem::take(&mut entries[i]);
-                    children.sort_unstable();
-                    children.dedup();
-                    let repository = children.iter().any(|c| c == "_manifests");
-                    out[i] = Some(Probe { first: ListPage { names: children, more: false }, repository });
+                if out[i].is_none() && (!page.more || read_past(name, last.map(String::as_str))) {
+                    out[i] = Some(Probe::of_entries(std::mem::take(&mut entries[i])));
                     settled += 1;
                 }
             }
