@@ -17,6 +17,10 @@ use crate::config::Endpoint;
 /// The pause between failed attempts before the threshold is reached.
 const QUICK_RETRY: Duration = Duration::from_millis(50);
 
+/// How long a task woken by a new event waits for more before it reads: events made by
+/// concurrent requests then go out in one batch, not one request each.
+const LINGER: Duration = Duration::from_millis(5);
+
 /// How often the pending gauge is refreshed while events flow.
 const GAUGE_EVERY: Duration = Duration::from_millis(500);
 
@@ -134,6 +138,7 @@ pub async fn run(outbox: Arc<Outbox>, state: Arc<EndpointState>, sink: Arc<dyn S
             if head.changed().await.is_err() {
                 return;
             }
+            tokio::time::sleep(LINGER).await;
             continue;
         }
         let read = {

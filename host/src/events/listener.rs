@@ -168,7 +168,8 @@ fn references(content: &[u8]) -> Vec<Descriptor> {
 
 fn new_event(action: Action, target: Target, o: &Observed, actor: &str, source: &Source) -> Event {
     Event {
-        id: uuid::Uuid::new_v4().to_string(),
+        // From the thread's generator, not a system call per event.
+        id: uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(),
         timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
         action,
         target,

@@ -55,7 +55,7 @@ pub struct Notifier {
     include_references: bool,
     dir: PathBuf,
     /// The newest events recorded (`/debug/events`), whether or not delivered yet.
-    recent: Mutex<VecDeque<Vec<u8>>>,
+    recent: Mutex<VecDeque<bytes::Bytes>>,
 }
 
 /// How many recent events `/debug/events` can show.
@@ -156,7 +156,7 @@ impl Notifier {
             if self.outbox.wanted_by(event.action, &event.target.media_type) == 0 {
                 continue;
             }
-            let json = serde_json::to_vec(&event).expect("an event serializes");
+            let json = bytes::Bytes::from(serde_json::to_vec(&event).expect("an event serializes"));
             {
                 let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
                 if r.len() == RECENT {

@@ -1,16 +1,20 @@
-//! The durable outbox: one redb file beside the data, written by one thread that commits in
-//! groups (every request waiting when a commit starts shares the next one's sync), read by each
-//! endpoint's delivery task from its own cursor.
+//! The durable outbox: events are appended to an in-memory tail and written to one redb file
+//! beside the data by one thread that commits in groups (every request waiting when a commit
+//! starts shares the next one's sync); each endpoint's delivery task reads from its own cursor,
+//! from the file and then from the tail.
 //!
 //! redb rather than SQLite: pure Rust (no C library to build or link), one file, ACID commits
 //! with one fsync each, ordered `u64` keys that make a log and its range reads trivial.
 //!
 //! Events are kept once, in order (`events`: sequence → action, media type, JSON), whoever
-//! they are for; an event is let go once every endpoint that wants it is past it. Each
-//! endpoint's position lives in memory (`Position`) and is written with the next commit, so a
-//! crash can only move a cursor back (an event sent again), never forward. When the outbox is
-//! over its bounds the oldest events go, counted as dropped for each endpoint that had not
-//! taken them: no request ever waits for room.
+//! they are for; an event is let go once every endpoint that wants it is past it. A pull
+//! event waits in the tail for the next commit (at most `lazy_flush`); when every endpoint that
+//! wants it has taken it from the tail by then, it is never written at all, so a healthy
+//! endpoint costs pulls no file writes. Push, delete and mount events are committed before
+//! `append` returns. Each endpoint's position lives in memory (`Position`) and is written with
+//! the next commit, so a crash can only move a cursor back (an event sent again), never
+//! forward. When the outbox is over its bounds the oldest events go, counted as dropped for
+//! each endpoint that had not taken them: no request ever waits for room.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -19,6 +23,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
@@ -65,13 +70,13 @@ impl Position {
 pub struct Entry {
     pub action: Action,
     pub media_type: String,
-    pub json: Vec<u8>,
+    pub json: Bytes,
 }
 
 /// An event read back for delivery.
 pub struct Stored {
     pub seq: u64,
-    pub json: Vec<u8>,
+    pub json: Bytes,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -83,14 +88,13 @@ pub struct Limits {
     pub lazy_flush: Duration,
 }
 
+/// What wakes the writer. Appends themselves go to the tail; the writer hears only of the
+/// first one it must write lazily, and of each one a request waits on.
 enum Msg {
-    Append {
-        entries: Vec<Entry>,
-        durable: bool,
-        done: Option<oneshot::Sender<Result<(), String>>>,
-    },
-    /// Cursors moved: write them (lazily) and let go of what everyone has taken.
-    Moved,
+    /// Commit the tail now and say so.
+    Durable { done: oneshot::Sender<Result<(), String>> },
+    /// Something is in the tail, or a cursor moved: write it within `lazy_flush`.
+    Lazy,
 }
 
 /// Held events, oldest first: `(seq, bytes, wanted-by mask)`.
@@ -100,12 +104,30 @@ struct Index {
     bytes: u64,
 }
 
+/// An event appended and not yet committed.
+struct Fresh {
+    seq: u64,
+    entry: Entry,
+    mask: u64,
+}
+
+/// The in-memory end of the log.
+struct Tail {
+    /// Every event up to here is committed (or was taken by everyone before it had to be).
+    flushed: u64,
+    /// The last sequence number given out.
+    last: u64,
+    /// Events after `flushed`, in order.
+    fresh: VecDeque<Arc<Fresh>>,
+}
+
 pub struct Outbox {
     db: Arc<Database>,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
-    head: watch::Receiver<u64>,
+    head_tx: Arc<watch::Sender<u64>>,
     positions: Arc<[Arc<Position>]>,
     index: Arc<Mutex<Index>>,
+    tail: Arc<Mutex<Tail>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -147,8 +169,17 @@ fn mask(positions: &[Arc<Position>], action: Action, media_type: &str) -> u64 {
     positions.iter().enumerate().filter(|(_, p)| (p.wants)(action, media_type)).fold(0, |m, (i, _)| m | (1 << i))
 }
 
+/// Whether an endpoint that wants an event with `mask` has not taken `seq` yet.
+fn still_needed(positions: &[Arc<Position>], mask: u64, seq: u64) -> bool {
+    positions.iter().enumerate().any(|(i, p)| mask & (1 << i) != 0 && p.at() < seq)
+}
+
 fn err(e: impl Into<redb::Error>) -> String {
     e.into().to_string()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Outbox {
@@ -161,7 +192,7 @@ impl Outbox {
         std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
         let positions: Arc<[Arc<Position>]> = positions.into();
-        let mut index = Index::default();
+        let index;
         let head;
         {
             let txn = db.begin_write().map_err(|e| open_err(e.into()))?;
@@ -171,34 +202,35 @@ impl Outbox {
                 let cursors = txn.open_table(CURSORS).map_err(|e| open_err(e.into()))?;
                 for p in positions.iter() {
                     let at = cursors.get(p.name.as_str()).map_err(|e| open_err(e.into()))?.map(|v| v.value());
-                    p.at.store(at.unwrap_or(head), Ordering::Release);
+                    p.at.store(at.unwrap_or(head).min(head), Ordering::Release);
                 }
                 let events = txn.open_table(EVENTS).map_err(|e| open_err(e.into()))?;
-                for item in events.iter().map_err(|e| open_err(e.into()))? {
-                    let (k, v) = item.map_err(|e| open_err(e.into()))?;
-                    let v = v.value();
-                    let m = decode(v).map_or(0, |(a, mt, _)| mask(&positions, a, mt));
-                    index.entries.push_back((k.value(), v.len() as u32, m));
-                    index.bytes += v.len() as u64;
-                }
+                index = scan(&events, &positions).map_err(open_err)?;
             }
             txn.commit().map_err(|e| open_err(e.into()))?;
         }
         let db = Arc::new(db);
         let index = Arc::new(Mutex::new(index));
-        let (head_tx, head_rx) = watch::channel(head);
+        let tail = Arc::new(Mutex::new(Tail { flushed: head, last: head, fresh: VecDeque::new() }));
+        let head_tx = Arc::new(watch::Sender::new(head));
         let (tx, rx) = mpsc::channel();
-        let mut writer =
-            Writer { db: db.clone(), positions: positions.clone(), index: index.clone(), head, head_tx, limits };
+        let mut writer = Writer {
+            db: db.clone(),
+            positions: positions.clone(),
+            index: index.clone(),
+            tail: tail.clone(),
+            head,
+            limits,
+        };
         // Let go of what was taken before the restart, and apply the bounds as now configured.
-        if let Err(e) = writer.commit(Vec::new()) {
+        if let Err(e) = writer.commit() {
             tracing::error!(error = %e, "event outbox: first commit failed");
         }
         let handle = std::thread::Builder::new()
             .name("berth-outbox".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| open_err(redb::Error::Io(e)))?;
-        Ok(Outbox { db, tx: Mutex::new(Some(tx)), head: head_rx, positions, index, writer: Mutex::new(Some(handle)) })
+        Ok(Outbox { db, tx: Mutex::new(Some(tx)), head_tx, positions, index, tail, writer: Mutex::new(Some(handle)) })
     }
 
     pub fn positions(&self) -> &[Arc<Position>] {
@@ -211,70 +243,135 @@ impl Outbox {
     }
 
     fn send(&self, m: Msg) -> Result<(), OutboxError> {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = lock(&self.tx);
         tx.as_ref().ok_or(OutboxError::Stopped)?.send(m).map_err(|_| OutboxError::Stopped)
     }
 
-    /// Writes events; with `durable`, returns once they are on stable storage (sharing the
-    /// sync with every other append waiting), else at once (written within `lazy_flush`).
+    /// Appends events to the tail, where delivery can take them at once; with `durable`,
+    /// returns once they are on stable storage (sharing the sync with every other append
+    /// waiting), else at once (written within `lazy_flush` unless delivered before).
     pub async fn append(&self, entries: Vec<Entry>, durable: bool) -> Result<(), OutboxError> {
-        if !durable {
-            return self.send(Msg::Append { entries, durable, done: None });
+        if entries.is_empty() {
+            return Ok(());
         }
-        let (done, wait) = oneshot::channel();
-        self.send(Msg::Append { entries, durable, done: Some(done) })?;
-        wait.await.map_err(|_| OutboxError::Stopped)?.map_err(OutboxError::Write)
+        if lock(&self.tx).is_none() {
+            return Err(OutboxError::Stopped);
+        }
+        let (last, first) = {
+            let mut t = lock(&self.tail);
+            let first = t.fresh.is_empty();
+            for entry in entries {
+                t.last += 1;
+                let mask = mask(&self.positions, entry.action, &entry.media_type);
+                let fresh = Arc::new(Fresh { seq: t.last, entry, mask });
+                t.fresh.push_back(fresh);
+            }
+            (t.last, first)
+        };
+        // Never backwards, whichever of two racing appends gets here first.
+        self.head_tx.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
+        if durable {
+            let (done, wait) = oneshot::channel();
+            self.send(Msg::Durable { done })?;
+            return wait.await.map_err(|_| OutboxError::Stopped)?.map_err(OutboxError::Write);
+        }
+        // The writer already knows of a tail that was not empty (see `Writer::commit`).
+        if first {
+            self.send(Msg::Lazy)?;
+        }
+        Ok(())
     }
 
     /// Moves endpoint `i` past `seq` (never back).
     pub fn advance(&self, i: usize, seq: u64) {
         if self.positions[i].at.fetch_max(seq, Ordering::AcqRel) < seq {
-            let _ = self.send(Msg::Moved);
+            let _ = self.send(Msg::Lazy);
         }
     }
 
-    /// The newest committed sequence number, to wait on.
+    /// The newest sequence number given out, to wait on.
     pub fn head(&self) -> watch::Receiver<u64> {
-        self.head.clone()
+        self.head_tx.subscribe()
     }
 
     /// Up to `max` events after `from` that endpoint `i` wants, and the last sequence number
-    /// looked at (to move past the ones it does not want).
+    /// looked at (to move past the ones it does not want): from the file first, then the tail.
     pub fn read(&self, i: usize, from: u64, max: usize) -> Result<(Vec<Stored>, u64), OutboxError> {
-        let p = &self.positions[i];
-        let txn = self.db.begin_read().map_err(|e| OutboxError::Write(err(e)))?;
-        let t = txn.open_table(EVENTS).map_err(|e| OutboxError::Write(err(e)))?;
+        let bit = 1u64 << i;
+        // The tail first: everything up to `flushed` is committed by the time it is read here,
+        // so the file read below (a later transaction) has it.
+        let (flushed, fresh) = {
+            let t = lock(&self.tail);
+            let fresh: Vec<Arc<Fresh>> =
+                t.fresh.iter().filter(|f| f.seq > from).take(max.saturating_mul(16)).cloned().collect();
+            (t.flushed, fresh)
+        };
         let mut out = Vec::new();
         let mut last = from;
-        for item in t.range(from + 1..).map_err(|e| OutboxError::Write(err(e)))?.take(max.saturating_mul(16)) {
-            let (k, v) = item.map_err(|e| OutboxError::Write(err(e)))?;
-            last = k.value();
-            if let Some((a, mt, json)) = decode(v.value()) {
-                if (p.wants)(a, mt) {
-                    out.push(Stored { seq: last, json: json.to_vec() });
-                    if out.len() >= max {
-                        break;
+        if from < flushed {
+            let p = &self.positions[i];
+            let txn = self.db.begin_read().map_err(|e| OutboxError::Write(err(e)))?;
+            let t = txn.open_table(EVENTS).map_err(|e| OutboxError::Write(err(e)))?;
+            let mut looked = 0;
+            for item in t.range(from + 1..=flushed).map_err(|e| OutboxError::Write(err(e)))? {
+                let (k, v) = item.map_err(|e| OutboxError::Write(err(e)))?;
+                last = k.value();
+                looked += 1;
+                if let Some((a, mt, json)) = decode(v.value()) {
+                    if (p.wants)(a, mt) {
+                        out.push(Stored { seq: last, json: Bytes::copy_from_slice(json) });
                     }
+                }
+                if out.len() >= max || looked >= max.saturating_mul(16) {
+                    return Ok((out, last));
+                }
+            }
+            // The whole committed range was looked at (what is missing was let go).
+            last = flushed;
+        }
+        for f in fresh {
+            if f.seq <= last {
+                continue;
+            }
+            last = f.seq;
+            if f.mask & bit != 0 {
+                out.push(Stored { seq: f.seq, json: f.entry.json.clone() });
+                if out.len() >= max {
+                    break;
                 }
             }
         }
         Ok((out, last))
     }
 
-    /// The newest `n` events (for `/debug/events`), oldest first.
+    /// The newest `n` events held (for `/debug/events`), oldest first.
     pub fn tail(&self, n: usize) -> Vec<(u64, serde_json::Value)> {
-        let Ok(txn) = self.db.begin_read() else { return Vec::new() };
-        let Ok(t) = txn.open_table(EVENTS) else { return Vec::new() };
-        let Ok(range) = t.iter() else { return Vec::new() };
-        let mut out: Vec<(u64, serde_json::Value)> = range
-            .rev()
-            .take(n)
-            .filter_map(|item| {
-                let (k, v) = item.ok()?;
-                let (_, _, json) = decode(v.value())?;
-                Some((k.value(), serde_json::from_slice(json).ok()?))
-            })
-            .collect();
+        let parse = |j: &[u8]| serde_json::from_slice(j).ok();
+        let mut out: Vec<(u64, serde_json::Value)> = {
+            let t = lock(&self.tail);
+            t.fresh.iter().rev().take(n).filter_map(|f| Some((f.seq, parse(&f.entry.json)?))).collect()
+        };
+        if out.len() < n {
+            let stored = || -> Option<Vec<(u64, serde_json::Value)>> {
+                let txn = self.db.begin_read().ok()?;
+                let t = txn.open_table(EVENTS).ok()?;
+                let range = t.iter().ok()?;
+                Some(
+                    range
+                        .rev()
+                        .filter_map(|item| {
+                            let (k, v) = item.ok()?;
+                            let (_, _, json) = decode(v.value())?;
+                            Some((k.value(), parse(json)?))
+                        })
+                        .filter(|(seq, _)| out.last().is_none_or(|(oldest, _)| seq < oldest))
+                        .take(n - out.len())
+                        .collect(),
+                )
+            };
+            let older = stored().unwrap_or_default();
+            out.extend(older);
+        }
         out.reverse();
         out
     }
@@ -282,21 +379,35 @@ impl Outbox {
     /// Events held for endpoint `i` (wanted by it and not yet taken).
     pub fn pending(&self, i: usize) -> u64 {
         let at = self.positions[i].at();
-        let idx = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        let start = idx.entries.partition_point(|(s, _, _)| *s <= at);
-        idx.entries.range(start..).filter(|(_, _, m)| m & (1 << i) != 0).count() as u64
+        let bit = 1u64 << i;
+        let held = {
+            let idx = lock(&self.index);
+            let start = idx.entries.partition_point(|(s, _, _)| *s <= at);
+            idx.entries.range(start..).filter(|(_, _, m)| m & bit != 0).count() as u64
+        };
+        let t = lock(&self.tail);
+        let fresh = t.fresh.iter().filter(|f| f.seq > at && f.mask & bit != 0).count() as u64;
+        held + fresh
     }
 
-    /// `(events, bytes)` held.
+    /// `(events, bytes)` held, in the file and the tail.
     pub fn size(&self) -> (u64, u64) {
-        let idx = self.index.lock().unwrap_or_else(|p| p.into_inner());
-        (idx.entries.len() as u64, idx.bytes)
+        let (mut events, mut bytes) = {
+            let idx = lock(&self.index);
+            (idx.entries.len() as u64, idx.bytes)
+        };
+        let t = lock(&self.tail);
+        for f in t.fresh.iter() {
+            events += 1;
+            bytes += f.entry.json.len() as u64;
+        }
+        (events, bytes)
     }
 
     /// Writes what is waiting and stops the writer (at shutdown).
     pub fn close(&self) {
-        drop(self.tx.lock().unwrap_or_else(|p| p.into_inner()).take());
-        if let Some(h) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        drop(lock(&self.tx).take());
+        if let Some(h) = lock(&self.writer).take() {
             let _ = h.join();
         }
     }
@@ -308,20 +419,33 @@ impl Drop for Outbox {
     }
 }
 
+/// The index of what a file holds, and for whom.
+fn scan(events: &impl ReadableTable<u64, &'static [u8]>, positions: &[Arc<Position>]) -> Result<Index, redb::Error> {
+    let mut index = Index::default();
+    for item in events.iter()? {
+        let (k, v) = item?;
+        let v = v.value();
+        let m = decode(v).map_or(0, |(a, mt, _)| mask(positions, a, mt));
+        index.entries.push_back((k.value(), v.len() as u32, m));
+        index.bytes += v.len() as u64;
+    }
+    Ok(index)
+}
+
 struct Writer {
     db: Arc<Database>,
     positions: Arc<[Arc<Position>]>,
     index: Arc<Mutex<Index>>,
+    tail: Arc<Mutex<Tail>>,
+    /// The highest sequence number the file records as given out.
     head: u64,
-    head_tx: watch::Sender<u64>,
     limits: Limits,
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
-        let mut pending: Vec<Entry> = Vec::new();
         let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
-        // Since when something written lazily has been waiting.
+        // Since when something to write lazily has been waiting.
         let mut lazy_since: Option<Instant> = None;
         let mut open = true;
         while open {
@@ -344,34 +468,28 @@ impl Writer {
                     }
                 },
             };
-            let mut urgent = false;
             // Everything already queued joins this commit.
             for m in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                 match m {
-                    Msg::Append { entries, durable, done } => {
-                        pending.extend(entries);
-                        urgent |= durable;
-                        if !durable {
-                            lazy_since.get_or_insert_with(Instant::now);
-                        }
-                        waiting.extend(done);
-                    }
-                    Msg::Moved => {
+                    Msg::Durable { done } => waiting.push(done),
+                    Msg::Lazy => {
                         lazy_since.get_or_insert_with(Instant::now);
                     }
                 }
             }
             let due = lazy_since.is_some_and(|t| t.elapsed() >= self.limits.lazy_flush);
-            if urgent || due || (!open && (lazy_since.is_some() || !pending.is_empty())) {
-                let result = self.commit(std::mem::take(&mut pending));
+            if !waiting.is_empty() || due || !open {
+                let result = self.commit();
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "event outbox: commit failed; its events were not recorded");
                     self.reindex();
                 }
+                // Every waiter's events were in the tail this commit took.
                 for w in waiting.drain(..) {
-                    let _ = w.send(result.clone());
+                    let _ = w.send(result.clone().map(|_| ()));
                 }
-                lazy_since = None;
+                // Appended while this commit ran (or not written): written with the next.
+                lazy_since = result.map_or(true, |more| more).then(Instant::now);
             }
         }
     }
@@ -379,49 +497,42 @@ impl Writer {
     /// Rebuilds the in-memory index from the file, after a commit that failed midway (the
     /// transaction was rolled back; the index had already moved).
     fn reindex(&mut self) {
-        let mut fresh = Index::default();
-        let mut scan = || -> Result<(), redb::Error> {
+        let fresh = (|| {
             let txn = self.db.begin_read()?;
             let events = txn.open_table(EVENTS)?;
-            for item in events.iter()? {
-                let (k, v) = item?;
-                let v = v.value();
-                let m = decode(v).map_or(0, |(a, mt, _)| mask(&self.positions, a, mt));
-                fresh.entries.push_back((k.value(), v.len() as u32, m));
-                fresh.bytes += v.len() as u64;
-            }
-            Ok(())
-        };
-        match scan() {
-            Ok(()) => *self.index.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
+            scan(&events, &self.positions)
+        })();
+        match fresh {
+            Ok(index) => *lock(&self.index) = index,
             Err(e) => tracing::error!(error = %e, "event outbox: cannot re-read the index"),
         }
     }
 
-    /// One transaction, one sync: appends `entries`, lets go of what every endpoint has taken,
-    /// drops the oldest beyond the bounds, and writes the cursors.
-    fn commit(&mut self, entries: Vec<Entry>) -> Result<(), String> {
+    /// One transaction, one sync: writes the tail (what some endpoint still needs of it), lets
+    /// go of what every endpoint has taken, drops the oldest beyond the bounds, and writes the
+    /// cursors. Returns whether the tail has more (appended meanwhile).
+    fn commit(&mut self) -> Result<bool, String> {
         let metrics = crate::metrics::get();
+        let fresh: Vec<Arc<Fresh>> = lock(&self.tail).fresh.iter().cloned().collect();
+        let upto = fresh.last().map_or(self.head, |f| f.seq);
         let mut txn = self.db.begin_write().map_err(err)?;
         txn.set_durability(Durability::Immediate);
-        let mut head = self.head;
-        let mut added = Vec::with_capacity(entries.len());
+        let mut head = upto.max(self.head);
         {
             let mut events = txn.open_table(EVENTS).map_err(err)?;
-            let mut idx = self.index.lock().unwrap_or_else(|p| p.into_inner());
-            for e in &entries {
-                head += 1;
-                let v = encode(e);
-                events.insert(head, v.as_slice()).map_err(err)?;
-                let m = mask(&self.positions, e.action, &e.media_type);
-                idx.entries.push_back((head, v.len() as u32, m));
+            let mut idx = lock(&self.index);
+            for f in &fresh {
+                if !still_needed(&self.positions, f.mask, f.seq) {
+                    continue;
+                }
+                let v = encode(&f.entry);
+                events.insert(f.seq, v.as_slice()).map_err(err)?;
+                idx.entries.push_back((f.seq, v.len() as u32, f.mask));
                 idx.bytes += v.len() as u64;
-                added.push(m);
             }
             // Taken by everyone who wanted it.
             while let Some(&(seq, len, m)) = idx.entries.front() {
-                let needed = self.positions.iter().enumerate().any(|(i, p)| m & (1 << i) != 0 && p.at() < seq);
-                if needed {
+                if still_needed(&self.positions, m, seq) {
                     break;
                 }
                 idx.entries.pop_front();
@@ -443,7 +554,12 @@ impl Writer {
             metrics.outbox_events.set(idx.entries.len() as i64);
             let mut cursors = txn.open_table(CURSORS).map_err(err)?;
             for p in self.positions.iter() {
-                cursors.insert(p.name.as_str(), p.at()).map_err(err)?;
+                let at = p.at();
+                // A cursor may be past the tail taken here (delivered from the tail since):
+                // the recorded head never falls behind a cursor, so that after a restart no
+                // new event gets a number an endpoint counts as taken.
+                head = head.max(at);
+                cursors.insert(p.name.as_str(), at).map_err(err)?;
             }
             let mut meta = txn.open_table(META).map_err(err)?;
             meta.insert("head", head).map_err(err)?;
@@ -451,13 +567,17 @@ impl Writer {
         txn.commit().map_err(err)?;
         self.head = head;
         for (i, p) in self.positions.iter().enumerate() {
-            let n = added.iter().filter(|m| *m & (1 << i) != 0).count() as u64;
+            let n = fresh.iter().filter(|f| f.mask & (1 << i) != 0).count() as u64;
             if n > 0 {
                 metrics.events_queued.get_or_create(&label(&p.name)).inc_by(n);
             }
         }
-        self.head_tx.send_replace(head);
-        Ok(())
+        let mut t = lock(&self.tail);
+        while t.fresh.front().is_some_and(|f| f.seq <= upto) {
+            t.fresh.pop_front();
+        }
+        t.flushed = t.flushed.max(upto);
+        Ok(!t.fresh.is_empty())
     }
 }
 
@@ -470,7 +590,7 @@ mod tests {
     use super::*;
 
     fn entry(n: u32) -> Entry {
-        Entry { action: Action::Push, media_type: "m".into(), json: format!("{{\"n\":{n}}}").into_bytes() }
+        Entry { action: Action::Push, media_type: "m".into(), json: format!("{{\"n\":{n}}}").into_bytes().into() }
     }
 
     fn limits(max_events: u64) -> Limits {
@@ -502,6 +622,46 @@ mod tests {
         let o = Outbox::open(dir.path(), ps(), limits(5)).unwrap();
         let (got, _) = o.read(0, o.positions()[0].at(), 10).unwrap();
         assert_eq!(got.iter().map(|s| s.seq).collect::<Vec<_>>(), [4, 5, 6, 7, 8]);
-        assert_eq!(got[0].json, br#"{"n":3}"#);
+        assert_eq!(got[0].json, br#"{"n":3}"#.as_slice());
+    }
+
+    fn seqs(got: &[Stored]) -> Vec<u64> {
+        got.iter().map(|s| s.seq).collect()
+    }
+
+    #[tokio::test]
+    async fn pulls_taken_from_the_tail_are_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true))];
+        let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
+        let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+        o.append((0..3).map(entry).collect(), false).await.unwrap();
+        assert_eq!(*o.head().borrow(), 3, "readable before any commit");
+        let (got, last) = o.read(0, 0, 2).unwrap();
+        assert_eq!((seqs(&got), last), (vec![1, 2], 2));
+        o.advance(0, last);
+        // A durable append commits the tail: 3 is still owed, 1 and 2 were taken.
+        o.append(vec![entry(3)], true).await.unwrap();
+        assert_eq!(o.size().0, 2);
+        assert_eq!(o.pending(0), 2);
+        drop(o);
+        let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+        let (got, last) = o.read(0, o.positions()[0].at(), 10).unwrap();
+        assert_eq!(seqs(&got), [3, 4]);
+        assert_eq!(got[1].json, br#"{"n":3}"#.as_slice());
+        // Taken from the tail past what was committed, then a restart: the numbers given out
+        // next are past the cursor, so nothing new is skipped.
+        o.advance(0, last);
+        o.append(vec![entry(5)], false).await.unwrap();
+        let (got, last) = o.read(0, 4, 10).unwrap();
+        assert_eq!(seqs(&got), [5]);
+        o.advance(0, last);
+        drop(o);
+        let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+        assert_eq!(o.positions()[0].at(), 5);
+        assert_eq!(o.size().0, 0, "taken before the commit: never kept");
+        o.append(vec![entry(6)], true).await.unwrap();
+        let (got, _) = o.read(0, 5, 10).unwrap();
+        assert_eq!(seqs(&got), [6]);
     }
 }

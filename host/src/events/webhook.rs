@@ -136,7 +136,7 @@ impl Sink for Webhook {
     }
 
     async fn deliver(&self, events: &[Stored]) -> Result<(), SinkError> {
-        let body = envelope(events.iter().map(|e| e.json.as_slice()));
+        let body = envelope(events.iter().map(|e| &e.json[..]));
         match tokio::time::timeout(self.timeout, self.post(body)).await {
             Ok(r) => r.map_err(SinkError::Retry),
             Err(_) => Err(SinkError::Retry(format!("{}: no answer within {:?}", self.url, self.timeout))),

@@ -40,6 +40,9 @@ fn build(pooling: bool) -> Result<Engine, PluginError> {
     cfg.wasm_component_model(true);
     cfg.epoch_interruption(true);
     cfg.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // Functions compiled for one plugin are reused by the next (`function_cache`).
+    cfg.enable_incremental_compilation(super::function_cache::store())
+        .map_err(|e| PluginError::Engine { reason: format!("{e:#}") })?;
     if pooling {
         let mut pool = wasmtime::PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_INSTANCES)

@@ -108,11 +108,11 @@ fn linker(engine: &Engine) -> wasmtime::Result<Linker<State>> {
 
 /// Compiles a component, using (and filling) the on-disk cache of precompiled artifacts.
 fn compile(engine: &Engine, bytes: &[u8], sha256: &str, cache_dir: Option<&Path>) -> Result<Component, String> {
-    let cached: Option<PathBuf> = cache_dir.and_then(|dir| {
-        let mut h = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut h);
-        prepare_cache_dir(dir).map(|d| d.join(format!("{sha256}-{:016x}.cwasm", h.finish())))
-    });
+    let mut h = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let engine_hash = h.finish();
+    let dir = cache_dir.and_then(prepare_cache_dir);
+    let cached: Option<PathBuf> = dir.as_ref().map(|d| d.join(format!("{sha256}-{engine_hash:016x}.cwasm")));
     if let Some(file) = &cached {
         if file.is_file() {
             // SAFETY: the file is in a directory only this user can write (checked by
@@ -127,7 +127,9 @@ fn compile(engine: &Engine, bytes: &[u8], sha256: &str, cache_dir: Option<&Path>
             }
         }
     }
-    let artifact = engine.precompile_component(bytes).map_err(|e| format!("{e:#}"))?;
+    let artifact =
+        super::function_cache::compiling(dir.as_deref(), engine_hash, sha256, || engine.precompile_component(bytes))
+            .map_err(|e| format!("{e:#}"))?;
     if let Some(file) = &cached {
         let tmp = file.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
         let written = std::fs::write(&tmp, &artifact).and_then(|_| std::fs::rename(&tmp, file));

@@ -7,6 +7,8 @@
 //! - `wit`: the `berth:plugin` versions this host loads, bindings per frozen version;
 //! - `loader`: file → pin check → compile (cached) → world and version → link, shared by
 //!   load, reload, `berth plugin check` and `berth config check`;
+//! - `function_cache`: compiled functions kept for the next plugin (an interpreter is compiled
+//!   once, not once per JavaScript or Python plugin);
 //! - `world`: the kinds (one WIT world each) and `Kind`, the glue to their bindings;
 //! - `pool`: instances of any kind, the one `run` funnel for guest calls (deadline, discard
 //!   on failure, metrics);
@@ -25,6 +27,7 @@ pub mod auth;
 pub mod cleanup;
 mod engine;
 mod error;
+mod function_cache;
 mod host;
 pub mod limits;
 pub mod loader;
