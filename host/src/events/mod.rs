@@ -20,9 +20,8 @@ pub mod record;
 pub mod sink;
 pub mod webhook;
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 
@@ -54,12 +53,7 @@ pub struct Notifier {
     source: Source,
     include_references: bool,
     dir: PathBuf,
-    /// The newest events recorded (`/debug/events`), whether or not delivered yet.
-    recent: Mutex<VecDeque<bytes::Bytes>>,
 }
-
-/// How many recent events `/debug/events` can show.
-const RECENT: usize = 100;
 
 /// `hostname:port` of the registry, as distribution's `source.addr`.
 fn source_addr(config: &Config) -> String {
@@ -136,7 +130,6 @@ impl Notifier {
             source: Source { addr: source_addr(config), instance_id: uuid::Uuid::new_v4().to_string() },
             include_references: config.notifications.events.includereferences,
             dir,
-            recent: Mutex::new(VecDeque::with_capacity(RECENT)),
         })))
     }
 
@@ -151,25 +144,29 @@ impl Notifier {
         registry: &crate::registry::Registry,
     ) -> Result<(), OutboxError> {
         let cx = Context { registry, source: &self.source, include_references: self.include_references };
-        let mut entries = Vec::new();
-        for event in listener::events(observed, status, answer, actor, &cx).await {
-            if self.outbox.wanted_by(event.action, &event.target.media_type) == 0 {
-                continue;
-            }
-            let json = bytes::Bytes::from(serde_json::to_vec(&event).expect("an event serializes"));
-            {
-                let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-                if r.len() == RECENT {
-                    r.pop_front();
-                }
-                r.push_back(json.clone());
-            }
-            entries.push(Entry { action: event.action, media_type: event.target.media_type, json });
-        }
-        if entries.is_empty() {
+        let events: Vec<record::Event> = listener::events(observed, status, answer, actor, &cx)
+            .await
+            .into_iter()
+            .filter(|e| self.outbox.wanted_by(e.action, &e.target.media_type) != 0)
+            .collect();
+        if events.is_empty() {
             return Ok(());
         }
-        self.outbox.append(entries, observed.durable()).await
+        let json: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| {
+                // An event is 600-900 bytes: one allocation, not a chain of doublings.
+                let mut j = Vec::with_capacity(1024);
+                serde_json::to_writer(&mut j, e).expect("an event serializes");
+                j
+            })
+            .collect();
+        let entries: Vec<Entry<'_>> = events
+            .iter()
+            .zip(&json)
+            .map(|(e, j)| Entry { action: e.action, media_type: &e.target.media_type, json: j })
+            .collect();
+        self.outbox.append(&entries, observed.durable()).await
     }
 
     /// Per endpoint: pending, delivered, failed, dropped, last error and success (`/debug/vars`).
@@ -186,9 +183,7 @@ impl Notifier {
     /// The newest `n` events recorded (at most 100), oldest first, and the oldest ones still
     /// waiting in the outbox for some endpoint: for debugging a receiver.
     pub fn tail(&self, n: usize) -> Value {
-        let r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        let recent: Vec<Value> =
-            r.iter().skip(r.len().saturating_sub(n)).filter_map(|j| serde_json::from_slice(j).ok()).collect();
+        let recent: Vec<Value> = self.outbox.recent(n).iter().filter_map(|j| serde_json::from_slice(j).ok()).collect();
         let waiting: Vec<Value> =
             self.outbox.tail(n).into_iter().map(|(seq, e)| json!({"seq": seq, "event": e})).collect();
         json!({ "events": recent, "waiting": waiting })

@@ -23,7 +23,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
@@ -66,11 +66,11 @@ impl Position {
     }
 }
 
-/// One event ready to store: what filters need, and its JSON.
-pub struct Entry {
+/// One event to append: what filters need, and its JSON.
+pub struct Entry<'a> {
     pub action: Action,
-    pub media_type: String,
-    pub json: Bytes,
+    pub media_type: &'a str,
+    pub json: &'a [u8],
 }
 
 /// An event read back for delivery.
@@ -104,12 +104,29 @@ struct Index {
     bytes: u64,
 }
 
-/// An event appended and not yet committed.
+/// An event appended and not yet committed: its record as the file stores it, in a shared
+/// chunk of the tail.
+#[derive(Clone)]
 struct Fresh {
     seq: u64,
-    entry: Entry,
     mask: u64,
+    record: Bytes,
+    /// Where the JSON starts in `record`.
+    json_at: usize,
 }
+
+impl Fresh {
+    fn json(&self) -> Bytes {
+        self.record.slice(self.json_at..)
+    }
+}
+
+/// The size of the shared buffers events are copied into: one allocation per few hundred
+/// events instead of one per event, freed on whichever thread lets go of the last one.
+const CHUNK: usize = 256 << 10;
+
+/// How many recent events `/debug/events` can show.
+pub const RECENT: usize = 100;
 
 /// The in-memory end of the log.
 struct Tail {
@@ -118,7 +135,11 @@ struct Tail {
     /// The last sequence number given out.
     last: u64,
     /// Events after `flushed`, in order.
-    fresh: VecDeque<Arc<Fresh>>,
+    fresh: VecDeque<Fresh>,
+    /// Where the next records are copied.
+    chunk: BytesMut,
+    /// The JSON of the newest events appended, committed or not (for `/debug/events`).
+    recent: VecDeque<Bytes>,
 }
 
 pub struct Outbox {
@@ -131,15 +152,28 @@ pub struct Outbox {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-fn encode(e: &Entry) -> Vec<u8> {
+/// Writes `e` as the file stores it (action, media type, JSON) at the end of `buf`; returns
+/// where the JSON starts.
+fn encode(buf: &mut BytesMut, e: &Entry<'_>) -> usize {
     let mt = e.media_type.as_bytes();
     let mt_len = mt.len().min(u16::MAX as usize);
-    let mut v = Vec::with_capacity(3 + mt_len + e.json.len());
-    v.push(action_byte(e.action));
-    v.extend_from_slice(&(mt_len as u16).to_le_bytes());
-    v.extend_from_slice(&mt[..mt_len]);
-    v.extend_from_slice(&e.json);
-    v
+    buf.extend_from_slice(&[action_byte(e.action)]);
+    buf.extend_from_slice(&(mt_len as u16).to_le_bytes());
+    buf.extend_from_slice(&mt[..mt_len]);
+    3 + mt_len
+}
+
+impl Tail {
+    /// Copies `e` into the current chunk (a new one when it is full) and returns its record.
+    fn record(&mut self, e: &Entry<'_>) -> (Bytes, usize) {
+        let need = 3 + e.media_type.len().min(u16::MAX as usize) + e.json.len();
+        if self.chunk.capacity() - self.chunk.len() < need {
+            self.chunk = BytesMut::with_capacity(CHUNK.max(need));
+        }
+        let json_at = encode(&mut self.chunk, e);
+        self.chunk.extend_from_slice(e.json);
+        (self.chunk.split().freeze(), json_at)
+    }
 }
 
 fn action_byte(a: Action) -> u8 {
@@ -211,7 +245,13 @@ impl Outbox {
         }
         let db = Arc::new(db);
         let index = Arc::new(Mutex::new(index));
-        let tail = Arc::new(Mutex::new(Tail { flushed: head, last: head, fresh: VecDeque::new() }));
+        let tail = Arc::new(Mutex::new(Tail {
+            flushed: head,
+            last: head,
+            fresh: VecDeque::new(),
+            chunk: BytesMut::new(),
+            recent: VecDeque::with_capacity(RECENT),
+        }));
         let head_tx = Arc::new(watch::Sender::new(head));
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer {
@@ -250,7 +290,7 @@ impl Outbox {
     /// Appends events to the tail, where delivery can take them at once; with `durable`,
     /// returns once they are on stable storage (sharing the sync with every other append
     /// waiting), else at once (written within `lazy_flush` unless delivered before).
-    pub async fn append(&self, entries: Vec<Entry>, durable: bool) -> Result<(), OutboxError> {
+    pub async fn append(&self, entries: &[Entry<'_>], durable: bool) -> Result<(), OutboxError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -262,8 +302,13 @@ impl Outbox {
             let first = t.fresh.is_empty();
             for entry in entries {
                 t.last += 1;
-                let mask = mask(&self.positions, entry.action, &entry.media_type);
-                let fresh = Arc::new(Fresh { seq: t.last, entry, mask });
+                let mask = mask(&self.positions, entry.action, entry.media_type);
+                let (record, json_at) = t.record(entry);
+                let fresh = Fresh { seq: t.last, mask, record, json_at };
+                if t.recent.len() == RECENT {
+                    t.recent.pop_front();
+                }
+                t.recent.push_back(fresh.json());
                 t.fresh.push_back(fresh);
             }
             (t.last, first)
@@ -298,13 +343,25 @@ impl Outbox {
     /// looked at (to move past the ones it does not want): from the file first, then the tail.
     pub fn read(&self, i: usize, from: u64, max: usize) -> Result<(Vec<Stored>, u64), OutboxError> {
         let bit = 1u64 << i;
+        // How many events one read looks at, wanted or not.
+        let look = max.saturating_mul(16);
         // The tail first: everything up to `flushed` is committed by the time it is read here,
         // so the file read below (a later transaction) has it.
-        let (flushed, fresh) = {
+        let (flushed, mut fresh, fresh_last) = {
             let t = lock(&self.tail);
-            let fresh: Vec<Arc<Fresh>> =
-                t.fresh.iter().filter(|f| f.seq > from).take(max.saturating_mul(16)).cloned().collect();
-            (t.flushed, fresh)
+            let start = t.fresh.partition_point(|f| f.seq <= from);
+            let mut taken = Vec::new();
+            let mut looked_at = None;
+            for f in t.fresh.range(start..).take(look) {
+                looked_at = Some(f.seq);
+                if f.mask & bit != 0 {
+                    taken.push(Stored { seq: f.seq, json: f.json() });
+                    if taken.len() >= max {
+                        break;
+                    }
+                }
+            }
+            (t.flushed, taken, looked_at)
         };
         let mut out = Vec::new();
         let mut last = from;
@@ -322,25 +379,20 @@ impl Outbox {
                         out.push(Stored { seq: last, json: Bytes::copy_from_slice(json) });
                     }
                 }
-                if out.len() >= max || looked >= max.saturating_mul(16) {
+                if out.len() >= max || looked >= look {
                     return Ok((out, last));
                 }
             }
             // The whole committed range was looked at (what is missing was let go).
             last = flushed;
         }
-        for f in fresh {
-            if f.seq <= last {
-                continue;
-            }
-            last = f.seq;
-            if f.mask & bit != 0 {
-                out.push(Stored { seq: f.seq, json: f.entry.json.clone() });
-                if out.len() >= max {
-                    break;
-                }
-            }
+        if out.len() + fresh.len() > max {
+            fresh.truncate(max - out.len());
+            last = fresh.last().map_or(last, |s| s.seq);
+        } else if let Some(seq) = fresh_last {
+            last = seq;
         }
+        out.extend(fresh);
         Ok((out, last))
     }
 
@@ -349,7 +401,7 @@ impl Outbox {
         let parse = |j: &[u8]| serde_json::from_slice(j).ok();
         let mut out: Vec<(u64, serde_json::Value)> = {
             let t = lock(&self.tail);
-            t.fresh.iter().rev().take(n).filter_map(|f| Some((f.seq, parse(&f.entry.json)?))).collect()
+            t.fresh.iter().rev().take(n).filter_map(|f| Some((f.seq, parse(&f.json())?))).collect()
         };
         if out.len() < n {
             let stored = || -> Option<Vec<(u64, serde_json::Value)>> {
@@ -376,6 +428,12 @@ impl Outbox {
         out
     }
 
+    /// The JSON of the newest `n` events appended (at most [`RECENT`]), oldest first.
+    pub fn recent(&self, n: usize) -> Vec<Bytes> {
+        let t = lock(&self.tail);
+        t.recent.iter().skip(t.recent.len().saturating_sub(n)).cloned().collect()
+    }
+
     /// Events held for endpoint `i` (wanted by it and not yet taken).
     pub fn pending(&self, i: usize) -> u64 {
         let at = self.positions[i].at();
@@ -399,7 +457,7 @@ impl Outbox {
         let t = lock(&self.tail);
         for f in t.fresh.iter() {
             events += 1;
-            bytes += f.entry.json.len() as u64;
+            bytes += f.record.len() as u64;
         }
         (events, bytes)
     }
@@ -513,7 +571,7 @@ impl Writer {
     /// cursors. Returns whether the tail has more (appended meanwhile).
     fn commit(&mut self) -> Result<bool, String> {
         let metrics = crate::metrics::get();
-        let fresh: Vec<Arc<Fresh>> = lock(&self.tail).fresh.iter().cloned().collect();
+        let fresh: Vec<Fresh> = lock(&self.tail).fresh.iter().cloned().collect();
         let upto = fresh.last().map_or(self.head, |f| f.seq);
         let mut txn = self.db.begin_write().map_err(err)?;
         txn.set_durability(Durability::Immediate);
@@ -525,10 +583,9 @@ impl Writer {
                 if !still_needed(&self.positions, f.mask, f.seq) {
                     continue;
                 }
-                let v = encode(&f.entry);
-                events.insert(f.seq, v.as_slice()).map_err(err)?;
-                idx.entries.push_back((f.seq, v.len() as u32, f.mask));
-                idx.bytes += v.len() as u64;
+                events.insert(f.seq, &f.record[..]).map_err(err)?;
+                idx.entries.push_back((f.seq, f.record.len() as u32, f.mask));
+                idx.bytes += f.record.len() as u64;
             }
             // Taken by everyone who wanted it.
             while let Some(&(seq, len, m)) = idx.entries.front() {
@@ -589,8 +646,8 @@ pub(crate) fn label(name: &str) -> crate::metrics::EndpointLabels {
 mod tests {
     use super::*;
 
-    fn entry(n: u32) -> Entry {
-        Entry { action: Action::Push, media_type: "m".into(), json: format!("{{\"n\":{n}}}").into_bytes().into() }
+    fn entry(n: u32) -> Entry<'static> {
+        Entry { action: Action::Push, media_type: "m", json: format!("{{\"n\":{n}}}").into_bytes().leak() }
     }
 
     fn limits(max_events: u64) -> Limits {
@@ -607,14 +664,14 @@ mod tests {
             ]
         };
         let o = Outbox::open(dir.path(), ps(), limits(5)).unwrap();
-        o.append((0..3).map(entry).collect(), true).await.unwrap();
+        o.append(&(0..3).map(entry).collect::<Vec<_>>(), true).await.unwrap();
         let (got, last) = o.read(0, 0, 10).unwrap();
         assert_eq!(got.iter().map(|s| s.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(last, 3);
         // b wants no pushes: it holds nothing back, and is owed nothing.
         assert_eq!(o.pending(1), 0);
         o.advance(0, 1);
-        o.append((3..8).map(entry).collect(), true).await.unwrap();
+        o.append(&(3..8).map(entry).collect::<Vec<_>>(), true).await.unwrap();
         // 7 held by a, bound 5: 2..=3 dropped (1 was taken).
         assert_eq!(o.positions()[0].dropped.load(Ordering::Relaxed), 2);
         assert_eq!(o.pending(0), 5);
@@ -635,13 +692,13 @@ mod tests {
         let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true))];
         let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
         let o = Outbox::open(dir.path(), ps(), slow).unwrap();
-        o.append((0..3).map(entry).collect(), false).await.unwrap();
+        o.append(&(0..3).map(entry).collect::<Vec<_>>(), false).await.unwrap();
         assert_eq!(*o.head().borrow(), 3, "readable before any commit");
         let (got, last) = o.read(0, 0, 2).unwrap();
         assert_eq!((seqs(&got), last), (vec![1, 2], 2));
         o.advance(0, last);
         // A durable append commits the tail: 3 is still owed, 1 and 2 were taken.
-        o.append(vec![entry(3)], true).await.unwrap();
+        o.append(&[entry(3)], true).await.unwrap();
         assert_eq!(o.size().0, 2);
         assert_eq!(o.pending(0), 2);
         drop(o);
@@ -652,7 +709,7 @@ mod tests {
         // Taken from the tail past what was committed, then a restart: the numbers given out
         // next are past the cursor, so nothing new is skipped.
         o.advance(0, last);
-        o.append(vec![entry(5)], false).await.unwrap();
+        o.append(&[entry(5)], false).await.unwrap();
         let (got, last) = o.read(0, 4, 10).unwrap();
         assert_eq!(seqs(&got), [5]);
         o.advance(0, last);
@@ -660,7 +717,7 @@ mod tests {
         let o = Outbox::open(dir.path(), ps(), slow).unwrap();
         assert_eq!(o.positions()[0].at(), 5);
         assert_eq!(o.size().0, 0, "taken before the commit: never kept");
-        o.append(vec![entry(6)], true).await.unwrap();
+        o.append(&[entry(6)], true).await.unwrap();
         let (got, _) = o.read(0, 5, 10).unwrap();
         assert_eq!(seqs(&got), [6]);
     }

@@ -117,8 +117,9 @@ impl Event {
 }
 
 /// `{"events":[...]}` from events already serialized one by one (as the outbox stores them).
-pub fn envelope<'a>(events: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+pub fn envelope<'a>(events: impl IntoIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+    let size: usize = events.clone().into_iter().map(|e| e.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 16);
     out.extend_from_slice(b"{\"events\":[");
     for (i, e) in events.into_iter().enumerate() {
         if i > 0 {
