@@ -19,7 +19,7 @@ const QUICK_RETRY: Duration = Duration::from_millis(50);
 
 /// How long a task woken by a new event waits for more before it reads: events made by
 /// concurrent requests then go out in one batch, not one request each.
-const LINGER: Duration = Duration::from_millis(5);
+const LINGER: Duration = Duration::from_millis(20);
 
 /// How often the pending gauge is refreshed while events flow.
 const GAUGE_EVERY: Duration = Duration::from_millis(500);
@@ -141,10 +141,13 @@ pub async fn run(outbox: Arc<Outbox>, state: Arc<EndpointState>, sink: Arc<dyn S
             tokio::time::sleep(LINGER).await;
             continue;
         }
-        let read = {
-            let o = outbox.clone();
-            let batch = policy.batch;
-            tokio::task::spawn_blocking(move || o.read(i, at, batch)).await
+        let read = match outbox.read_fresh(i, at, policy.batch) {
+            Some(r) => Ok(Ok(r)),
+            None => {
+                let o = outbox.clone();
+                let batch = policy.batch;
+                tokio::task::spawn_blocking(move || o.read(i, at, batch)).await
+            }
         };
         let (batch, last) = match read {
             Ok(Ok(r)) => r,

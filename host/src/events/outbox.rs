@@ -342,27 +342,9 @@ impl Outbox {
     /// Up to `max` events after `from` that endpoint `i` wants, and the last sequence number
     /// looked at (to move past the ones it does not want): from the file first, then the tail.
     pub fn read(&self, i: usize, from: u64, max: usize) -> Result<(Vec<Stored>, u64), OutboxError> {
-        let bit = 1u64 << i;
-        // How many events one read looks at, wanted or not.
-        let look = max.saturating_mul(16);
         // The tail first: everything up to `flushed` is committed by the time it is read here,
         // so the file read below (a later transaction) has it.
-        let (flushed, mut fresh, fresh_last) = {
-            let t = lock(&self.tail);
-            let start = t.fresh.partition_point(|f| f.seq <= from);
-            let mut taken = Vec::new();
-            let mut looked_at = None;
-            for f in t.fresh.range(start..).take(look) {
-                looked_at = Some(f.seq);
-                if f.mask & bit != 0 {
-                    taken.push(Stored { seq: f.seq, json: f.json() });
-                    if taken.len() >= max {
-                        break;
-                    }
-                }
-            }
-            (t.flushed, taken, looked_at)
-        };
+        let (flushed, mut fresh, fresh_last) = self.take_fresh(i, from, max);
         let mut out = Vec::new();
         let mut last = from;
         if from < flushed {
@@ -379,7 +361,7 @@ impl Outbox {
                         out.push(Stored { seq: last, json: Bytes::copy_from_slice(json) });
                     }
                 }
-                if out.len() >= max || looked >= look {
+                if out.len() >= max || looked >= max.saturating_mul(16) {
                     return Ok((out, last));
                 }
             }
@@ -394,6 +376,37 @@ impl Outbox {
         }
         out.extend(fresh);
         Ok((out, last))
+    }
+
+    /// What [`read`](Self::read) answers when all of it is in the tail (the endpoint is caught
+    /// up): no file access, so no blocking. None when the file must be read first.
+    pub fn read_fresh(&self, i: usize, from: u64, max: usize) -> Option<(Vec<Stored>, u64)> {
+        let (flushed, fresh, fresh_last) = self.take_fresh(i, from, max);
+        (from >= flushed).then(|| {
+            let last =
+                if fresh.len() >= max { fresh.last().map_or(from, |s| s.seq) } else { fresh_last.unwrap_or(from) };
+            (fresh, last)
+        })
+    }
+
+    /// Up to `max` events after `from` that endpoint `i` wants from the tail, the last
+    /// sequence number looked at there, and what is committed (`flushed`).
+    fn take_fresh(&self, i: usize, from: u64, max: usize) -> (u64, Vec<Stored>, Option<u64>) {
+        let bit = 1u64 << i;
+        let t = lock(&self.tail);
+        let start = t.fresh.partition_point(|f| f.seq <= from);
+        let mut taken = Vec::new();
+        let mut looked_at = None;
+        for f in t.fresh.range(start..).take(max.saturating_mul(16)) {
+            looked_at = Some(f.seq);
+            if f.mask & bit != 0 {
+                taken.push(Stored { seq: f.seq, json: f.json() });
+                if taken.len() >= max {
+                    break;
+                }
+            }
+        }
+        (t.flushed, taken, looked_at)
     }
 
     /// The newest `n` events held (for `/debug/events`), oldest first.
