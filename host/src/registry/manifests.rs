@@ -375,19 +375,18 @@ impl Registry {
             }
         });
         futures_util::future::try_join_all(checks).await?;
-        let _guard = match reference {
-            Reference::Tag(tag) => Some(self.lock_tag(repo, tag).await),
-            Reference::Digest(_) => None,
+        // Admission is asked before the tag's lock, so that a slow plugin does not hold up other
+        // writes to this tag; its answer stands if, under the lock, the tag still points where
+        // the plugin was shown, else it is asked again there (a racing write moved the tag).
+        let tag_now = || async {
+            match reference {
+                Reference::Tag(tag) => Ok::<_, RegistryError>(self.resolve_tag(repo, tag).await?.map(|d| d.to_string())),
+                Reference::Digest(_) => Ok(None),
+            }
         };
-        self.check_condition(repo, reference, condition).await?;
-        if self.admission_for(repo).is_some() {
-            // Under the tag's lock: the target shown is the one this write replaces.
-            let tag_current = match reference {
-                Reference::Tag(tag) => self.resolve_tag(repo, tag).await?.map(|d| d.to_string()),
-                Reference::Digest(_) => None,
-            };
-            let manifest = admission_manifest(&digest, &parsed.media_type, &content);
-            self.admit(repo, || {
+        let manifest = self.admission_for(repo).map(|_| admission_manifest(&digest, &parsed.media_type, &content));
+        let ask = |tag_current: Option<String>, manifest: adm::Manifest| {
+            self.admit(repo, move || {
                 Write::ManifestPut(adm::ManifestPut {
                     repository: repo.to_string(),
                     tag: match reference {
@@ -398,7 +397,27 @@ impl Registry {
                     tag_current,
                 })
             })
-            .await?;
+        };
+        let early = match &manifest {
+            Some(m) => {
+                let seen = tag_now().await?;
+                let verdict = ask(seen.clone(), m.clone()).await;
+                Some((seen, verdict))
+            }
+            None => None,
+        };
+        let _guard = match reference {
+            Reference::Tag(tag) => Some(self.lock_tag(repo, tag).await),
+            Reference::Digest(_) => None,
+        };
+        self.check_condition(repo, reference, condition).await?;
+        if let (Some((seen, verdict)), Some(m)) = (early, manifest) {
+            let now = tag_now().await?;
+            if now == seen {
+                verdict?;
+            } else {
+                ask(now, m).await?;
+            }
         }
 
         // Content and the links that lead to it are written together; the tag moves last, so
