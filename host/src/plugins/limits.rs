@@ -35,6 +35,11 @@ pub const MAX_INSTANCES: u32 = 256;
 /// Threat: one plugin's configuration reserving more of the host than it can spare.
 pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
 
+/// How much of a reused memory or table slot is kept resident and reset by memset rather than
+/// returned to the kernel. Protects instantiation time (no page faults on a new instance's
+/// first pages); costs at most this much resident memory per slot that has been used.
+pub const KEEP_RESIDENT_BYTES: usize = 128 << 10;
+
 /// Instances a stateless plugin's pool may grow to when every warm one is busy, unless its
 /// configuration says otherwise. Threat: a stuck call in one instance makes every other
 /// request wait for the deadline; extra instances serve them, but each may use `memorymib`.

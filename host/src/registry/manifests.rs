@@ -380,7 +380,9 @@ impl Registry {
         // the plugin was shown, else it is asked again there (a racing write moved the tag).
         let tag_now = || async {
             match reference {
-                Reference::Tag(tag) => Ok::<_, RegistryError>(self.resolve_tag(repo, tag).await?.map(|d| d.to_string())),
+                Reference::Tag(tag) => {
+                    Ok::<_, RegistryError>(self.resolve_tag(repo, tag).await?.map(|d| d.to_string()))
+                }
                 Reference::Digest(_) => Ok(None),
             }
         };
