@@ -558,8 +558,11 @@ pub(super) async fn rename_races(d: &dyn StorageDriver, p: &str) -> Outcome {
                 }
                 return Ok(());
             }
+            // Counted whether or not there was something to read: if no rename ever lands (a
+            // broken driver), the readers still stop once the writers have.
             let mut reads = 0;
             while finished.load(Ordering::SeqCst) < WRITERS || reads < 3 {
+                reads += 1;
                 let existed = exists.load(Ordering::SeqCst);
                 let got = match d.get_content(dst).await {
                     Ok(b) => b,
@@ -567,7 +570,6 @@ pub(super) async fn rename_races(d: &dyn StorageDriver, p: &str) -> Outcome {
                     Err(e) => return Err(Failure::new(format!("get_content {dst} during renames onto it: {e}"))),
                 };
                 ensure!(which(&got).is_some(), "get_content {dst}: {} bytes that are no whole version", got.len());
-                reads += 1;
             }
             Ok(())
         }
@@ -604,8 +606,10 @@ pub(super) async fn list_while_writing(d: &dyn StorageDriver, p: &str) -> Outcom
                 }
                 return Ok(());
             }
+            // Counted whether or not the directory exists yet, as in `rename_races`.
             let mut lists = 0;
             while finished.load(Ordering::SeqCst) < WRITERS || lists < 3 {
+                lists += 1;
                 let before: Vec<usize> = created.iter().map(|c| c.load(Ordering::SeqCst)).collect();
                 let mut got = match d.list(dir).await {
                     Ok(entries) => entries,
@@ -626,7 +630,6 @@ pub(super) async fn list_while_writing(d: &dyn StorageDriver, p: &str) -> Outcom
                     got.retain(|e| !possible.contains(e));
                 }
                 ensure!(got.is_empty(), "list {dir}: {got:?} were never written");
-                lists += 1;
             }
             Ok(())
         }
