@@ -45,9 +45,13 @@ cargo test --release -p berth --lib --config 'profile.release.package.berth.opt-
   >"$work_dir/cargo.log" 2>&1 & unit=$!
 failed=0
 cd tests
+echo "== black-box suite, native filesystem driver"
+# Two workers, each taking whole files (module fixtures run once): most tests wait on servers,
+# sockets and timers, so two at once nearly halve the suite's time on two cores.
+python3 -m pytest -q -p no:cacheprovider -n 2 --dist loadfile "$@" || failed=1
 # The registry API suite on the other drivers: the three runs share nothing (their own servers,
-# ports, temporary directories and key prefixes) and mostly wait on I/O, so they run at once,
-# beside the black-box suite; each one's output is shown whole when it ends.
+# ports, temporary directories and key prefixes) and mostly wait on I/O, so they run at once;
+# each one's output is shown whole when it ends.
 suites_dir="$work_dir"
 suite() { # name storage files...
   local name=$1 storage=$2
@@ -58,10 +62,6 @@ suite() { # name storage files...
 suite storage-fs storage-fs test_api_*.py test_interop.py test_skopeo.py "$@" & fs=$!
 suite s3 s3 test_api_*.py test_interop.py test_skopeo.py "$@" & s3=$!
 suite azure azure test_api_*.py test_skopeo.py "$@" & az=$!
-echo "== black-box suite, native filesystem driver"
-# Two workers, each taking whole files (module fixtures run once): most tests wait on servers,
-# sockets and timers, so two at once nearly halve the suite's time on two cores.
-python3 -m pytest -q -p no:cacheprovider -n 2 --dist loadfile "$@" || failed=1
 for run in "storage-fs component driver:storage-fs:$fs" "S3 driver (moto server):s3:$s3" "Azure driver (Azurite):azure:$az"; do
   IFS=: read -r title name pid <<<"$run"
   status=0

@@ -35,7 +35,8 @@ def build(lang: str, kind: str):
         cmd = ["python3", str(ROOT / "sdk-py" / "build.py"), kind, str(mine), str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"{kind}-plugin" in r.stdout + r.stderr, r.stdout + r.stderr
+    check = subprocess.run([str(BERTH_BIN), "plugin", "check", str(out)], capture_output=True, text=True, timeout=600)
+    assert f"{kind}-plugin (berth:plugin@0.1.0" in check.stdout, check.stdout + check.stderr
     return out
 
 
