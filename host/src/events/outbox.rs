@@ -382,11 +382,9 @@ impl Outbox {
     /// up): no file access, so no blocking. None when the file must be read first.
     pub fn read_fresh(&self, i: usize, from: u64, max: usize) -> Option<(Vec<Stored>, u64)> {
         let (flushed, fresh, fresh_last) = self.take_fresh(i, from, max);
-        (from >= flushed).then(|| {
-            let last =
-                if fresh.len() >= max { fresh.last().map_or(from, |s| s.seq) } else { fresh_last.unwrap_or(from) };
-            (fresh, last)
-        })
+        // `take_fresh` stops at the `max`-th event taken, so the last one it looked at is the
+        // cursor either way.
+        (from >= flushed).then(|| (fresh, fresh_last.unwrap_or(from)))
     }
 
     /// Up to `max` events after `from` that endpoint `i` wants from the tail, the last
