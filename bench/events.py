@@ -8,6 +8,10 @@
 - Outbox throughput: pull events written and delivered to a local receiver while the GET load
   runs: events delivered / (load time + time to drain). Target: >= 20,000 events/s.
 
+The receiver is `berth-bench receive` (native: parses each envelope and counts its events), so
+that the registry under test does not share the two cores with a Python receiver's 8 us of CPU
+per event; `BENCH_RECEIVER=python` uses the tests' Python receiver instead.
+
     python3 bench/events.py            # after cargo build --release -p berth -p berth-bench
 
 Writes bench/results/events.md. Medians of BENCH_RUNS (3) runs, configurations alternating.
@@ -21,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +39,28 @@ RUNS = int(os.environ.get("BENCH_RUNS", "3"))
 PUSHES = int(os.environ.get("BENCH_PUSHES", "200"))
 SECS = int(os.environ.get("BENCH_RPS_SECS", "5"))
 CONNS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+
+
+class NativeReceiver:
+    """`berth-bench receive`: counts the events delivered to it."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([str(BENCH_BIN), "receive"], stdout=subprocess.PIPE, text=True)
+        self.url = self.proc.stdout.readline().strip()
+        assert self.url.startswith("http://"), "berth-bench receive did not start"
+
+    def count(self) -> int:
+        with urllib.request.urlopen(self.url + "count", timeout=10) as r:
+            return int(r.read())
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class PythonReceiver(Receiver):
+    def count(self) -> int:
+        return len(self.events())
 
 
 def endpoint(name: str, url: str) -> dict:
@@ -66,7 +93,7 @@ def get_rate(url: str) -> float:
 
 def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="berth-events.", dir=os.environ.get("BENCH_DIR", "/tmp")))
-    rc = Receiver()
+    rc = PythonReceiver() if os.environ.get("BENCH_RECEIVER") == "python" else NativeReceiver()
     servers = {
         "none": server(work, "none", []),
         "healthy": server(work, "healthy", [endpoint("healthy", rc.url)]),
@@ -92,16 +119,16 @@ def main() -> int:
         outbox: list[float] = []
         for _ in range(RUNS):
             rates["none"].append(get_rate(servers["none"].url))
-            before = len(rc.events())
+            before = rc.count()
             t0 = time.monotonic()
             rate = get_rate(servers["healthy"].url)
             rates["healthy"].append(rate)
             # Every GET was a pull event: wait for the receiver to have them all.
             expected = before + int(rate * SECS * 0.98)
             deadline = time.monotonic() + 120
-            while len(rc.events()) < expected and time.monotonic() < deadline:
+            while rc.count() < expected and time.monotonic() < deadline:
                 time.sleep(0.05)
-            got = len(rc.events()) - before
+            got = rc.count() - before
             outbox.append(got / (time.monotonic() - t0))
         rn, rh = statistics.median(rates["none"]), statistics.median(rates["healthy"])
         rows.append(("manifest GET, none", f"{rn:.0f} req/s", "", "", ""))

@@ -4,6 +4,7 @@
 //! berth-bench pushes --url http://127.0.0.1:5000 [--count 200] [--repo bench/pushes] [--layer-size 2048]
 //! berth-bench load --url http://127.0.0.1:5000/v2/ [--method HEAD] [--connections 32] [--threads 1]
 //!                  [--duration 10] [-H 'Accept: ...']...
+//! berth-bench receive [--port 0]
 //! ```
 //!
 //! `pushes` pushes `count` small images one after another over one keep-alive connection, the way
@@ -12,10 +13,13 @@
 //! manifest `PUT` by tag. It prints the total wall-clock seconds on stdout (one number) and a
 //! summary on stderr. Any unexpected status aborts with a non-zero exit.
 //!
+//! `receive` is a native notification receiver (see receive.rs) for bench/events.py.
+//!
 //! `load` is a closed-loop HTTP/1.1 load generator (see load.rs) for the requests/s figures; it
 //! exists because wrk cannot do `HEAD`. It prints `<requests/s> <non-2xx> <errors>` on stdout.
 
 mod load;
+mod receive;
 
 use std::io::Read;
 use std::process::ExitCode;
@@ -32,11 +36,14 @@ fn usage() -> ExitCode {
         "usage: berth-bench pushes --url URL [--count N] [--repo NAME] [--layer-size BYTES]\n\
          \x20      berth-bench load --url URL [--method M] [--connections N] [--threads N] \
          [--duration SECS] [-H 'Name: value']...\n\
+         \x20      berth-bench receive [--port N]\n\
          \n\
          pushes   push N small images (config + one unique layer + manifest by tag), sequentially,\n\
          \x20        over keep-alive; prints the total seconds\n\
          load     closed-loop HTTP/1.1 load on keep-alive connections (GET or HEAD); prints\n\
-         \x20        '<requests/s> <non-2xx> <errors>'"
+         \x20        '<requests/s> <non-2xx> <errors>'\n\
+         receive  notification receiver: counts the events POSTed to it, GET /count answers\n\
+         \x20        the total; prints its URL"
     );
     ExitCode::from(2)
 }
@@ -256,6 +263,13 @@ fn main() -> ExitCode {
             }
         },
         Some("load") => match load::parse_args(args).and_then(load::run) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("berth-bench: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some("receive") => match receive::parse_args(args).and_then(receive::run) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("berth-bench: {e}");

@@ -179,6 +179,7 @@ impl App {
 
     /// Installs the notifier every served request reports to (once).
     pub fn set_events(&self, n: Arc<crate::events::Notifier>) {
+        n.attach_storage(self.registry.driver());
         let _ = self.events.set(n);
     }
 
@@ -367,16 +368,41 @@ impl App {
                 user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
             },
         });
-        let resp = match admission {
-            Some(ctx) => crate::admission::scope(ctx, handlers::dispatch(self, route, req)).await?,
-            None => handlers::dispatch(self, route, req).await?,
+        let run = async {
+            match admission {
+                Some(ctx) => crate::admission::scope(ctx, handlers::dispatch(self, route, req)).await,
+                None => handlers::dispatch(self, route, req).await,
+            }
         };
-        if let (Some(n), Some(o)) = (self.events.get(), observed) {
-            n.record(&o, resp.status(), resp.headers(), &actor, &self.registry).await.map_err(|e| {
-                tracing::error!(error = %e, "event not recorded");
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the event outbox cannot be written")
-            })?;
+        // A write whose event must be durable before the answer syncs once for both: the
+        // operation's sync waits until the event is journaled (`registry::deferred_sync`).
+        let (resp, owed) = match &observed {
+            Some(o) if o.durable() => crate::registry::deferred_sync::deferring(run).await,
+            _ => (run.await, Vec::new()),
+        };
+        let resp = match resp {
+            Ok(resp) => resp,
+            Err(e) => {
+                if !owed.is_empty() {
+                    self.registry.sync_owed(owed).await.map_err(crate::registry::RegistryError::from)?;
+                }
+                return Err(e);
+            }
+        };
+        let recorded = match (self.events.get(), observed) {
+            (Some(n), Some(o)) => {
+                let flush = n.flush_for(&o, !owed.is_empty());
+                n.record(&o, resp.status(), resp.headers(), &actor, &self.registry, flush).await
+            }
+            _ => Ok(()),
+        };
+        if !owed.is_empty() {
+            self.registry.sync_owed(owed).await.map_err(crate::registry::RegistryError::from)?;
         }
+        recorded.map_err(|e| {
+            tracing::error!(error = %e, "event not recorded");
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the event outbox cannot be written")
+        })?;
         Ok(resp)
     }
 

@@ -8,11 +8,13 @@
 //! - `endpoint`: one endpoint's delivery task (batches, threshold, growing backoff);
 //! - `sink`, `webhook`, `plugin_sink`: where a batch goes.
 //!
-//! Pushes, deletes and mounts are on stable storage before the client's answer (they share
-//! syncs with every concurrent request); pulls are written with the next sync, at most
+//! Pushes, deletes and mounts are on stable storage before the client's answer (journaled, and
+//! flushed by the request's own storage sync when the journal is on the data's filesystem, else
+//! by a sync shared with every concurrent request); pulls are written with the next sync, at most
 //! `notifications.outbox.pullflush` later, which is what a crash can lose of them.
 
 pub mod endpoint;
+pub mod journal;
 pub mod listener;
 pub mod outbox;
 pub mod plugin_sink;
@@ -21,6 +23,7 @@ pub mod sink;
 pub mod webhook;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -29,7 +32,7 @@ use crate::config::{Config, Endpoint};
 use crate::plugins::{NotificationKind, PluginSpec, Swap};
 use endpoint::{EndpointState, Policy};
 use listener::{Context, Observed};
-use outbox::{Entry, Limits, Outbox, OutboxError, Position};
+use outbox::{Entry, Flush, Limits, Outbox, OutboxError, Position};
 use record::{Action, Source};
 use sink::Sink;
 
@@ -53,6 +56,9 @@ pub struct Notifier {
     source: Source,
     include_references: bool,
     dir: PathBuf,
+    /// Whether the storage driver's sync flushes the outbox's journal (same filesystem), so
+    /// that a push's event rides on the push's own sync (`attach_storage`).
+    storage_syncs_journal: AtomicBool,
 }
 
 /// `hostname:port` of the registry, as distribution's `source.addr`.
@@ -130,11 +136,30 @@ impl Notifier {
             source: Source { addr: source_addr(config), instance_id: uuid::Uuid::new_v4().to_string() },
             include_references: config.notifications.events.includereferences,
             dir,
+            storage_syncs_journal: AtomicBool::new(false),
         })))
     }
 
-    /// Records the event a served request caused (if any). A push, delete or mount is durable
-    /// when this returns; a pull is queued for the next sync.
+    /// Notes whether `driver`'s sync also flushes the outbox's journal.
+    pub fn attach_storage(&self, driver: &dyn crate::storage::StorageDriver) {
+        let covers = driver.sync_covers(&self.dir);
+        tracing::debug!(covers, "event journal flushed by the storage's own sync");
+        self.storage_syncs_journal.store(covers, Ordering::Relaxed);
+    }
+
+    /// How the event of `observed` is made durable, when the request will (`storage_syncs`)
+    /// or will not end with a storage sync after the event is recorded.
+    pub fn flush_for(&self, observed: &Observed, storage_syncs: bool) -> Flush {
+        if !observed.durable() {
+            Flush::Lazy
+        } else if storage_syncs && self.storage_syncs_journal.load(Ordering::Relaxed) {
+            Flush::WithStorage
+        } else {
+            Flush::Now
+        }
+    }
+
+    /// Records the event a served request caused (if any), made durable as `sync` says.
     pub async fn record(
         &self,
         observed: &Observed,
@@ -142,6 +167,7 @@ impl Notifier {
         answer: &http::HeaderMap,
         actor: &str,
         registry: &crate::registry::Registry,
+        flush: Flush,
     ) -> Result<(), OutboxError> {
         let cx = Context { registry, source: &self.source, include_references: self.include_references };
         let events: Vec<record::Event> = listener::events(observed, status, answer, actor, &cx)
@@ -166,7 +192,7 @@ impl Notifier {
             .zip(&json)
             .map(|(e, j)| Entry { action: e.action, media_type: &e.target.media_type, json: j })
             .collect();
-        self.outbox.append(&entries, observed.durable()).await
+        self.outbox.append(&entries, flush).await
     }
 
     /// Per endpoint: pending, delivered, failed, dropped, last error and success (`/debug/vars`).

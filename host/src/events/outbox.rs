@@ -1,7 +1,8 @@
 //! The durable outbox: events are appended to an in-memory tail and written to one redb file
-//! beside the data by one thread that commits in groups (every request waiting when a commit
-//! starts shares the next one's sync); each endpoint's delivery task reads from its own cursor,
-//! from the file and then from the tail.
+//! beside the data by one thread that commits in groups; each endpoint's delivery task reads
+//! from its own cursor, from the file and then from the tail. A push, delete or mount event is
+//! also written to the journal (`journal`) before the answer: durable there at the cost of the
+//! request's own storage sync, or of one `fdatasync` shared by every request waiting.
 //!
 //! redb rather than SQLite: pure Rust (no C library to build or link), one file, ACID commits
 //! with one fsync each, ordered `u64` keys that make a log and its range reads trivial.
@@ -10,8 +11,8 @@
 //! they are for; an event is let go once every endpoint that wants it is past it. A pull
 //! event waits in the tail for the next commit (at most `lazy_flush`); when every endpoint that
 //! wants it has taken it from the tail by then, it is never written at all, so a healthy
-//! endpoint costs pulls no file writes. Push, delete and mount events are committed before
-//! `append` returns. Each endpoint's position lives in memory (`Position`) and is written with
+//! endpoint costs pulls no file writes. Push, delete and mount events are journaled before
+//! `append` returns, and reach redb with the next commit. Each endpoint's position lives in memory (`Position`) and is written with
 //! the next commit, so a crash can only move a cursor back (an event sent again), never
 //! forward. When the outbox is over its bounds the oldest events go, counted as dropped for
 //! each endpoint that had not taken them: no request ever waits for room.
@@ -27,6 +28,7 @@ use bytes::{Bytes, BytesMut};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use tokio::sync::{oneshot, watch};
 
+use super::journal::Journal;
 use super::record::Action;
 
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
@@ -42,6 +44,8 @@ pub enum OutboxError {
     Open { path: PathBuf, source: Box<redb::Error> },
     #[error("event outbox: {0}")]
     Write(String),
+    #[error("event outbox journal: {0}")]
+    Journal(#[from] std::io::Error),
     #[error("event outbox is stopped")]
     Stopped,
 }
@@ -88,11 +92,29 @@ pub struct Limits {
     pub lazy_flush: Duration,
 }
 
+/// How an append is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// Written to redb with the next commit, within `lazy_flush` (pulls: a crash may lose
+    /// them).
+    Lazy,
+    /// Journaled and synced (sharing the sync with every append waiting) before `append`
+    /// returns.
+    Now,
+    /// Journaled; the caller's storage sync that follows makes it durable (the journal is on
+    /// the filesystem that sync flushes), and the caller answers only after it.
+    WithStorage,
+}
+
 /// What wakes the writer. Appends themselves go to the tail; the writer hears only of the
-/// first one it must write lazily, and of each one a request waits on.
+/// first one it must write lazily.
 enum Msg {
-    /// Commit the tail now and say so.
-    Durable { done: oneshot::Sender<Result<(), String>> },
+    /// Commit the tail now and say so (tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Commit { done: oneshot::Sender<Result<(), String>> },
+    /// Stop without writing anything more, as a crash would (tests).
+    #[cfg(test)]
+    Crash,
     /// Something is in the tail, or a cursor moved: write it within `lazy_flush`.
     Lazy,
 }
@@ -144,6 +166,7 @@ struct Tail {
 
 pub struct Outbox {
     db: Arc<Database>,
+    journal: Arc<Journal>,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
     head_tx: Arc<watch::Sender<u64>>,
     positions: Arc<[Arc<Position>]>,
@@ -225,24 +248,38 @@ impl Outbox {
         let open_err = |e: redb::Error| OutboxError::Open { path: path.clone(), source: Box::new(e) };
         std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
+        let (journal, journaled) = Journal::open(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         let positions: Arc<[Arc<Position>]> = positions.into();
         let index;
-        let head;
+        let mut head;
         {
-            let txn = db.begin_write().map_err(|e| open_err(e.into()))?;
+            let mut txn = db.begin_write().map_err(|e| open_err(e.into()))?;
+            txn.set_durability(Durability::Immediate);
             {
-                let meta = txn.open_table(META).map_err(|e| open_err(e.into()))?;
+                let mut meta = txn.open_table(META).map_err(|e| open_err(e.into()))?;
                 head = meta.get("head").map_err(|e| open_err(e.into()))?.map(|v| v.value()).unwrap_or(0);
+                // What was journaled after the last commit (a crash, or a stop before the
+                // writer's last commit) joins the file; what the file has is there already.
+                let mut events = txn.open_table(EVENTS).map_err(|e| open_err(e.into()))?;
+                let recorded = head;
+                for (seq, record) in journaled.iter().filter(|(seq, _)| *seq > recorded) {
+                    events.insert(*seq, record.as_slice()).map_err(|e| open_err(e.into()))?;
+                    head = head.max(*seq);
+                }
+                meta.insert("head", head).map_err(|e| open_err(e.into()))?;
                 let cursors = txn.open_table(CURSORS).map_err(|e| open_err(e.into()))?;
                 for p in positions.iter() {
                     let at = cursors.get(p.name.as_str()).map_err(|e| open_err(e.into()))?.map(|v| v.value());
-                    p.at.store(at.unwrap_or(head).min(head), Ordering::Release);
+                    // An endpoint new to the file starts at the end as it was before the replay:
+                    // what was acknowledged before it existed is not its business.
+                    p.at.store(at.unwrap_or(recorded).min(head), Ordering::Release);
                 }
-                let events = txn.open_table(EVENTS).map_err(|e| open_err(e.into()))?;
                 index = scan(&events, &positions).map_err(open_err)?;
             }
             txn.commit().map_err(|e| open_err(e.into()))?;
         }
+        journal.release(head).map_err(|e| open_err(redb::Error::Io(e)))?;
+        let journal = Arc::new(journal);
         let db = Arc::new(db);
         let index = Arc::new(Mutex::new(index));
         let tail = Arc::new(Mutex::new(Tail {
@@ -256,6 +293,7 @@ impl Outbox {
         let (tx, rx) = mpsc::channel();
         let mut writer = Writer {
             db: db.clone(),
+            journal: journal.clone(),
             positions: positions.clone(),
             index: index.clone(),
             tail: tail.clone(),
@@ -270,7 +308,16 @@ impl Outbox {
             .name("berth-outbox".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| open_err(redb::Error::Io(e)))?;
-        Ok(Outbox { db, tx: Mutex::new(Some(tx)), head_tx, positions, index, tail, writer: Mutex::new(Some(handle)) })
+        Ok(Outbox {
+            db,
+            journal,
+            tx: Mutex::new(Some(tx)),
+            head_tx,
+            positions,
+            index,
+            tail,
+            writer: Mutex::new(Some(handle)),
+        })
     }
 
     pub fn positions(&self) -> &[Arc<Position>] {
@@ -287,10 +334,9 @@ impl Outbox {
         tx.as_ref().ok_or(OutboxError::Stopped)?.send(m).map_err(|_| OutboxError::Stopped)
     }
 
-    /// Appends events to the tail, where delivery can take them at once; with `durable`,
-    /// returns once they are on stable storage (sharing the sync with every other append
-    /// waiting), else at once (written within `lazy_flush` unless delivered before).
-    pub async fn append(&self, entries: &[Entry<'_>], durable: bool) -> Result<(), OutboxError> {
+    /// Appends events to the tail, where delivery can take them at once, and (unless
+    /// `Flush::Lazy`) to the journal; see [`Flush`] for when they are durable.
+    pub async fn append(&self, entries: &[Entry<'_>], sync: Flush) -> Result<(), OutboxError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -300,31 +346,58 @@ impl Outbox {
         let (last, first) = {
             let mut t = lock(&self.tail);
             let first = t.fresh.is_empty();
-            for entry in entries {
-                t.last += 1;
+            let mut fresh = Vec::with_capacity(entries.len());
+            for (n, entry) in (t.last + 1..).zip(entries) {
                 let mask = mask(&self.positions, entry.action, entry.media_type);
                 let (record, json_at) = t.record(entry);
-                let fresh = Fresh { seq: t.last, mask, record, json_at };
+                fresh.push(Fresh { seq: n, mask, record, json_at });
+            }
+            // In the journal before anyone can take them from the tail, in sequence order
+            // (under the tail's lock).
+            if sync != Flush::Lazy {
+                self.journal.write(fresh.iter().map(|f| (f.seq, &f.record[..])))?;
+            }
+            t.last += entries.len() as u64;
+            for f in fresh {
                 if t.recent.len() == RECENT {
                     t.recent.pop_front();
                 }
-                t.recent.push_back(fresh.json());
-                t.fresh.push_back(fresh);
+                t.recent.push_back(f.json());
+                t.fresh.push_back(f);
             }
             (t.last, first)
         };
         // Never backwards, whichever of two racing appends gets here first.
         self.head_tx.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
-        if durable {
-            let (done, wait) = oneshot::channel();
-            self.send(Msg::Durable { done })?;
-            return wait.await.map_err(|_| OutboxError::Stopped)?.map_err(OutboxError::Write);
-        }
         // The writer already knows of a tail that was not empty (see `Writer::commit`).
         if first {
             self.send(Msg::Lazy)?;
         }
+        if sync == Flush::Now {
+            let journal = self.journal.clone();
+            tokio::task::spawn_blocking(move || journal.sync(last))
+                .await
+                .map_err(|e| OutboxError::Write(format!("journal sync task: {e}")))??;
+        }
         Ok(())
+    }
+
+    /// Commits the tail to the file now (tests).
+    #[cfg(test)]
+    async fn commit_now(&self) -> Result<(), OutboxError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Msg::Commit { done })?;
+        wait.await.map_err(|_| OutboxError::Stopped)?.map_err(OutboxError::Write)
+    }
+
+    /// Stops as a crash would: nothing in the tail reaches the file (tests).
+    #[cfg(test)]
+    fn crash(self) {
+        let _ = self.send(Msg::Crash);
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+        drop(lock(&self.tx).take());
     }
 
     /// Moves endpoint `i` past `seq` (never back).
@@ -503,6 +576,7 @@ fn scan(events: &impl ReadableTable<u64, &'static [u8]>, positions: &[Arc<Positi
 
 struct Writer {
     db: Arc<Database>,
+    journal: Arc<Journal>,
     positions: Arc<[Arc<Position>]>,
     index: Arc<Mutex<Index>>,
     tail: Arc<Mutex<Tail>>,
@@ -540,7 +614,9 @@ impl Writer {
             // Everything already queued joins this commit.
             for m in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                 match m {
-                    Msg::Durable { done } => waiting.push(done),
+                    Msg::Commit { done } => waiting.push(done),
+                    #[cfg(test)]
+                    Msg::Crash => return,
                     Msg::Lazy => {
                         lazy_since.get_or_insert_with(Instant::now);
                     }
@@ -634,6 +710,10 @@ impl Writer {
         }
         txn.commit().map_err(err)?;
         self.head = head;
+        // The journal's records up to here are in the file now (or were taken by everyone).
+        if let Err(e) = self.journal.release(upto) {
+            tracing::warn!(error = %e, "event outbox: journal segments not let go");
+        }
         for (i, p) in self.positions.iter().enumerate() {
             let n = fresh.iter().filter(|f| f.mask & (1 << i) != 0).count() as u64;
             if n > 0 {
@@ -675,14 +755,15 @@ mod tests {
             ]
         };
         let o = Outbox::open(dir.path(), ps(), limits(5)).unwrap();
-        o.append(&(0..3).map(entry).collect::<Vec<_>>(), true).await.unwrap();
+        o.append(&(0..3).map(entry).collect::<Vec<_>>(), Flush::Now).await.unwrap();
         let (got, last) = o.read(0, 0, 10).unwrap();
         assert_eq!(got.iter().map(|s| s.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(last, 3);
         // b wants no pushes: it holds nothing back, and is owed nothing.
         assert_eq!(o.pending(1), 0);
         o.advance(0, 1);
-        o.append(&(3..8).map(entry).collect::<Vec<_>>(), true).await.unwrap();
+        o.append(&(3..8).map(entry).collect::<Vec<_>>(), Flush::Now).await.unwrap();
+        o.commit_now().await.unwrap();
         // 7 held by a, bound 5: 2..=3 dropped (1 was taken).
         assert_eq!(o.positions()[0].dropped.load(Ordering::Relaxed), 2);
         assert_eq!(o.pending(0), 5);
@@ -703,13 +784,14 @@ mod tests {
         let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true))];
         let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
         let o = Outbox::open(dir.path(), ps(), slow).unwrap();
-        o.append(&(0..3).map(entry).collect::<Vec<_>>(), false).await.unwrap();
+        o.append(&(0..3).map(entry).collect::<Vec<_>>(), Flush::Lazy).await.unwrap();
         assert_eq!(*o.head().borrow(), 3, "readable before any commit");
         let (got, last) = o.read(0, 0, 2).unwrap();
         assert_eq!((seqs(&got), last), (vec![1, 2], 2));
         o.advance(0, last);
-        // A durable append commits the tail: 3 is still owed, 1 and 2 were taken.
-        o.append(&[entry(3)], true).await.unwrap();
+        // A commit: 3 is still owed, 1 and 2 were taken.
+        o.append(&[entry(3)], Flush::Now).await.unwrap();
+        o.commit_now().await.unwrap();
         assert_eq!(o.size().0, 2);
         assert_eq!(o.pending(0), 2);
         drop(o);
@@ -720,7 +802,7 @@ mod tests {
         // Taken from the tail past what was committed, then a restart: the numbers given out
         // next are past the cursor, so nothing new is skipped.
         o.advance(0, last);
-        o.append(&[entry(5)], false).await.unwrap();
+        o.append(&[entry(5)], Flush::Lazy).await.unwrap();
         let (got, last) = o.read(0, 4, 10).unwrap();
         assert_eq!(seqs(&got), [5]);
         o.advance(0, last);
@@ -728,8 +810,35 @@ mod tests {
         let o = Outbox::open(dir.path(), ps(), slow).unwrap();
         assert_eq!(o.positions()[0].at(), 5);
         assert_eq!(o.size().0, 0, "taken before the commit: never kept");
-        o.append(&[entry(6)], true).await.unwrap();
+        o.append(&[entry(6)], Flush::Now).await.unwrap();
         let (got, _) = o.read(0, 5, 10).unwrap();
         assert_eq!(seqs(&got), [6]);
+    }
+
+    #[tokio::test]
+    async fn journaled_events_survive_a_crash_before_any_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true))];
+        let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
+        let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+        o.append(&[entry(0)], Flush::Now).await.unwrap();
+        o.append(&[entry(1)], Flush::Lazy).await.unwrap();
+        // Durable only through a storage sync that follows: a real one here.
+        o.append(&[entry(2)], Flush::WithStorage).await.unwrap();
+        std::fs::File::open(dir.path()).unwrap().sync_all().unwrap();
+        o.crash();
+        let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+        let (got, _) = o.read(0, 0, 10).unwrap();
+        // The pull (lazy) is what a crash may lose; the others are there, in order.
+        assert_eq!(seqs(&got), [1, 3]);
+        assert_eq!(got[1].json, br#"{"n":2}"#.as_slice());
+        // Numbers go on after the replayed ones, and the replay is in the file now: a second
+        // restart finds the same, once.
+        o.append(&[entry(3)], Flush::Now).await.unwrap();
+        drop(o);
+        let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+        let (got, _) = o.read(0, 0, 10).unwrap();
+        assert_eq!(seqs(&got), [1, 3, 4]);
+        assert_eq!(o.journal.segments(), 1, "replayed segments are let go");
     }
 }

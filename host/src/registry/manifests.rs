@@ -456,7 +456,7 @@ impl Registry {
             self.driver.put_volatile(&current, link).await?;
             written.push(current);
         }
-        self.driver.sync(&written).await?;
+        self.sync(&written).await?;
         self.cache.invalidate(repo);
         tracing::debug!(%repo, %reference, %digest, media_type = parsed.media_type, "manifest stored");
         Ok(ManifestPut { digest, subject: parsed.subject })
@@ -529,7 +529,7 @@ impl Registry {
                 }
             }
         }
-        self.driver.sync(&deleted).await?;
+        self.sync(&deleted).await?;
         self.cache.invalidate(repo);
         Ok(())
     }

@@ -6,6 +6,7 @@ pub mod error;
 pub mod names;
 
 mod cache;
+pub mod deferred_sync;
 mod listing;
 mod manifests;
 pub mod paths;
@@ -179,7 +180,7 @@ impl Registry {
     pub async fn delete_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         let link = paths::layer_link(repo, digest);
         match self.driver.delete(&link).await {
-            Ok(()) => Ok(self.driver.sync(&[link]).await?),
+            Ok(()) => Ok(self.sync(&[link]).await?),
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),
             Err(e) => Err(e.into()),
         }
@@ -203,7 +204,7 @@ impl Registry {
             Err(e) => return Err(e.into()),
         }
         self.link_layer(repo, digest).await?;
-        self.driver.sync(&[paths::layer_link(repo, digest)]).await?;
+        self.sync(&[paths::layer_link(repo, digest)]).await?;
         Ok(true)
     }
 

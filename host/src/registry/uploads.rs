@@ -219,7 +219,7 @@ impl Registry {
                         "uploaded content has digest {actual}, not {digest}"
                     )));
                 }
-                self.driver.sync(&[blob_path(digest), paths::layer_link(repo, digest)]).await?;
+                self.sync(&[blob_path(digest), paths::layer_link(repo, digest)]).await?;
                 self.discard_upload_later(repo, id);
                 return Ok(n);
             }
@@ -273,7 +273,7 @@ impl Registry {
         // readers keep the file they opened.
         let blob = blob_path(digest);
         self.driver.rename(&data_path, &blob).await?;
-        self.driver.sync(&[blob, paths::layer_link(repo, digest)]).await?;
+        self.sync(&[blob, paths::layer_link(repo, digest)]).await?;
         self.discard_upload_later(repo, id);
         Ok(size)
     }

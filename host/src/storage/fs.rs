@@ -144,6 +144,15 @@ impl StorageDriver for FilesystemDriver {
         .map_err(|e| StorageError::Backend(format!("blocking task failed: {e}")))?
     }
 
+    /// `syncfs` flushes the whole filesystem: anything on the same device is covered.
+    fn sync_covers(&self, local: &std::path::Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (self.sync_handle.metadata(), std::fs::metadata(local)) {
+            (Ok(root), Ok(other)) => root.dev() == other.dev(),
+            _ => false,
+        }
+    }
+
     async fn reader(&self, path: &str, offset: u64) -> Result<ByteStream> {
         let file = self
             .blocking(path, move |dir, rel| {

@@ -113,6 +113,10 @@ impl StorageDriver for MeteredDriver {
         self.inner.atomic_writers()
     }
 
+    fn sync_covers(&self, local: &std::path::Path) -> bool {
+        self.inner.sync_covers(local)
+    }
+
     async fn redirect_url(&self, path: &str) -> Result<Option<String>> {
         self.timed(Op::RedirectUrl, self.inner.redirect_url(path)).await
     }

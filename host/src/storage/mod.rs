@@ -113,6 +113,13 @@ pub trait StorageDriver: Send + Sync + 'static {
         paths.iter().try_for_each(|p| validate_path(p))
     }
 
+    /// Whether a `sync` of any non-empty set of paths also makes durable what was written
+    /// before it to the local file or directory `local` (the filesystem driver syncs its whole
+    /// filesystem). The event outbox's journal then needs no sync of its own.
+    fn sync_covers(&self, _local: &std::path::Path) -> bool {
+        false
+    }
+
     /// Stream a file from `offset` to its end.
     async fn reader(&self, path: &str, offset: u64) -> Result<ByteStream>;
 
