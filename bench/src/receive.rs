@@ -16,16 +16,19 @@ use tokio::net::{TcpListener, TcpStream};
 const MAX_HEAD: usize = 64 << 10;
 
 #[derive(serde::Deserialize)]
-struct Envelope {
-    events: Vec<Event>,
+struct Envelope<'a> {
+    #[serde(borrow)]
+    events: Vec<Event<'a>>,
 }
 
-/// The fields every distribution event has; the rest is skipped.
+/// The fields every distribution event has (read in place); the rest is checked and skipped.
 #[derive(serde::Deserialize)]
 #[allow(dead_code)]
-struct Event {
-    id: String,
-    action: String,
+struct Event<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    action: std::borrow::Cow<'a, str>,
     target: serde::de::IgnoredAny,
 }
 

@@ -426,7 +426,8 @@ impl App {
             headers: req.headers(),
             query: req.uri().query(),
             peer: req.extensions().get::<PeerAddr>().map(|p| p.0),
-            origin: if self.options.relative_urls { None } else { origin(req.headers(), self.options.tls) },
+            absolute_urls: !self.options.relative_urls,
+            tls: self.options.tls,
         };
         crate::events::listener::observe(kind, Some(name), reference, facts)
     }

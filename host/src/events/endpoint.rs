@@ -17,8 +17,9 @@ use crate::config::Endpoint;
 /// The pause between failed attempts before the threshold is reached.
 const QUICK_RETRY: Duration = Duration::from_millis(50);
 
-/// How long a task woken by a new event waits for more before it reads: events made by
-/// concurrent requests then go out in one batch, not one request each.
+/// How long a task woken by a new event waits for more before it reads, and the least time
+/// between two batches that were not full: events made by concurrent requests then go out in
+/// one batch, not a few per request (the receiver and the registry pay per request).
 const LINGER: Duration = Duration::from_millis(20);
 
 /// How often the pending gauge is refreshed while events flow.
@@ -124,7 +125,6 @@ pub async fn run(outbox: Arc<Outbox>, state: Arc<EndpointState>, sink: Arc<dyn S
         m.events_dropped.get_or_create(&labels).clone(),
         m.events_pending.get_or_create(&labels).clone(),
     );
-    let mut head = outbox.head();
     let mut failures: u32 = 0;
     let mut gauge_at = Instant::now() - GAUGE_EVERY;
     loop {
@@ -133,9 +133,9 @@ pub async fn run(outbox: Arc<Outbox>, state: Arc<EndpointState>, sink: Arc<dyn S
             gauge_at = Instant::now();
         }
         let at = outbox.positions()[i].at();
-        if *head.borrow_and_update() <= at {
+        if outbox.head() <= at {
             pending_g.set(outbox.pending(i) as i64);
-            if head.changed().await.is_err() {
+            if !outbox.wait_past(at).await {
                 return;
             }
             tokio::time::sleep(LINGER).await;
@@ -163,16 +163,23 @@ pub async fn run(outbox: Arc<Outbox>, state: Arc<EndpointState>, sink: Arc<dyn S
             continue;
         }
         let n = batch.len() as u64;
+        let sent_at = Instant::now();
         match sink.deliver(&batch).await {
             Ok(()) => {
                 outbox.advance(i, last);
                 state.delivered.fetch_add(n, Ordering::Relaxed);
                 delivered_c.inc_by(n);
                 failures = 0;
-                let mut s = state.status.lock().unwrap_or_else(|p| p.into_inner());
-                s.last_success = Some(SystemTime::now());
-                s.consecutive_failures = 0;
-                s.retry_at = None;
+                {
+                    let mut s = state.status.lock().unwrap_or_else(|p| p.into_inner());
+                    s.last_success = Some(SystemTime::now());
+                    s.consecutive_failures = 0;
+                    s.retry_at = None;
+                }
+                // A batch that was not full: what comes next gathers for a while.
+                if batch.len() < policy.batch {
+                    tokio::time::sleep_until((sent_at + LINGER).into()).await;
+                }
             }
             Err(SinkError::Drop(why)) => {
                 outbox.advance(i, last);

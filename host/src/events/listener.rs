@@ -3,9 +3,12 @@
 //! before it runs, `event` shapes the event from the registry's answer. Handlers know nothing
 //! of events.
 
-use http::{HeaderMap, Method, StatusCode};
+use std::borrow::Cow;
 
-use super::record::{Action, Actor, Descriptor, Event, RequestRecord, Source, Target, BLOB_MEDIA_TYPE};
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+
+use super::record::{Action, Actor, Descriptor, Event, RequestRecord, Source, Str, Target, BLOB_MEDIA_TYPE};
 use crate::registry::{Digest, Reference, Registry, RepoName};
 
 /// What a request that may cause an event is about.
@@ -26,14 +29,29 @@ enum About {
     Monolithic,
 }
 
+/// The request headers an event is made of, kept as they came (a `HeaderValue` clone shares
+/// the request's bytes): most requests cause no event, and an event reads them only once.
+#[derive(Debug, Clone, Default)]
+struct Headers {
+    host: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+    forwarded_for: Option<HeaderValue>,
+    real_ip: Option<HeaderValue>,
+    forwarded_proto: Option<HeaderValue>,
+    forwarded_host: Option<HeaderValue>,
+}
+
 /// A request noted before it runs.
 #[derive(Debug, Clone)]
 pub struct Observed {
     about: About,
     repository: String,
-    request: RequestRecord,
-    /// `scheme://host` for absolute URLs; None: relative.
-    origin: Option<String>,
+    id: String,
+    method: Method,
+    headers: Headers,
+    peer: Option<std::net::SocketAddr>,
+    /// URLs in events: None relative, else absolute with this scheme unless forwarded.
+    absolute: Option<&'static str>,
 }
 
 /// The request facts the API layer hands over.
@@ -43,25 +61,56 @@ pub struct RequestFacts<'a> {
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
     pub peer: Option<std::net::SocketAddr>,
-    pub origin: Option<String>,
+    /// Absolute URLs in events (not `http.relativeurls`), and whether this listener is TLS.
+    pub absolute_urls: bool,
+    pub tls: bool,
 }
 
-fn header(h: &HeaderMap, k: &str) -> String {
-    h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+fn value(v: &Option<HeaderValue>) -> &str {
+    v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+// Names looked up by value, not parsed from a string at each lookup.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+
+fn header<'h>(h: &'h HeaderMap, k: &HeaderName) -> &'h str {
+    h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// The first of a comma-separated header's values (a proxy chain's first hop).
+fn first_of(v: &str) -> &str {
+    v.split(',').next().unwrap_or("").trim()
+}
+
+impl Headers {
+    fn of(h: &HeaderMap) -> Headers {
+        Headers {
+            host: h.get(http::header::HOST).cloned(),
+            user_agent: h.get(http::header::USER_AGENT).cloned(),
+            forwarded_for: h.get(X_FORWARDED_FOR).cloned(),
+            real_ip: h.get(X_REAL_IP).cloned(),
+            forwarded_proto: h.get(X_FORWARDED_PROTO).cloned(),
+            forwarded_host: h.get(X_FORWARDED_HOST).cloned(),
+        }
+    }
 }
 
 /// The client's address as distribution reports it: the first `X-Forwarded-For` hop, else
 /// `X-Real-Ip`, else the peer.
-fn remote_addr(h: &HeaderMap, peer: Option<std::net::SocketAddr>) -> String {
-    let first = header(h, "x-forwarded-for").split(',').next().unwrap_or("").trim().to_string();
+fn remote_addr<'a>(h: &'a Headers, peer: Option<std::net::SocketAddr>) -> Str<'a> {
+    let first = first_of(value(&h.forwarded_for));
     if !first.is_empty() {
-        return first;
+        return Cow::Borrowed(first);
     }
-    let real = header(h, "x-real-ip");
+    let real = value(&h.real_ip);
     if !real.is_empty() {
-        return real;
+        return Cow::Borrowed(real);
     }
-    peer.map(|p| p.to_string()).unwrap_or_default()
+    peer.map_or(Cow::Borrowed(""), |p| Cow::Owned(p.to_string()))
 }
 
 fn query_param(q: &str, key: &str) -> Option<String> {
@@ -97,14 +146,11 @@ pub fn observe(kind: &str, repository: Option<&str>, reference: Option<&str>, f:
     Some(Observed {
         about,
         repository,
-        request: RequestRecord {
-            id: f.id.to_string(),
-            addr: remote_addr(f.headers, f.peer),
-            host: header(f.headers, "host"),
-            method: f.method.to_string(),
-            useragent: header(f.headers, "user-agent"),
-        },
-        origin: f.origin,
+        id: f.id.to_string(),
+        method: f.method.clone(),
+        headers: Headers::of(f.headers),
+        peer: f.peer,
+        absolute: f.absolute_urls.then_some(if f.tls { "https" } else { "http" }),
     })
 }
 
@@ -131,11 +177,37 @@ impl Observed {
         !matches!(self.about, About::ManifestGet(_) | About::BlobGet(_))
     }
 
+    /// The content's URL, as distribution's: absolute from the (forwarded) scheme and host.
     fn url(&self, what: &str, digest: &str) -> String {
-        let path = format!("/v2/{}/{what}/{digest}", self.repository);
-        match &self.origin {
-            Some(o) => format!("{o}{path}"),
-            None => path,
+        let h = &self.headers;
+        fn non_empty(v: &Option<HeaderValue>) -> Option<&str> {
+            Some(first_of(value(v))).filter(|s| !s.is_empty())
+        }
+        // No host to name: distribution's would be unusable too; a path is better.
+        let origin = self.absolute.and_then(|own| {
+            let host = non_empty(&h.forwarded_host).or_else(|| non_empty(&h.host))?;
+            Some((non_empty(&h.forwarded_proto).unwrap_or(own), host))
+        });
+        let (proto, host) = origin.unwrap_or(("", ""));
+        let mut url = String::with_capacity(proto.len() + host.len() + self.repository.len() + what.len() + digest.len() + 16);
+        if !host.is_empty() {
+            url.push_str(proto);
+            url.push_str("://");
+            url.push_str(host);
+        }
+        for part in ["/v2/", &self.repository, "/", what, "/", digest] {
+            url.push_str(part);
+        }
+        url
+    }
+
+    fn request(&self) -> RequestRecord<'_> {
+        RequestRecord {
+            id: Cow::Borrowed(&self.id),
+            addr: remote_addr(&self.headers, self.peer),
+            host: Cow::Borrowed(value(&self.headers.host)),
+            method: Cow::Borrowed(self.method.as_str()),
+            useragent: Cow::Borrowed(value(&self.headers.user_agent)),
         }
     }
 }
@@ -147,12 +219,12 @@ pub struct Context<'a> {
     pub include_references: bool,
 }
 
-fn references(content: &[u8]) -> Vec<Descriptor> {
+fn references(content: &[u8]) -> Vec<Descriptor<'static>> {
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(content) else { return Vec::new() };
     let one = |d: &serde_json::Value| Descriptor {
-        media_type: d["mediaType"].as_str().unwrap_or("").to_string(),
+        media_type: Cow::Owned(d["mediaType"].as_str().unwrap_or("").to_string()),
         size: d["size"].as_u64().unwrap_or(0),
-        digest: d["digest"].as_str().unwrap_or("").to_string(),
+        digest: Cow::Owned(d["digest"].as_str().unwrap_or("").to_string()),
     };
     let mut out = Vec::new();
     if v["config"].is_object() {
@@ -166,53 +238,74 @@ fn references(content: &[u8]) -> Vec<Descriptor> {
     out
 }
 
-fn new_event(action: Action, target: Target, o: &Observed, actor: &str, source: &Source) -> Event {
+fn new_event<'a>(action: Action, target: Target<'a>, o: &'a Observed, actor: &'a str, source: &'a Source) -> Event<'a> {
     Event {
         // From the thread's generator, not a system call per event.
-        id: uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string(),
-        timestamp: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        id: Cow::Owned(uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()),
+        timestamp: Cow::Owned(super::record::rfc3339_nanos(std::time::SystemTime::now())),
         action,
         target,
-        request: o.request.clone(),
-        actor: Actor { name: actor.to_string() },
-        source: source.clone(),
+        request: o.request(),
+        actor: Actor { name: Cow::Borrowed(actor) },
+        source: Cow::Borrowed(source),
     }
 }
 
 /// The events a successful request caused, in distribution's order (none for a failed
 /// request, or one that caused nothing, such as a mount that fell back to an upload).
-pub async fn events(o: &Observed, status: StatusCode, answer: &HeaderMap, actor: &str, cx: &Context<'_>) -> Vec<Event> {
+pub async fn events<'a>(
+    o: &'a Observed,
+    status: StatusCode,
+    answer: &'a HeaderMap,
+    actor: &'a str,
+    cx: &Context<'a>,
+) -> Vec<Event<'a>> {
     let Some(first) = event(o, status, answer, actor, cx).await else { return Vec::new() };
     let mut out = vec![first];
     if let About::ManifestDelete(_, tags) = &o.about {
         for tag in tags {
-            let t = Target { repository: o.repository.clone(), tag: tag.clone(), ..Default::default() };
+            let t = Target { repository: Cow::Borrowed(&o.repository), tag: Cow::Borrowed(tag), ..Default::default() };
             out.push(new_event(Action::Delete, t, o, actor, cx.source));
         }
     }
     out
 }
 
-async fn event(o: &Observed, status: StatusCode, answer: &HeaderMap, actor: &str, cx: &Context<'_>) -> Option<Event> {
-    let repo = RepoName::parse(&o.repository).ok()?;
-    let answered_digest = header(answer, "docker-content-digest");
-    let blob = |digest: &str, size: u64, from: String| Target {
-        media_type: BLOB_MEDIA_TYPE.to_string(),
+/// A manifest reference that is a tag (the request succeeded, so it is a valid tag or
+/// digest, and only a digest has a colon).
+fn tag_of(reference: &str) -> &str {
+    if reference.contains(':') {
+        ""
+    } else {
+        reference
+    }
+}
+
+async fn event<'a>(
+    o: &'a Observed,
+    status: StatusCode,
+    answer: &'a HeaderMap,
+    actor: &'a str,
+    cx: &Context<'a>,
+) -> Option<Event<'a>> {
+    let repo = || RepoName::parse(&o.repository).ok();
+    let answered_digest = header(answer, &DOCKER_CONTENT_DIGEST);
+    let blob = |digest: &'a str, size: u64, from: &'a str| Target {
+        media_type: Cow::Borrowed(BLOB_MEDIA_TYPE),
         size,
-        digest: digest.to_string(),
+        digest: Cow::Borrowed(digest),
         length: size,
-        repository: o.repository.clone(),
-        from_repository: from,
-        url: o.url("blobs", digest),
+        repository: Cow::Borrowed(&o.repository),
+        from_repository: Cow::Borrowed(from),
+        url: Cow::Owned(o.url("blobs", digest)),
         ..Default::default()
     };
     let stat = |digest: &str| {
         let d = Digest::parse(digest).ok();
-        let repo = repo.clone();
         async move {
-            match d {
-                Some(d) => cx.registry.stat_blob(&repo, &d).await.unwrap_or(0),
-                None => 0,
+            match (d, repo()) {
+                (Some(d), Some(repo)) => cx.registry.stat_blob(&repo, &d).await.unwrap_or(0),
+                _ => 0,
             }
         }
     };
@@ -225,26 +318,22 @@ async fn event(o: &Observed, status: StatusCode, answer: &HeaderMap, actor: &str
             // A pull's answer says all an event needs unless references are wanted; a push
             // reads back what was stored (its media type may come from the body).
             let (media_type, size, references) = if !put && !cx.include_references {
-                let size = header(answer, "content-length").parse().unwrap_or(0);
-                (header(answer, "content-type"), size, Vec::new())
+                let size = header(answer, &CONTENT_LENGTH).parse().unwrap_or(0);
+                (Cow::Borrowed(header(answer, &CONTENT_TYPE)), size, Vec::new())
             } else {
-                let d = Digest::parse(&answered_digest).ok()?;
-                let m = cx.registry.get_manifest(&repo, &Reference::Digest(d)).await.ok()?;
+                let d = Digest::parse(answered_digest).ok()?;
+                let m = cx.registry.get_manifest(&repo()?, &Reference::Digest(d)).await.ok()?;
                 let refs = if cx.include_references { references(&m.content) } else { Vec::new() };
-                (m.media_type.clone(), m.content.len() as u64, refs)
-            };
-            let tag = match Reference::parse(reference) {
-                Ok(Reference::Tag(t)) => t.to_string(),
-                _ => String::new(),
+                (Cow::Owned(m.media_type.clone()), m.content.len() as u64, refs)
             };
             let target = Target {
                 media_type,
                 size,
-                digest: answered_digest.clone(),
+                digest: Cow::Borrowed(answered_digest),
                 length: size,
-                repository: o.repository.clone(),
-                url: o.url("manifests", &answered_digest),
-                tag,
+                repository: Cow::Borrowed(&o.repository),
+                url: Cow::Owned(o.url("manifests", answered_digest)),
+                tag: Cow::Borrowed(tag_of(reference)),
                 references,
                 ..Default::default()
             };
@@ -254,10 +343,10 @@ async fn event(o: &Observed, status: StatusCode, answer: &HeaderMap, actor: &str
             if status != StatusCode::ACCEPTED {
                 return None;
             }
-            let mut t = Target { repository: o.repository.clone(), ..Default::default() };
-            match Reference::parse(reference).ok()? {
-                Reference::Tag(tag) => t.tag = tag.to_string(),
-                Reference::Digest(d) => t.digest = d.to_string(),
+            let mut t = Target { repository: Cow::Borrowed(&o.repository), ..Default::default() };
+            match tag_of(reference) {
+                "" => t.digest = Cow::Borrowed(reference),
+                tag => t.tag = Cow::Borrowed(tag),
             }
             (Action::Delete, t)
         }
@@ -265,29 +354,30 @@ async fn event(o: &Observed, status: StatusCode, answer: &HeaderMap, actor: &str
             if status != StatusCode::ACCEPTED {
                 return None;
             }
-            (Action::Delete, Target { digest: digest.clone(), repository: o.repository.clone(), ..Default::default() })
+            let t = Target { digest: Cow::Borrowed(digest), repository: Cow::Borrowed(&o.repository), ..Default::default() };
+            (Action::Delete, t)
         }
         About::BlobGet(digest) => {
             let size = match status {
-                StatusCode::OK => header(answer, "content-length").parse().unwrap_or(0),
+                StatusCode::OK => header(answer, &CONTENT_LENGTH).parse().unwrap_or(0),
                 StatusCode::PARTIAL_CONTENT => {
-                    header(answer, "content-range").rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+                    header(answer, &CONTENT_RANGE).rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(0)
                 }
                 StatusCode::TEMPORARY_REDIRECT => stat(digest).await,
                 _ => return None,
             };
-            (Action::Pull, blob(digest, size, String::new()))
+            (Action::Pull, blob(digest, size, ""))
         }
         About::UploadFinish | About::Monolithic | About::Mount { .. } => {
             if status != StatusCode::CREATED || answered_digest.is_empty() {
                 return None;
             }
-            let size = stat(&answered_digest).await;
+            let size = stat(answered_digest).await;
             let (action, from) = match &o.about {
-                About::Mount { from } => (Action::Mount, from.clone()),
-                _ => (Action::Push, String::new()),
+                About::Mount { from } => (Action::Mount, from.as_str()),
+                _ => (Action::Push, ""),
             };
-            (action, blob(&answered_digest, size, from))
+            (action, blob(answered_digest, size, from))
         }
     };
     Some(new_event(action, target, o, actor, cx.source))
@@ -301,9 +391,11 @@ mod tests {
     fn remote_address_as_distribution() {
         let mut h = HeaderMap::new();
         let peer = Some("10.0.0.1:4000".parse().unwrap());
-        assert_eq!(remote_addr(&h, peer), "10.0.0.1:4000");
+        assert_eq!(remote_addr(&Headers::of(&h), peer), "10.0.0.1:4000");
+        h.insert("x-real-ip", "9.9.9.9".parse().unwrap());
+        assert_eq!(remote_addr(&Headers::of(&h), peer), "9.9.9.9");
         h.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
-        assert_eq!(remote_addr(&h, peer), "1.2.3.4");
+        assert_eq!(remote_addr(&Headers::of(&h), peer), "1.2.3.4");
     }
 
     #[test]

@@ -183,7 +183,7 @@ impl Notifier {
             .map(|e| {
                 // An event is 600-900 bytes: one allocation, not a chain of doublings.
                 let mut j = Vec::with_capacity(1024);
-                serde_json::to_writer(&mut j, e).expect("an event serializes");
+                e.write_json(&mut j);
                 j
             })
             .collect();
@@ -201,7 +201,7 @@ impl Notifier {
         let endpoints: serde_json::Map<String, Value> =
             self.endpoints.iter().map(|e| (e.name.clone(), e.report(&self.outbox))).collect();
         json!({
-            "outbox": {"directory": self.dir, "events": events, "bytes": bytes, "head": *self.outbox.head().borrow()},
+            "outbox": {"directory": self.dir, "events": events, "bytes": bytes, "head": self.outbox.head()},
             "endpoints": endpoints,
         })
     }

@@ -12,10 +12,11 @@
 //! event waits in the tail for the next commit (at most `lazy_flush`); when every endpoint that
 //! wants it has taken it from the tail by then, it is never written at all, so a healthy
 //! endpoint costs pulls no file writes. Push, delete and mount events are journaled before
-//! `append` returns, and reach redb with the next commit. Each endpoint's position lives in memory (`Position`) and is written with
-//! the next commit, so a crash can only move a cursor back (an event sent again), never
-//! forward. When the outbox is over its bounds the oldest events go, counted as dropped for
-//! each endpoint that had not taken them: no request ever waits for room.
+//! `append` returns, and reach redb with a commit within `JOURNALED_FLUSH`. Each endpoint's
+//! position lives in memory (`Position`) and is written with the next commit, so a crash can
+//! only move a cursor back (an event sent again), never forward. When the outbox is over its
+//! bounds at a commit, the oldest events go, counted as dropped for each endpoint that had not
+//! taken them: no request ever waits for room.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use super::journal::Journal;
 use super::record::Action;
@@ -106,8 +107,21 @@ pub enum Flush {
     WithStorage,
 }
 
-/// What wakes the writer. Appends themselves go to the tail; the writer hears only of the
-/// first one it must write lazily.
+/// How soon journaled events (and cursor moves) are committed to the file. They are durable
+/// already, so this only bounds the journal and what a crash makes endpoints receive again; a
+/// commit costs two `fdatasync`s that compete with the requests' own syncs.
+const JOURNALED_FLUSH: Duration = Duration::from_secs(1);
+
+/// A tail this long is committed at once, whatever is due: it bounds memory between commits.
+const TAIL_COMMIT_EVENTS: usize = 16 << 10;
+
+/// `Tail::told` bits: the writer was told of lazy events, of journaled ones, of a full tail.
+const TOLD_LAZY: u8 = 1;
+const TOLD_JOURNALED: u8 = 2;
+const TOLD_FULL: u8 = 4;
+
+/// What wakes the writer. Appends themselves go to the tail; the writer hears of the first of
+/// each kind after each commit.
 enum Msg {
     /// Commit the tail now and say so (tests).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -115,8 +129,8 @@ enum Msg {
     /// Stop without writing anything more, as a crash would (tests).
     #[cfg(test)]
     Crash,
-    /// Something is in the tail, or a cursor moved: write it within `lazy_flush`.
-    Lazy,
+    /// Something is in the tail, or a cursor moved: commit within this long.
+    Due(Duration),
 }
 
 /// Held events, oldest first: `(seq, bytes, wanted-by mask)`.
@@ -162,13 +176,27 @@ struct Tail {
     chunk: BytesMut,
     /// The JSON of the newest events appended, committed or not (for `/debug/events`).
     recent: VecDeque<Bytes>,
+    /// What the writer was told since its last commit took the tail (`TOLD_*`).
+    told: u8,
 }
 
 pub struct Outbox {
     db: Arc<Database>,
     journal: Arc<Journal>,
     tx: Mutex<Option<mpsc::Sender<Msg>>>,
-    head_tx: Arc<watch::Sender<u64>>,
+    /// How soon a pull's event must be committed (`Limits::lazy_flush`).
+    lazy_flush: Duration,
+    /// Set by `close`: appends are refused (checked without taking `tx`'s lock).
+    stopped: std::sync::atomic::AtomicBool,
+    /// A cursor moved since the writer last looked: the writer has been told (one message per
+    /// commit, not one per delivered batch).
+    cursor_moved: Arc<std::sync::atomic::AtomicBool>,
+    /// The newest sequence number given out.
+    head: AtomicU64,
+    /// Delivery tasks waiting for `head` to move: an append wakes them only when there are
+    /// some (most appends find every task busy delivering or lingering).
+    sleepers: std::sync::atomic::AtomicUsize,
+    arrived: tokio::sync::Notify,
     positions: Arc<[Arc<Position>]>,
     index: Arc<Mutex<Index>>,
     tail: Arc<Mutex<Tail>>,
@@ -288,12 +316,14 @@ impl Outbox {
             fresh: VecDeque::new(),
             chunk: BytesMut::new(),
             recent: VecDeque::with_capacity(RECENT),
+            told: 0,
         }));
-        let head_tx = Arc::new(watch::Sender::new(head));
         let (tx, rx) = mpsc::channel();
+        let cursor_moved = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut writer = Writer {
             db: db.clone(),
             journal: journal.clone(),
+            cursor_moved: cursor_moved.clone(),
             positions: positions.clone(),
             index: index.clone(),
             tail: tail.clone(),
@@ -312,7 +342,12 @@ impl Outbox {
             db,
             journal,
             tx: Mutex::new(Some(tx)),
-            head_tx,
+            lazy_flush: limits.lazy_flush,
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            cursor_moved,
+            head: AtomicU64::new(head),
+            sleepers: std::sync::atomic::AtomicUsize::new(0),
+            arrived: tokio::sync::Notify::new(),
             positions,
             index,
             tail,
@@ -340,12 +375,11 @@ impl Outbox {
         if entries.is_empty() {
             return Ok(());
         }
-        if lock(&self.tx).is_none() {
+        if self.stopped.load(Ordering::Acquire) {
             return Err(OutboxError::Stopped);
         }
-        let (last, first) = {
+        let (last, tell) = {
             let mut t = lock(&self.tail);
-            let first = t.fresh.is_empty();
             let mut fresh = Vec::with_capacity(entries.len());
             for (n, entry) in (t.last + 1..).zip(entries) {
                 let mask = mask(&self.positions, entry.action, entry.media_type);
@@ -365,13 +399,25 @@ impl Outbox {
                 t.recent.push_back(f.json());
                 t.fresh.push_back(f);
             }
-            (t.last, first)
+            let (bit, within) = match sync {
+                Flush::Lazy => (TOLD_LAZY, self.lazy_flush),
+                Flush::Now | Flush::WithStorage => (TOLD_JOURNALED, JOURNALED_FLUSH),
+            };
+            let mut tell = (t.told & bit == 0).then_some(within);
+            t.told |= bit;
+            if t.fresh.len() >= TAIL_COMMIT_EVENTS && t.told & TOLD_FULL == 0 {
+                t.told |= TOLD_FULL;
+                tell = Some(Duration::ZERO);
+            }
+            (t.last, tell)
         };
         // Never backwards, whichever of two racing appends gets here first.
-        self.head_tx.send_if_modified(|h| std::mem::replace(h, (*h).max(last)) < last);
-        // The writer already knows of a tail that was not empty (see `Writer::commit`).
-        if first {
-            self.send(Msg::Lazy)?;
+        self.head.fetch_max(last, Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) > 0 {
+            self.arrived.notify_waiters();
+        }
+        if let Some(within) = tell {
+            self.send(Msg::Due(within))?;
         }
         if sync == Flush::Now {
             let journal = self.journal.clone();
@@ -402,14 +448,43 @@ impl Outbox {
 
     /// Moves endpoint `i` past `seq` (never back).
     pub fn advance(&self, i: usize, seq: u64) {
-        if self.positions[i].at.fetch_max(seq, Ordering::AcqRel) < seq {
-            let _ = self.send(Msg::Lazy);
+        if self.positions[i].at.fetch_max(seq, Ordering::AcqRel) < seq && !self.cursor_moved.swap(true, Ordering::AcqRel)
+        {
+            let _ = self.send(Msg::Due(JOURNALED_FLUSH));
         }
     }
 
     /// The newest sequence number given out, to wait on.
-    pub fn head(&self) -> watch::Receiver<u64> {
-        self.head_tx.subscribe()
+    pub fn head(&self) -> u64 {
+        self.head.load(Ordering::Acquire)
+    }
+
+    /// Returns once an event past `at` was given out, or the outbox stopped (false).
+    pub async fn wait_past(&self, at: u64) -> bool {
+        /// Leaves the sleepers however the wait ends (a dropped future included).
+        struct Sleeping<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Sleeping<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        loop {
+            if self.stopped.load(Ordering::Acquire) {
+                return false;
+            }
+            let notified = self.arrived.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let _sleeping = {
+                self.sleepers.fetch_add(1, Ordering::SeqCst);
+                Sleeping(&self.sleepers)
+            };
+            // After announcing itself: an append either sees the sleeper or is seen here.
+            if self.head.load(Ordering::SeqCst) > at {
+                return true;
+            }
+            notified.await;
+        }
     }
 
     /// Up to `max` events after `from` that endpoint `i` wants, and the last sequence number
@@ -548,6 +623,8 @@ impl Outbox {
 
     /// Writes what is waiting and stops the writer (at shutdown).
     pub fn close(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.arrived.notify_waiters();
         drop(lock(&self.tx).take());
         if let Some(h) = lock(&self.writer).take() {
             let _ = h.join();
@@ -577,6 +654,7 @@ fn scan(events: &impl ReadableTable<u64, &'static [u8]>, positions: &[Arc<Positi
 struct Writer {
     db: Arc<Database>,
     journal: Arc<Journal>,
+    cursor_moved: Arc<std::sync::atomic::AtomicBool>,
     positions: Arc<[Arc<Position>]>,
     index: Arc<Mutex<Index>>,
     tail: Arc<Mutex<Tail>>,
@@ -588,21 +666,19 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
-        // Since when something to write lazily has been waiting.
-        let mut lazy_since: Option<Instant> = None;
+        // When the next commit is due (nothing waiting: none).
+        let mut due: Option<Instant> = None;
         let mut open = true;
         while open {
-            let first = match lazy_since {
-                Some(t) => {
-                    match rx.recv_timeout((t + self.limits.lazy_flush).saturating_duration_since(Instant::now())) {
-                        Ok(m) => Some(m),
-                        Err(RecvTimeoutError::Timeout) => None,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            open = false;
-                            None
-                        }
+            let first = match due {
+                Some(t) => match rx.recv_timeout(t.saturating_duration_since(Instant::now())) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        open = false;
+                        None
                     }
-                }
+                },
                 None => match rx.recv() {
                     Ok(m) => Some(m),
                     Err(_) => {
@@ -617,24 +693,25 @@ impl Writer {
                     Msg::Commit { done } => waiting.push(done),
                     #[cfg(test)]
                     Msg::Crash => return,
-                    Msg::Lazy => {
-                        lazy_since.get_or_insert_with(Instant::now);
+                    Msg::Due(within) => {
+                        let t = Instant::now() + within;
+                        due = Some(due.map_or(t, |d| d.min(t)));
                     }
                 }
             }
-            let due = lazy_since.is_some_and(|t| t.elapsed() >= self.limits.lazy_flush);
-            if !waiting.is_empty() || due || !open {
+            if !waiting.is_empty() || due.is_some_and(|t| Instant::now() >= t) || !open {
+                due = None;
                 let result = self.commit();
                 if let Err(e) = &result {
                     tracing::error!(error = %e, "event outbox: commit failed; its events were not recorded");
                     self.reindex();
+                    // What it should have written is still in the tail: try again.
+                    due = Some(Instant::now() + self.limits.lazy_flush);
                 }
                 // Every waiter's events were in the tail this commit took.
                 for w in waiting.drain(..) {
-                    let _ = w.send(result.clone().map(|_| ()));
+                    let _ = w.send(result.clone());
                 }
-                // Appended while this commit ran (or not written): written with the next.
-                lazy_since = result.map_or(true, |more| more).then(Instant::now);
             }
         }
     }
@@ -655,10 +732,16 @@ impl Writer {
 
     /// One transaction, one sync: writes the tail (what some endpoint still needs of it), lets
     /// go of what every endpoint has taken, drops the oldest beyond the bounds, and writes the
-    /// cursors. Returns whether the tail has more (appended meanwhile).
-    fn commit(&mut self) -> Result<bool, String> {
+    /// cursors. Whatever is appended from the moment it takes the tail tells the writer anew.
+    fn commit(&mut self) -> Result<(), String> {
         let metrics = crate::metrics::get();
-        let fresh: Vec<Fresh> = lock(&self.tail).fresh.iter().cloned().collect();
+        // Cursors are read below: a move after this point tells the writer again.
+        self.cursor_moved.store(false, Ordering::Release);
+        let fresh: Vec<Fresh> = {
+            let mut t = lock(&self.tail);
+            t.told = 0;
+            t.fresh.iter().cloned().collect()
+        };
         let upto = fresh.last().map_or(self.head, |f| f.seq);
         let mut txn = self.db.begin_write().map_err(err)?;
         txn.set_durability(Durability::Immediate);
@@ -725,7 +808,7 @@ impl Writer {
             t.fresh.pop_front();
         }
         t.flushed = t.flushed.max(upto);
-        Ok(!t.fresh.is_empty())
+        Ok(())
     }
 }
 
@@ -785,7 +868,7 @@ mod tests {
         let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
         let o = Outbox::open(dir.path(), ps(), slow).unwrap();
         o.append(&(0..3).map(entry).collect::<Vec<_>>(), Flush::Lazy).await.unwrap();
-        assert_eq!(*o.head().borrow(), 3, "readable before any commit");
+        assert_eq!(o.head(), 3, "readable before any commit");
         let (got, last) = o.read(0, 0, 2).unwrap();
         assert_eq!((seqs(&got), last), (vec![1, 2], 2));
         o.advance(0, last);

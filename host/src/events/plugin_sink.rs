@@ -16,8 +16,8 @@ use crate::plugins::{NotificationKind, Swap};
 
 pub struct PluginSink(pub Arc<Swap<NotificationKind>>);
 
-fn non_empty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
+fn non_empty(s: std::borrow::Cow<'_, str>) -> Option<String> {
+    (!s.is_empty()).then(|| s.into_owned())
 }
 
 fn millis(rfc3339: &str) -> u64 {
@@ -29,9 +29,9 @@ fn to_wit(s: &Stored) -> Result<wit::Event, String> {
     let e: Event = serde_json::from_slice(&s.json).map_err(|e| format!("event {}: {e}", s.seq))?;
     let t = e.target;
     Ok(wit::Event {
-        id: e.id,
+        id: e.id.into_owned(),
         timestamp_millis: millis(&e.timestamp),
-        timestamp: e.timestamp,
+        timestamp: e.timestamp.into_owned(),
         action: match e.action {
             Action::Push => wit::Action::Push,
             Action::Pull => wit::Action::Pull,
@@ -39,28 +39,28 @@ fn to_wit(s: &Stored) -> Result<wit::Event, String> {
             Action::Mount => wit::Action::Mount,
         },
         target: wit::Target {
-            media_type: t.media_type,
-            digest: t.digest,
+            media_type: t.media_type.into_owned(),
+            digest: t.digest.into_owned(),
             size: t.size,
             length: t.length,
-            repository: t.repository,
+            repository: t.repository.into_owned(),
             from_repository: non_empty(t.from_repository),
             url: non_empty(t.url),
             tag: non_empty(t.tag),
             references: t
                 .references
                 .into_iter()
-                .map(|d| Descriptor { media_type: d.media_type, digest: d.digest, size: d.size })
+                .map(|d| Descriptor { media_type: d.media_type.into_owned(), digest: d.digest.into_owned(), size: d.size })
                 .collect(),
         },
-        request_id: e.request.id,
-        request_addr: e.request.addr,
-        request_host: e.request.host,
-        request_method: e.request.method,
-        request_user_agent: e.request.useragent,
+        request_id: e.request.id.into_owned(),
+        request_addr: e.request.addr.into_owned(),
+        request_host: e.request.host.into_owned(),
+        request_method: e.request.method.into_owned(),
+        request_user_agent: e.request.useragent.into_owned(),
         actor: non_empty(e.actor.name),
-        source_addr: e.source.addr,
-        source_instance_id: e.source.instance_id,
+        source_addr: e.source.addr.clone(),
+        source_instance_id: e.source.instance_id.clone(),
         json: String::from_utf8_lossy(&s.json).into_owned(),
     })
 }

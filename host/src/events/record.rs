@@ -2,6 +2,8 @@
 //! JSON names and omissions, so receivers written for distribution and GitLab read Berth's
 //! unchanged; and the envelope a batch travels in.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 /// The envelope's media type (distribution's `EventsMediaType`).
@@ -34,57 +36,68 @@ fn zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// Event fields borrow from the request they describe (no copies on the request path) or own
+/// what was computed for them; stored events deserialize borrowing from their JSON.
+pub type Str<'a> = Cow<'a, str>;
+
+fn no_str(s: &Str<'_>) -> bool {
+    s.is_empty()
+}
+
 /// distribution's `Descriptor` (the fields Berth fills).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub media_type: String,
+pub struct Descriptor<'a> {
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub media_type: Str<'a>,
     #[serde(default, skip_serializing_if = "zero")]
     pub size: u64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub digest: String,
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub digest: Str<'a>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Target {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub media_type: String,
+pub struct Target<'a> {
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub media_type: Str<'a>,
     #[serde(default, skip_serializing_if = "zero")]
     pub size: u64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub digest: String,
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub digest: Str<'a>,
     #[serde(default, skip_serializing_if = "zero")]
     pub length: u64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub repository: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub from_repository: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub url: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub tag: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub references: Vec<Descriptor>,
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub repository: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub from_repository: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub url: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub tag: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<Descriptor<'a>>,
 }
 
 /// The request that caused the event.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RequestRecord {
-    pub id: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub addr: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub host: String,
-    pub method: String,
-    pub useragent: String,
+pub struct RequestRecord<'a> {
+    #[serde(borrow)]
+    pub id: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub addr: Str<'a>,
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub host: Str<'a>,
+    #[serde(borrow)]
+    pub method: Str<'a>,
+    #[serde(borrow)]
+    pub useragent: Str<'a>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Actor {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
+pub struct Actor<'a> {
+    #[serde(borrow, default, skip_serializing_if = "no_str")]
+    pub name: Str<'a>,
 }
 
 /// The registry instance that produced the event.
@@ -97,23 +110,193 @@ pub struct Source {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub id: String,
+pub struct Event<'a> {
+    #[serde(borrow)]
+    pub id: Str<'a>,
     /// RFC 3339 with nanoseconds, UTC.
-    pub timestamp: String,
+    #[serde(borrow)]
+    pub timestamp: Str<'a>,
     pub action: Action,
-    pub target: Target,
-    pub request: RequestRecord,
-    pub actor: Actor,
-    pub source: Source,
+    #[serde(borrow)]
+    pub target: Target<'a>,
+    #[serde(borrow)]
+    pub request: RequestRecord<'a>,
+    #[serde(borrow)]
+    pub actor: Actor<'a>,
+    pub source: Cow<'a, Source>,
 }
 
-impl Event {
+impl Event<'_> {
     /// Whether an endpoint's ignore rules let the event through.
     pub fn passes(&self, ignored_media_types: &[String], ignored_actions: &[String]) -> bool {
         !ignored_actions.iter().any(|a| a == self.action.as_str())
             && !ignored_media_types.iter().any(|m| m == &self.target.media_type)
     }
+
+    /// Appends the event's JSON to `out`: byte for byte what `serde_json` writes for it (the
+    /// tests hold the two together), without its per-character escaping of strings that need
+    /// none, which was the largest single cost of a pull's event.
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        let mut w = JsonObject::open(out);
+        w.str("id", &self.id);
+        w.str("timestamp", &self.timestamp);
+        w.str("action", self.action.as_str());
+        {
+            let t = &self.target;
+            let mut o = w.object("target");
+            o.str_nonempty("mediaType", &t.media_type);
+            o.u64_nonzero("size", t.size);
+            o.str_nonempty("digest", &t.digest);
+            o.u64_nonzero("length", t.length);
+            o.str_nonempty("repository", &t.repository);
+            o.str_nonempty("fromRepository", &t.from_repository);
+            o.str_nonempty("url", &t.url);
+            o.str_nonempty("tag", &t.tag);
+            if !t.references.is_empty() {
+                o.key("references");
+                o.out.push(b'[');
+                for (i, d) in t.references.iter().enumerate() {
+                    if i > 0 {
+                        o.out.push(b',');
+                    }
+                    let mut r = JsonObject::open(o.out);
+                    r.str_nonempty("mediaType", &d.media_type);
+                    r.u64_nonzero("size", d.size);
+                    r.str_nonempty("digest", &d.digest);
+                    r.close();
+                }
+                o.out.push(b']');
+            }
+            o.close();
+        }
+        {
+            let r = &self.request;
+            let mut o = w.object("request");
+            o.str("id", &r.id);
+            o.str_nonempty("addr", &r.addr);
+            o.str_nonempty("host", &r.host);
+            o.str("method", &r.method);
+            o.str("useragent", &r.useragent);
+            o.close();
+        }
+        {
+            let mut o = w.object("actor");
+            o.str_nonempty("name", &self.actor.name);
+            o.close();
+        }
+        {
+            let mut o = w.object("source");
+            o.str_nonempty("addr", &self.source.addr);
+            o.str_nonempty("instanceID", &self.source.instance_id);
+            o.close();
+        }
+        w.close();
+    }
+}
+
+/// A JSON object being written: keys are Berth's own (never escaped), values escaped as
+/// `serde_json` escapes them.
+struct JsonObject<'o> {
+    out: &'o mut Vec<u8>,
+    first: bool,
+}
+
+impl<'o> JsonObject<'o> {
+    fn open(out: &'o mut Vec<u8>) -> Self {
+        out.push(b'{');
+        JsonObject { out, first: true }
+    }
+
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+        self.out.push(b'"');
+        self.out.extend_from_slice(k.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        write_str(self.out, v);
+    }
+
+    fn str_nonempty(&mut self, k: &str, v: &str) {
+        if !v.is_empty() {
+            self.str(k, v);
+        }
+    }
+
+    fn u64_nonzero(&mut self, k: &str, v: u64) {
+        if v != 0 {
+            self.key(k);
+            self.out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        }
+    }
+
+    fn object(&mut self, k: &str) -> JsonObject<'_> {
+        self.key(k);
+        JsonObject::open(self.out)
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+}
+
+/// A JSON string: copied whole when nothing in it needs escaping (the check has no early exit,
+/// so it vectorizes), else escaped by `serde_json`.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    let plain = !s.bytes().fold(false, |bad, b| bad | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if plain {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(&mut *out, s).expect("a string serializes");
+    }
+}
+
+/// `2026-01-02T03:04:05.123456789Z`: UTC with nanoseconds, as Berth's events always were
+/// (written directly: a general-purpose formatter cost more than the rest of the timestamp).
+pub fn rfc3339_nanos(t: std::time::SystemTime) -> String {
+    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let mut out = [0u8; 30];
+    let mut at = 0;
+    let mut num = |n: u64, width: u32, after: u8| {
+        for i in (0..width).rev() {
+            out[at] = b'0' + (n / 10u64.pow(i) % 10) as u8;
+            at += 1;
+        }
+        out[at] = after;
+        at += 1;
+    };
+    num(y.clamp(0, 9999) as u64, 4, b'-');
+    num(m as u64, 2, b'-');
+    num(day as u64, 2, b'T');
+    num(rem / 3600, 2, b':');
+    num(rem % 3600 / 60, 2, b':');
+    num(rem % 60, 2, b'.');
+    num(d.subsec_nanos() as u64, 9, b'Z');
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 /// `{"events":[...]}` from events already serialized one by one (as the outbox stores them).
@@ -135,17 +318,21 @@ pub fn envelope<'a>(events: impl IntoIterator<Item = &'a [u8]> + Clone) -> Vec<u
 mod tests {
     use super::*;
 
-    #[test]
-    fn distribution_names_and_omissions() {
-        let e = Event {
+    fn event<'a>() -> Event<'a> {
+        Event {
             id: "i".into(),
             timestamp: "2026-01-01T00:00:00.000000001Z".into(),
             action: Action::Delete,
             target: Target { digest: "sha256:x".into(), repository: "r".into(), ..Default::default() },
             request: RequestRecord { id: "q".into(), method: "DELETE".into(), ..Default::default() },
             actor: Actor::default(),
-            source: Source { addr: "h:5000".into(), instance_id: "u".into() },
-        };
+            source: Cow::Owned(Source { addr: "h:5000".into(), instance_id: "u".into() }),
+        }
+    }
+
+    #[test]
+    fn distribution_names_and_omissions() {
+        let e = event();
         let v = serde_json::to_value(&e).unwrap();
         assert_eq!(
             v,
@@ -158,5 +345,53 @@ mod tests {
         assert_eq!(env, br#"{"events":[{"a":1},{"b":2}]}"#);
         assert!(!e.passes(&[], &["delete".into()]));
         assert!(e.passes(&["application/octet-stream".into()], &["pull".into()]));
+    }
+
+    #[test]
+    fn timestamps_as_chrono_writes_them() {
+        use std::time::{Duration, UNIX_EPOCH};
+        for secs in [0u64, 951_782_400, 1_709_164_800, 1_767_225_599, 4_102_444_800, 1_800_000_000] {
+            for nanos in [0u32, 1, 999_999_999, 123_456_789] {
+                let t = UNIX_EPOCH + Duration::new(secs, nanos);
+                let want = chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+                assert_eq!(rfc3339_nanos(t), want);
+            }
+        }
+    }
+
+    #[test]
+    fn the_hand_written_json_is_serdes_byte_for_byte() {
+        let bare = event();
+        let mut full = event();
+        full.action = Action::Mount;
+        full.target = Target {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            size: 7,
+            digest: "sha256:abc".into(),
+            length: 7,
+            repository: "team/app".into(),
+            from_repository: "base/img".into(),
+            url: "https://r.example/v2/team/app/manifests/sha256:abc".into(),
+            tag: "v1.0".into(),
+            references: vec![
+                Descriptor { media_type: "c".into(), size: 2, digest: "sha256:c".into() },
+                Descriptor::default(),
+            ],
+        };
+        full.request = RequestRecord {
+            id: "id-1".into(),
+            addr: "10.0.0.1:4000".into(),
+            host: "r.example".into(),
+            method: "GET".into(),
+            useragent: "skopeo/1.0 \"quoted\" \\ tab\t nul\u{0} é ☃".into(),
+        };
+        full.actor = Actor { name: "alice\n".into() };
+        for e in [bare, full] {
+            let mut mine = Vec::new();
+            e.write_json(&mut mine);
+            assert_eq!(String::from_utf8(mine.clone()).unwrap(), serde_json::to_string(&e).unwrap());
+            let back: Event<'_> = serde_json::from_slice(&mine).unwrap();
+            assert_eq!(back, e);
+        }
     }
 }
