@@ -241,7 +241,9 @@ fn references(content: &[u8]) -> Vec<Descriptor<'static>> {
 fn new_event<'a>(action: Action, target: Target<'a>, o: &'a Observed, actor: &'a str, source: &'a Source) -> Event<'a> {
     Event {
         // From the thread's generator, not a system call per event.
-        id: Cow::Owned(uuid::Builder::from_random_bytes(rand::random()).into_uuid().to_string()),
+        id: Cow::Owned(
+            uuid::Builder::from_random_bytes(rand::random()).into_uuid().hyphenated().encode_lower(&mut [0; 36]).to_owned(),
+        ),
         timestamp: Cow::Owned(super::record::rfc3339_nanos(std::time::SystemTime::now())),
         action,
         target,
