@@ -363,8 +363,9 @@ def test_gc_beside_pushes_and_mounts_loses_nothing_on_the_filesystem(tmp_path):
 def test_gc_beside_pushes_and_mounts_loses_nothing_on_s3(tmp_path):
     prefix = f"/gc-{uuid.uuid4().hex[:12]}"
     # Fewer and smaller than on the filesystem: every request is an HTTP round trip to moto.
-    race(tmp_path, {"s3": objectstores.s3_config(prefix), "redirect": {"disable": True}}, clients=3, images=5,
-         gc_runs=3)
+    bucket = objectstores.fresh_s3_bucket("gc")
+    race(tmp_path, {"s3": objectstores.s3_config(prefix, bucket=bucket), "redirect": {"disable": True}}, clients=3,
+         images=5, gc_runs=3)
 
 
 # --- distribution's own garbage-collect on the same directory ----------------------------------

@@ -140,7 +140,7 @@ def test_catalog_order_is_distributions(tmp_path):
         d.stop()
 
 
-def write_s3(prefix: str, repos, tags: dict[str, list[str]] | None = None) -> None:
+def write_s3(bucket: str, prefix: str, repos, tags: dict[str, list[str]] | None = None) -> None:
     import objectstores
 
     s3 = objectstores.s3_client()
@@ -149,22 +149,26 @@ def write_s3(prefix: str, repos, tags: dict[str, list[str]] | None = None) -> No
     for r, ts in (tags or {}).items():
         keys += [f"{prefix}/{REPOS}/{r}/_manifests/tags/{t}/current/link" for t in ts]
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda k: s3.put_object(Bucket=objectstores.S3_BUCKET, Key=k, Body=b"sha256:0"), keys))
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b"sha256:0"), keys))
 
 
 def s3_berth(tmp_path):
-    storage = object_store_config("s3", tmp_path / "data")
+    """Storage in a bucket of its own (listings in moto cost as much as the bucket holds)."""
+    import objectstores
+
+    bucket = objectstores.fresh_s3_bucket("pages")
+    storage = object_store_config("s3", tmp_path / "data", bucket=bucket)
     prefix = storage["s3"]["rootdirectory"].strip("/")
-    return prefix, storage
+    return bucket, prefix, storage
 
 
 def test_catalog_pages_on_s3(tmp_path):
     pytest.importorskip("boto3")
     repos = names(700)
-    prefix, storage = s3_berth(tmp_path)
+    bucket, prefix, storage = s3_berth(tmp_path)
     # Two repositories with more keys than one flat listing returns, among the small ones: the
     # catalog reads past small repositories in one request and probes a large one on its own.
-    write_s3(prefix, repos, {repos[350]: [f"t{i}" for i in range(1100)], repos[351]: [f"t{i}" for i in range(1100)]})
+    write_s3(bucket, prefix, repos, {repos[350]: [f"t{i}" for i in range(1001)], repos[351]: [f"t{i}" for i in range(1001)]})
     b = start_berth(tmp_path, config={"storage": storage})
     for n in (1000, 23):
         got, sizes = follow(f"{b.url}/v2/_catalog?n={n}", "repositories")
@@ -175,8 +179,8 @@ def test_catalog_pages_on_s3(tmp_path):
 def test_tag_pages_on_s3(tmp_path):
     pytest.importorskip("boto3")
     tags = [f"v{i}" for i in range(400)] + ["v1-rc", "v1.1", "v10-x"]
-    prefix, storage = s3_berth(tmp_path)
-    write_s3(prefix, ["big/app"], {"big/app": tags})
+    bucket, prefix, storage = s3_berth(tmp_path)
+    write_s3(bucket, prefix, ["big/app"], {"big/app": tags})
     b = start_berth(tmp_path, config={"storage": storage})
     got, _ = follow(f"{b.url}/v2/big/app/tags/list?n=37", "tags")
     assert got == sorted(tags + ["latest"])
