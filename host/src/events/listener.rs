@@ -189,7 +189,8 @@ impl Observed {
             Some((non_empty(&h.forwarded_proto).unwrap_or(own), host))
         });
         let (proto, host) = origin.unwrap_or(("", ""));
-        let mut url = String::with_capacity(proto.len() + host.len() + self.repository.len() + what.len() + digest.len() + 16);
+        let mut url =
+            String::with_capacity(proto.len() + host.len() + self.repository.len() + what.len() + digest.len() + 16);
         if !host.is_empty() {
             url.push_str(proto);
             url.push_str("://");
@@ -242,7 +243,11 @@ fn new_event<'a>(action: Action, target: Target<'a>, o: &'a Observed, actor: &'a
     Event {
         // From the thread's generator, not a system call per event.
         id: Cow::Owned(
-            uuid::Builder::from_random_bytes(rand::random()).into_uuid().hyphenated().encode_lower(&mut [0; 36]).to_owned(),
+            uuid::Builder::from_random_bytes(rand::random())
+                .into_uuid()
+                .hyphenated()
+                .encode_lower(&mut [0; 36])
+                .to_owned(),
         ),
         timestamp: Cow::Owned(super::record::rfc3339_nanos(std::time::SystemTime::now())),
         action,
@@ -356,7 +361,11 @@ async fn event<'a>(
             if status != StatusCode::ACCEPTED {
                 return None;
             }
-            let t = Target { digest: Cow::Borrowed(digest), repository: Cow::Borrowed(&o.repository), ..Default::default() };
+            let t = Target {
+                digest: Cow::Borrowed(digest),
+                repository: Cow::Borrowed(&o.repository),
+                ..Default::default()
+            };
             (Action::Delete, t)
         }
         About::BlobGet(digest) => {

@@ -448,7 +448,8 @@ impl Outbox {
 
     /// Moves endpoint `i` past `seq` (never back).
     pub fn advance(&self, i: usize, seq: u64) {
-        if self.positions[i].at.fetch_max(seq, Ordering::AcqRel) < seq && !self.cursor_moved.swap(true, Ordering::AcqRel)
+        if self.positions[i].at.fetch_max(seq, Ordering::AcqRel) < seq
+            && !self.cursor_moved.swap(true, Ordering::AcqRel)
         {
             let _ = self.send(Msg::Due(JOURNALED_FLUSH));
         }

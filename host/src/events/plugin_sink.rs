@@ -50,7 +50,11 @@ fn to_wit(s: &Stored) -> Result<wit::Event, String> {
             references: t
                 .references
                 .into_iter()
-                .map(|d| Descriptor { media_type: d.media_type.into_owned(), digest: d.digest.into_owned(), size: d.size })
+                .map(|d| Descriptor {
+                    media_type: d.media_type.into_owned(),
+                    digest: d.digest.into_owned(),
+                    size: d.size,
+                })
                 .collect(),
         },
         request_id: e.request.id.into_owned(),
