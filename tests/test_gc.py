@@ -16,14 +16,12 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
-import objectstores
 from harness import BERTH_BIN, free_port, start_berth, start_distribution
 from ocihelpers import (DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST, Client,
                         build_index, build_manifest, descriptor, image_config, push_blob, push_manifest, sha256,
@@ -358,14 +356,6 @@ def race(tmp_path: Path, storage: dict | None, clients: int = 4, images: int = 8
 
 def test_gc_beside_pushes_and_mounts_loses_nothing_on_the_filesystem(tmp_path):
     race(tmp_path, None)
-
-
-def test_gc_beside_pushes_and_mounts_loses_nothing_on_s3(tmp_path):
-    prefix = f"/gc-{uuid.uuid4().hex[:12]}"
-    # Fewer and smaller than on the filesystem: every request is an HTTP round trip to moto.
-    bucket = objectstores.fresh_s3_bucket("gc")
-    race(tmp_path, {"s3": objectstores.s3_config(prefix, bucket=bucket), "redirect": {"disable": True}}, clients=3,
-         images=5, gc_runs=3)
 
 
 # --- distribution's own garbage-collect on the same directory ----------------------------------
