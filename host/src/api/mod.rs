@@ -323,20 +323,8 @@ impl App {
                     .then(|| params.iter().find(|(k, _)| k == "from"))
                     .flatten();
                 let needed = auth::needed(target, &method, from.map(|(_, v)| v.as_str()));
-                let access = auth.authorize(&caller, &needed).await.map_err(|mut e| {
-                    // The refused request's body (an upload chunk) is left unread, so the
-                    // connection cannot carry another request: say so, or a client that
-                    // re-authenticates and retries on it finds it closed under its feet.
-                    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
-                        || req
-                            .headers()
-                            .get(header::CONTENT_LENGTH)
-                            .is_some_and(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1) > 0);
-                    if has_body {
-                        e.headers.push(("connection", HeaderValue::from_static("close")));
-                    }
-                    e
-                })?;
+                let has_body = has_body(req.headers());
+                let access = auth.authorize(&caller, &needed).await.map_err(|e| closing(e, has_body))?;
                 if !access.subject.is_empty() {
                     tracing::Span::current().record("user", access.subject.as_str());
                     identity = Some(crate::admission::Identity { subject: access.subject.clone(), groups: Vec::new() });
@@ -368,6 +356,7 @@ impl App {
                 user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
             },
         });
+        let has_body = has_body(req.headers());
         let run = async {
             match admission {
                 Some(ctx) => crate::admission::scope(ctx, handlers::dispatch(self, route, req)).await,
@@ -386,7 +375,7 @@ impl App {
                 if !owed.is_empty() {
                     self.registry.sync_owed(owed).await.map_err(crate::registry::RegistryError::from)?;
                 }
-                return Err(e);
+                return Err(closing(e, has_body));
             }
         };
         let recorded = match (self.events.get(), observed) {
@@ -482,6 +471,23 @@ impl App {
 
 /// `scheme://host` as the client reached the registry: the request's `Host`, unless a proxy in
 /// front says otherwise (`X-Forwarded-Proto`, `X-Forwarded-Host`). `None` without a host.
+/// Whether a request carries a body (which a refusal may leave unread).
+fn has_body(h: &HeaderMap) -> bool {
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.to_str().ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(1) > 0)
+}
+
+/// A refused request's body (an upload chunk) may be left unread, so the connection cannot
+/// carry another request: say so, or a client that retries on it (after re-authenticating, or
+/// to ask an upload's state after a 416) finds it closed under its feet.
+fn closing(mut e: ApiError, has_body: bool) -> ApiError {
+    if has_body {
+        e.headers.push(("connection", HeaderValue::from_static("close")));
+    }
+    e
+}
+
 pub(crate) fn origin(headers: &HeaderMap, tls: bool) -> Option<String> {
     let get = |k: &str| {
         headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string())
