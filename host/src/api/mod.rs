@@ -295,6 +295,8 @@ impl App {
         let method = req.method().clone();
         let mut actor = String::new();
         let mut identity = None;
+        // A refusal may leave this body unread (`closing`).
+        let has_body = has_body(req.headers());
         if let Some(auth) = &self.auth {
             let peer = req.extensions().get::<PeerAddr>().map(|p| p.0);
             let caller =
@@ -323,7 +325,6 @@ impl App {
                     .then(|| params.iter().find(|(k, _)| k == "from"))
                     .flatten();
                 let needed = auth::needed(target, &method, from.map(|(_, v)| v.as_str()));
-                let has_body = has_body(req.headers());
                 let access = auth.authorize(&caller, &needed).await.map_err(|e| closing(e, has_body))?;
                 if !access.subject.is_empty() {
                     tracing::Span::current().record("user", access.subject.as_str());
@@ -356,7 +357,6 @@ impl App {
                 user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
             },
         });
-        let has_body = has_body(req.headers());
         let run = async {
             match admission {
                 Some(ctx) => crate::admission::scope(ctx, handlers::dispatch(self, route, req)).await,
