@@ -47,20 +47,25 @@ failed=0
 cd tests
 echo "== black-box suite, native filesystem driver"
 # Two workers, each taking whole files (module fixtures run once): most tests wait on servers,
-# sockets and timers, so two at once nearly halve the suite's time on two cores.
-python3 -m pytest -q -p no:cacheprovider -n 2 --dist loadfile "$@" || failed=1
+# sockets and timers, so two at once nearly halve the suite's time on two cores. The longest
+# files go first, in conftest.py's order (`--no-loadscope-reorder`), and the slowest tests are
+# listed at the end to show where the time went.
+python3 -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --no-loadscope-reorder --durations=15 "$@" || failed=1
 # The registry API suite on the other drivers: the three runs share nothing (their own servers,
 # ports, temporary directories and key prefixes) and mostly wait on I/O, so they run at once;
 # each one's output is shown whole when it ends.
 suites_dir="$work_dir"
-suite() { # name storage files...
+suite() { # name storage pytest-arguments...
   local name=$1 storage=$2
   shift 2
   BERTH_TEST_STORAGE=$storage python3 -m pytest -q -p no:cacheprovider --basetemp="$suites_dir/$name.tmp" "$@" \
     >"$suites_dir/$name.log" 2>&1
 }
 suite storage-fs storage-fs test_api_*.py test_interop.py test_skopeo.py "$@" & fs=$!
-suite s3 s3 test_api_*.py test_interop.py test_skopeo.py "$@" & s3=$!
+# The S3 suite is the longest of the three, and most of its time is moto's (one Python process,
+# one core): two workers, each starting a moto server of its own (no shared endpoint).
+(unset BERTH_TEST_S3_ENDPOINT
+ suite s3 s3 -n 2 --dist loadfile test_api_*.py test_interop.py test_skopeo.py "$@") & s3=$!
 suite azure azure test_api_*.py test_skopeo.py "$@" & az=$!
 for run in "storage-fs component driver:storage-fs:$fs" "S3 driver (moto server):s3:$s3" "Azure driver (Azurite):azure:$az"; do
   IFS=: read -r title name pid <<<"$run"
