@@ -20,29 +20,42 @@ wait "$host_build" || status=$?
 cat "$build_log"
 rm -f "$build_log"
 [ "$status" -eq 0 ] || { echo "the host build failed" >&2; exit 1; }
-# The object storage services for the whole run; stopped on exit.
-services_env="$(mktemp)"
-python3 tests/objectstores.py >"$services_env" &
-services=$!
-trap 'kill $services 2>/dev/null || true; rm -f "$services_env"' EXIT
-for _ in $(seq 1 600); do
-  [ "$(wc -l <"$services_env")" -ge 2 ] && break
-  kill -0 $services 2>/dev/null || { echo "object storage services failed to start" >&2; exit 1; }
-  sleep 0.1
-done
-# shellcheck disable=SC1090
-source "$services_env"
+# The object storage services (moto's S3 and Azurite), stopped on exit: one pair for the
+# black-box suites, and one for the unit and driver tests, which run at the same time. moto is
+# one Python process that scans a whole bucket on every listing: sharing it, the driver suite's
+# listings paid for every object the black-box suite wrote, and both waited on one core.
+work_dir="$(mktemp -d)"
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$work_dir"' EXIT
+services() { # name: starts a pair, leaves their environment in $work_dir/name.env
+  local env_file="$work_dir/$1.env"
+  : >"$env_file"
+  python3 tests/objectstores.py >"$env_file" &
+  local pid=$!
+  pids+=("$pid")
+  for _ in $(seq 1 600); do
+    [ "$(wc -l <"$env_file")" -ge 2 ] && return 0
+    kill -0 "$pid" 2>/dev/null || { echo "object storage services failed to start" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "object storage services did not start within 60 s" >&2
+  exit 1
+}
+services black-box
+services unit
 # The plugins and services were just set up: a test that finds one missing must fail, not skip.
 export BERTH_REQUIRE_PLUGINS=1 BERTH_REQUIRE_SERVICES=1
-work_dir="$(mktemp -d)"
-trap 'kill $services 2>/dev/null || true; rm -f "$services_env"; rm -rf "$work_dir"' EXIT
 # The unit and driver tests first build their own test binary (CPU) while the black-box suite
 # mostly waits on sockets and timers, so the two run at once; cargo's output is shown whole
 # at the end. The test binary reuses the release build's dependencies; only the berth crate
 # itself is compiled again (with its tests), unoptimised: that compile is most of the cost,
 # and the tests' work is in the dependencies (wasmtime, hashing, I/O), which stay optimised.
-cargo test --release -p berth --lib --config 'profile.release.package.berth.opt-level=0' \
-  >"$work_dir/cargo.log" 2>&1 & unit=$!
+# shellcheck disable=SC1091
+(source "$work_dir/unit.env"
+ exec cargo test --release -p berth --lib --config 'profile.release.package.berth.opt-level=0' \
+  >"$work_dir/cargo.log" 2>&1) & unit=$!
+# shellcheck disable=SC1091
+source "$work_dir/black-box.env"
 failed=0
 cd tests
 echo "== black-box suite, native filesystem driver"
@@ -66,7 +79,8 @@ suite storage-fs storage-fs test_api_*.py test_interop.py test_skopeo.py "$@" & 
 # one core): two workers, each starting a moto server of its own (no shared endpoint).
 (unset BERTH_TEST_S3_ENDPOINT
  suite s3 s3 -n 2 --dist loadfile test_api_*.py test_interop.py test_skopeo.py "$@") & s3=$!
-suite azure azure test_api_*.py test_skopeo.py "$@" & az=$!
+# Azurite answers requests concurrently; the suite mostly waits on it: two workers as well.
+suite azure azure -n 2 --dist loadfile test_api_*.py test_skopeo.py "$@" & az=$!
 for run in "storage-fs component driver:storage-fs:$fs" "S3 driver (moto server):s3:$s3" "Azure driver (Azurite):azure:$az"; do
   IFS=: read -r title name pid <<<"$run"
   status=0

@@ -4,7 +4,7 @@
 //! berth-bench pushes --url http://127.0.0.1:5000 [--count 200] [--repo bench/pushes] [--layer-size 2048]
 //! berth-bench load --url http://127.0.0.1:5000/v2/ [--method HEAD] [--connections 32] [--threads 1]
 //!                  [--duration 10] [-H 'Accept: ...']...
-//! berth-bench receive [--port 0]
+//! berth-bench receive [--port 0] [--parse]
 //! ```
 //!
 //! `pushes` pushes `count` small images one after another over one keep-alive connection, the way
@@ -36,7 +36,7 @@ fn usage() -> ExitCode {
         "usage: berth-bench pushes --url URL [--count N] [--repo NAME] [--layer-size BYTES]\n\
          \x20      berth-bench load --url URL [--method M] [--connections N] [--threads N] \
          [--duration SECS] [-H 'Name: value']...\n\
-         \x20      berth-bench receive [--port N]\n\
+         \x20      berth-bench receive [--port N] [--parse]\n\
          \n\
          pushes   push N small images (config + one unique layer + manifest by tag), sequentially,\n\
          \x20        over keep-alive; prints the total seconds\n\

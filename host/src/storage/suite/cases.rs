@@ -608,10 +608,20 @@ pub(super) async fn list_while_writing(d: &dyn StorageDriver, p: &str) -> Outcom
             }
             // Counted whether or not the directory exists yet, as in `rename_races`.
             let mut lists = 0;
+            let mut last_took = None;
             while finished.load(Ordering::SeqCst) < WRITERS || lists < 3 {
                 lists += 1;
+                // After the first, each list waits as long as the last one took: listers leave the
+                // driver at least half its time for the writers (on an S3 emulator that scans the
+                // bucket per list, back-to-back lists starved the writes for tens of seconds).
+                if let Some(took) = last_took {
+                    tokio::time::sleep(took).await;
+                }
+                let started = std::time::Instant::now();
                 let before: Vec<usize> = created.iter().map(|c| c.load(Ordering::SeqCst)).collect();
-                let mut got = match d.list(dir).await {
+                let listed = d.list(dir).await;
+                last_took = Some(started.elapsed());
+                let mut got = match listed {
                     Ok(entries) => entries,
                     Err(e) if e.is_not_found() && before.iter().all(|&n| n == 0) => continue,
                     Err(e) => return Err(Failure::new(format!("list {dir} while writing: {e}"))),
