@@ -87,15 +87,50 @@ fn first_of(v: &str) -> &str {
 }
 
 impl Headers {
+    /// The first value of each, in one pass over the request's few headers (six lookups
+    /// hashed six names, on every pull).
     fn of(h: &HeaderMap) -> Headers {
-        Headers {
-            host: h.get(http::header::HOST).cloned(),
-            user_agent: h.get(http::header::USER_AGENT).cloned(),
-            forwarded_for: h.get(X_FORWARDED_FOR).cloned(),
-            real_ip: h.get(X_REAL_IP).cloned(),
-            forwarded_proto: h.get(X_FORWARDED_PROTO).cloned(),
-            forwarded_host: h.get(X_FORWARDED_HOST).cloned(),
+        let mut out = Headers::default();
+        for (name, value) in h {
+            let slot = if name == http::header::HOST {
+                &mut out.host
+            } else if name == http::header::USER_AGENT {
+                &mut out.user_agent
+            } else if name == X_FORWARDED_FOR {
+                &mut out.forwarded_for
+            } else if name == X_REAL_IP {
+                &mut out.real_ip
+            } else if name == X_FORWARDED_PROTO {
+                &mut out.forwarded_proto
+            } else if name == X_FORWARDED_HOST {
+                &mut out.forwarded_host
+            } else {
+                continue;
+            };
+            slot.get_or_insert_with(|| value.clone());
         }
+        out
+    }
+}
+
+/// `ip:port` as `SocketAddr`'s `Display` writes it; an IPv4 peer without the formatting
+/// machinery (every pull's event names its client).
+fn addr_string(peer: std::net::SocketAddr) -> String {
+    match peer {
+        std::net::SocketAddr::V4(v4) => {
+            let mut s = String::with_capacity(21);
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                s.push_str(digits.format(octet));
+            }
+            s.push(':');
+            s.push_str(digits.format(v4.port()));
+            s
+        }
+        std::net::SocketAddr::V6(_) => peer.to_string(),
     }
 }
 
@@ -110,7 +145,7 @@ fn remote_addr<'a>(h: &'a Headers, peer: Option<std::net::SocketAddr>) -> Str<'a
     if !real.is_empty() {
         return Cow::Borrowed(real);
     }
-    peer.map_or(Cow::Borrowed(""), |p| Cow::Owned(p.to_string()))
+    peer.map_or(Cow::Borrowed(""), |p| Cow::Owned(addr_string(p)))
 }
 
 fn query_param(q: &str, key: &str) -> Option<String> {
@@ -407,6 +442,29 @@ mod tests {
         assert_eq!(remote_addr(&Headers::of(&h), peer), "9.9.9.9");
         h.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
         assert_eq!(remote_addr(&Headers::of(&h), peer), "1.2.3.4");
+    }
+
+    #[test]
+    fn addresses_as_display_writes_them() {
+        for a in ["127.0.0.1:5000", "10.200.3.45:65535", "0.0.0.0:0", "[::1]:5000", "[fe80::1%2]:80"] {
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            assert_eq!(addr_string(a), a.to_string());
+        }
+    }
+
+    #[test]
+    fn the_first_of_each_header_as_a_lookup_finds_it() {
+        let mut h = HeaderMap::new();
+        h.append("host", "a:5000".parse().unwrap());
+        h.append("user-agent", "one".parse().unwrap());
+        h.append("user-agent", "two".parse().unwrap());
+        h.append("X-Forwarded-Host", "b".parse().unwrap());
+        h.append("accept", "x".parse().unwrap());
+        let got = Headers::of(&h);
+        assert_eq!(value(&got.host), "a:5000");
+        assert_eq!(value(&got.user_agent), "one");
+        assert_eq!(value(&got.forwarded_host), "b");
+        assert_eq!(value(&got.forwarded_for), "");
     }
 
     #[test]

@@ -170,27 +170,22 @@ impl Notifier {
         flush: Flush,
     ) -> Result<(), OutboxError> {
         let cx = Context { registry, source: &self.source, include_references: self.include_references };
-        let events: Vec<record::Event> = listener::events(observed, status, answer, actor, &cx)
-            .await
-            .into_iter()
-            .filter(|e| self.outbox.wanted_by(e.action, &e.target.media_type) != 0)
-            .collect();
-        if events.is_empty() {
-            return Ok(());
+        let events = listener::events(observed, status, answer, actor, &cx).await;
+        // Each event's JSON in one buffer (an event is 600-900 bytes), for the endpoints that
+        // want it (asked once per event).
+        let mut json = Vec::with_capacity(1024 * events.len());
+        let mut wanted = Vec::with_capacity(events.len());
+        for e in &events {
+            let mask = self.outbox.wanted_by(e.action, &e.target.media_type);
+            if mask != 0 {
+                let start = json.len();
+                e.write_json(&mut json);
+                wanted.push((e, mask, start..json.len()));
+            }
         }
-        let json: Vec<Vec<u8>> = events
-            .iter()
-            .map(|e| {
-                // An event is 600-900 bytes: one allocation, not a chain of doublings.
-                let mut j = Vec::with_capacity(1024);
-                e.write_json(&mut j);
-                j
-            })
-            .collect();
-        let entries: Vec<Entry<'_>> = events
-            .iter()
-            .zip(&json)
-            .map(|(e, j)| Entry { action: e.action, media_type: &e.target.media_type, json: j })
+        let entries: Vec<Entry<'_>> = wanted
+            .into_iter()
+            .map(|(e, mask, at)| Entry { action: e.action, media_type: &e.target.media_type, mask, json: &json[at] })
             .collect();
         self.outbox.append(&entries, flush).await
     }

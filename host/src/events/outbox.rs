@@ -71,10 +71,12 @@ impl Position {
     }
 }
 
-/// One event to append: what filters need, and its JSON.
+/// One event to append: what filters need, which endpoints want it, and its JSON.
 pub struct Entry<'a> {
     pub action: Action,
     pub media_type: &'a str,
+    /// [`Outbox::wanted_by`] for it: the caller asks once, to skip an event no endpoint wants.
+    pub mask: u64,
     pub json: &'a [u8],
 }
 
@@ -382,9 +384,8 @@ impl Outbox {
             let mut t = lock(&self.tail);
             let mut fresh = Vec::with_capacity(entries.len());
             for (n, entry) in (t.last + 1..).zip(entries) {
-                let mask = mask(&self.positions, entry.action, entry.media_type);
                 let (record, json_at) = t.record(entry);
-                fresh.push(Fresh { seq: n, mask, record, json_at });
+                fresh.push(Fresh { seq: n, mask: entry.mask, record, json_at });
             }
             // In the journal before anyone can take them from the tail, in sequence order
             // (under the tail's lock).
@@ -821,8 +822,9 @@ pub(crate) fn label(name: &str) -> crate::metrics::EndpointLabels {
 mod tests {
     use super::*;
 
-    fn entry(n: u32) -> Entry<'static> {
-        Entry { action: Action::Push, media_type: "m", json: format!("{{\"n\":{n}}}").into_bytes().leak() }
+    fn entry(o: &Outbox, n: u32) -> Entry<'static> {
+        let mask = o.wanted_by(Action::Push, "m");
+        Entry { action: Action::Push, media_type: "m", mask, json: format!("{{\"n\":{n}}}").into_bytes().leak() }
     }
 
     fn limits(max_events: u64) -> Limits {
@@ -839,14 +841,14 @@ mod tests {
             ]
         };
         let o = Outbox::open(dir.path(), ps(), limits(5)).unwrap();
-        o.append(&(0..3).map(entry).collect::<Vec<_>>(), Flush::Now).await.unwrap();
+        o.append(&(0..3).map(|n| entry(&o, n)).collect::<Vec<_>>(), Flush::Now).await.unwrap();
         let (got, last) = o.read(0, 0, 10).unwrap();
         assert_eq!(got.iter().map(|s| s.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(last, 3);
         // b wants no pushes: it holds nothing back, and is owed nothing.
         assert_eq!(o.pending(1), 0);
         o.advance(0, 1);
-        o.append(&(3..8).map(entry).collect::<Vec<_>>(), Flush::Now).await.unwrap();
+        o.append(&(3..8).map(|n| entry(&o, n)).collect::<Vec<_>>(), Flush::Now).await.unwrap();
         o.commit_now().await.unwrap();
         // 7 held by a, bound 5: 2..=3 dropped (1 was taken).
         assert_eq!(o.positions()[0].dropped.load(Ordering::Relaxed), 2);
@@ -868,13 +870,13 @@ mod tests {
         let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true))];
         let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
         let o = Outbox::open(dir.path(), ps(), slow).unwrap();
-        o.append(&(0..3).map(entry).collect::<Vec<_>>(), Flush::Lazy).await.unwrap();
+        o.append(&(0..3).map(|n| entry(&o, n)).collect::<Vec<_>>(), Flush::Lazy).await.unwrap();
         assert_eq!(o.head(), 3, "readable before any commit");
         let (got, last) = o.read(0, 0, 2).unwrap();
         assert_eq!((seqs(&got), last), (vec![1, 2], 2));
         o.advance(0, last);
         // A commit: 3 is still owed, 1 and 2 were taken.
-        o.append(&[entry(3)], Flush::Now).await.unwrap();
+        o.append(&[entry(&o, 3)], Flush::Now).await.unwrap();
         o.commit_now().await.unwrap();
         assert_eq!(o.size().0, 2);
         assert_eq!(o.pending(0), 2);
@@ -886,7 +888,7 @@ mod tests {
         // Taken from the tail past what was committed, then a restart: the numbers given out
         // next are past the cursor, so nothing new is skipped.
         o.advance(0, last);
-        o.append(&[entry(5)], Flush::Lazy).await.unwrap();
+        o.append(&[entry(&o, 5)], Flush::Lazy).await.unwrap();
         let (got, last) = o.read(0, 4, 10).unwrap();
         assert_eq!(seqs(&got), [5]);
         o.advance(0, last);
@@ -894,7 +896,7 @@ mod tests {
         let o = Outbox::open(dir.path(), ps(), slow).unwrap();
         assert_eq!(o.positions()[0].at(), 5);
         assert_eq!(o.size().0, 0, "taken before the commit: never kept");
-        o.append(&[entry(6)], Flush::Now).await.unwrap();
+        o.append(&[entry(&o, 6)], Flush::Now).await.unwrap();
         let (got, _) = o.read(0, 5, 10).unwrap();
         assert_eq!(seqs(&got), [6]);
     }
@@ -905,10 +907,10 @@ mod tests {
         let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true))];
         let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
         let o = Outbox::open(dir.path(), ps(), slow).unwrap();
-        o.append(&[entry(0)], Flush::Now).await.unwrap();
-        o.append(&[entry(1)], Flush::Lazy).await.unwrap();
+        o.append(&[entry(&o, 0)], Flush::Now).await.unwrap();
+        o.append(&[entry(&o, 1)], Flush::Lazy).await.unwrap();
         // Durable only through a storage sync that follows: a real one here.
-        o.append(&[entry(2)], Flush::WithStorage).await.unwrap();
+        o.append(&[entry(&o, 2)], Flush::WithStorage).await.unwrap();
         std::fs::File::open(dir.path()).unwrap().sync_all().unwrap();
         o.crash();
         let o = Outbox::open(dir.path(), ps(), slow).unwrap();
@@ -918,7 +920,7 @@ mod tests {
         assert_eq!(got[1].json, br#"{"n":2}"#.as_slice());
         // Numbers go on after the replayed ones, and the replay is in the file now: a second
         // restart finds the same, once.
-        o.append(&[entry(3)], Flush::Now).await.unwrap();
+        o.append(&[entry(&o, 3)], Flush::Now).await.unwrap();
         drop(o);
         let o = Outbox::open(dir.path(), ps(), slow).unwrap();
         let (got, _) = o.read(0, 0, 10).unwrap();
