@@ -254,7 +254,10 @@ impl App {
             // boxed, it is allocated once instead of being copied each time hyper and the
             // wrappers here move it (those copies were about a fifth of a manifest GET's CPU).
             _ => {
-                REQUEST_BYTES.scope(request_bytes.clone(), Box::pin(self.route(req, &id))).instrument(span.clone()).await
+                REQUEST_BYTES
+                    .scope(request_bytes.clone(), Box::pin(self.route(req, &id)))
+                    .instrument(span.clone())
+                    .await
             }
         };
         drop(permit);
