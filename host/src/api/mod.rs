@@ -477,8 +477,6 @@ impl App {
     }
 }
 
-/// `scheme://host` as the client reached the registry: the request's `Host`, unless a proxy in
-/// front says otherwise (`X-Forwarded-Proto`, `X-Forwarded-Host`). `None` without a host.
 /// Whether a request carries a body (which a refusal may leave unread).
 fn has_body(h: &HeaderMap) -> bool {
     h.contains_key(header::TRANSFER_ENCODING)
@@ -496,6 +494,8 @@ fn closing(mut e: ApiError, has_body: bool) -> ApiError {
     e
 }
 
+/// `scheme://host` as the client reached the registry: the request's `Host`, unless a proxy in
+/// front says otherwise (`X-Forwarded-Proto`, `X-Forwarded-Host`). `None` without a host.
 pub(crate) fn origin(headers: &HeaderMap, tls: bool) -> Option<String> {
     let get = |k: &str| {
         headers.get(k).and_then(|v| v.to_str().ok()).map(|s| s.split(',').next().unwrap_or("").trim().to_string())
