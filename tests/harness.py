@@ -27,15 +27,22 @@ OBJECT_STORES = ("s3", "azure")
 
 
 def object_store_config(kind: str, root: Path, **extra) -> dict:
-    """`storage.<kind>` for an object store, rooted at a key prefix unique to `root`."""
+    """`storage.<kind>` for an object store, in a bucket (container) and key prefix of `root`'s
+    own. moto and Azurite scan every object of a bucket on each listing, and the driver lists
+    on stat, delete and purge: in one shared bucket each listing paid for every object the
+    suite had written before it."""
     import hashlib
 
     import objectstores
 
-    prefix = "/berth-" + hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    name = "berth-" + hashlib.sha256(str(root).encode()).hexdigest()[:16]
     if kind == "s3":
-        return {"s3": objectstores.s3_config(prefix, **extra)}
-    return {"azure": objectstores.azure_config(prefix, **extra)}
+        if "bucket" not in extra:
+            extra["bucket"] = objectstores.s3_bucket(name)
+        return {"s3": objectstores.s3_config("/" + name, **extra)}
+    if "container" not in extra:
+        extra["container"] = objectstores.azure_container(name)
+    return {"azure": objectstores.azure_config("/" + name, **extra)}
 
 
 def plugin_wasm(name: str) -> Path:

@@ -88,6 +88,34 @@ def fresh_s3_bucket(hint: str) -> str:
     return name
 
 
+_made: set[tuple[str, str]] = set()
+
+
+def s3_bucket(name: str) -> str:
+    """Bucket `name`, created on first use (by this process or another one)."""
+    if ("s3", name) not in _made:
+        try:
+            s3_client().create_bucket(Bucket=name)
+        except Exception as e:  # noqa: BLE001 - botocore's error class is generated per service
+            if getattr(e, "response", {}).get("Error", {}).get("Code") not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+        _made.add(("s3", name))
+    return name
+
+
+def azure_container(name: str) -> str:
+    """Container `name`, created on first use (by this process or another one)."""
+    if ("azure", name) not in _made:
+        from azure.core.exceptions import ResourceExistsError
+
+        try:
+            azure_service().create_container(name)
+        except ResourceExistsError:
+            pass
+        _made.add(("azure", name))
+    return name
+
+
 def s3_config(rootdirectory: str, **extra) -> dict:
     """berth's (and distribution's) `storage.s3` section for the test server."""
     cfg = {**S3_KEYS, "bucket": S3_BUCKET, "regionendpoint": s3_endpoint(), "rootdirectory": rootdirectory}

@@ -154,12 +154,8 @@ def write_s3(bucket: str, prefix: str, repos, tags: dict[str, list[str]] | None 
 
 def s3_berth(tmp_path):
     """Storage in a bucket of its own (listings in moto cost as much as the bucket holds)."""
-    import objectstores
-
-    bucket = objectstores.fresh_s3_bucket("pages")
-    storage = object_store_config("s3", tmp_path / "data", bucket=bucket)
-    prefix = storage["s3"]["rootdirectory"].strip("/")
-    return bucket, prefix, storage
+    storage = object_store_config("s3", tmp_path / "data")
+    return storage["s3"]["bucket"], storage["s3"]["rootdirectory"].strip("/"), storage
 
 
 def test_catalog_pages_on_s3(tmp_path):

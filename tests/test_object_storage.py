@@ -26,11 +26,11 @@ def s3_storage(prefix: str, **extra) -> dict:
     return {"s3": objectstores.s3_config(prefix, **extra)}
 
 
-def keys_under(prefix: str) -> dict[str, dict]:
-    """Every object under `prefix` in the test bucket, by key."""
+def keys_under(prefix: str, bucket: str = objectstores.S3_BUCKET) -> dict[str, dict]:
+    """Every object under `prefix` in `bucket` (the shared test bucket by default), by key."""
     s3 = objectstores.s3_client()
     out = {}
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=objectstores.S3_BUCKET, Prefix=prefix):
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
             out[o["Key"]] = o
     return out
@@ -150,7 +150,7 @@ def test_serves_a_bucket_prefix_distribution_wrote(tmp_path, client, monkeypatch
         dist.stop()
     storage = harness.object_store_config("s3", root)
     prefix = storage["s3"]["rootdirectory"].strip("/")
-    keys = keys_under(prefix)
+    keys = keys_under(prefix, storage["s3"]["bucket"])
     assert f"{prefix}/docker/registry/v2/repositories/library/app/_manifests/tags/v1/current/link" in keys
     assert blob_key(prefix, sha256(layers[0])) in keys
     srv = start_berth(tmp_path / "berth", config={"storage": {**storage, "redirect": {"disable": True}}})

@@ -129,7 +129,7 @@ impl Registry {
         tags.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         for tag in tags {
             let link = paths::tag_current_link(repo, &tag);
-            let pushed = match self.driver.stat(&link).await {
+            let pushed = match self.driver.stat_file(&link).await {
                 Ok(info) => info.modified,
                 Err(e) if e.is_not_found() => continue, // deleted since the listing
                 Err(e) => return Err(e.into()),

@@ -195,8 +195,9 @@ impl Registry {
         }
     }
 
+    /// Whether a file (a link, a blob's data) is there.
     async fn exists(&self, path: &str) -> Result<bool> {
-        match self.driver.stat(path).await {
+        match self.driver.stat_file(path).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
             Err(e) => Err(e.into()),
@@ -428,7 +429,7 @@ impl Registry {
         let link = Bytes::from(digest.to_string());
         // (path, content, whether it is content that must be on disk before it is visible)
         let mut writes = Vec::new();
-        let stored = matches!(self.driver.stat(&blob).await, Ok(info) if info.size == content.len() as u64);
+        let stored = matches!(self.driver.stat_file(&blob).await, Ok(info) if info.size == content.len() as u64);
         if !stored {
             writes.push((blob, content.clone(), true));
         }

@@ -127,7 +127,7 @@ impl Registry {
     /// Whether the blob is linked into the repository (as a layer or as a manifest).
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
         let (layer_link, revision_link) = (paths::layer_link(repo, digest), paths::revision_link(repo, digest));
-        let (layer, revision) = tokio::join!(self.driver.stat(&layer_link), self.driver.stat(&revision_link));
+        let (layer, revision) = tokio::join!(self.driver.stat_file(&layer_link), self.driver.stat_file(&revision_link));
         for r in [layer, revision] {
             match r {
                 Ok(_) => return Ok(true),
@@ -143,7 +143,7 @@ impl Registry {
         if !self.blob_linked(repo, digest).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        match self.driver.stat(&paths::blob_data(digest)).await {
+        match self.driver.stat_file(&paths::blob_data(digest)).await {
             Ok(info) => Ok(info.size),
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown(digest.clone())),
             Err(e) => Err(e.into()),
@@ -151,10 +151,12 @@ impl Registry {
     }
 
     /// Where a client may fetch the blob directly (a pre-signed object store URL), if the driver
-    /// offers one; checked against the repository first, as a read is.
+    /// offers one; checked against the repository first, as a read is. A driver without
+    /// redirects is asked nothing more: the read that follows checks the blob once.
     pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest) -> Result<Option<String>> {
+        let Some(url) = self.driver.redirect_url(&paths::blob_data(digest)).await? else { return Ok(None) };
         self.stat_blob(repo, digest).await?;
-        Ok(self.driver.redirect_url(&paths::blob_data(digest)).await?)
+        Ok(Some(url))
     }
 
     /// Streams a blob, or the inclusive byte range `range` of it.
@@ -198,7 +200,7 @@ impl Registry {
                 return Ok(false);
             }
         }
-        match self.driver.stat(&paths::blob_data(digest)).await {
+        match self.driver.stat_file(&paths::blob_data(digest)).await {
             Ok(_) => {}
             Err(e) if e.is_not_found() => return Ok(false),
             Err(e) => return Err(e.into()),

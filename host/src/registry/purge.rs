@@ -27,7 +27,7 @@ async fn started(reg: &Registry, repo: &RepoName, id: &str) -> Option<SystemTime
             return Some(t);
         }
     }
-    reg.driver.stat(&paths::upload_data(repo, id)).await.ok().map(|i| i.modified)
+    reg.driver.stat_file(&paths::upload_data(repo, id)).await.ok().map(|i| i.modified)
 }
 
 impl Registry {

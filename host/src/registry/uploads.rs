@@ -116,10 +116,10 @@ impl Registry {
         if self.uploads.is_finished(id) {
             return Err(RegistryError::BlobUploadUnknown);
         }
-        let size = match self.driver.stat(&paths::upload_data(repo, id)).await {
+        let size = match self.driver.stat_file(&paths::upload_data(repo, id)).await {
             Ok(info) => info.size,
             // No data yet: the session exists if it was started.
-            Err(e) if e.is_not_found() => match self.driver.stat(&paths::upload_started_at(repo, id)).await {
+            Err(e) if e.is_not_found() => match self.driver.stat_file(&paths::upload_started_at(repo, id)).await {
                 Ok(_) => 0,
                 Err(e) if e.is_not_found() => return Err(RegistryError::BlobUploadUnknown),
                 Err(e) => return Err(e.into()),

@@ -151,6 +151,10 @@ impl StorageDriver for MeteredDriver {
         self.timed(Op::Stat, self.inner.stat(path)).await
     }
 
+    async fn stat_file(&self, path: &str) -> Result<FileInfo> {
+        self.timed(Op::Stat, self.inner.stat_file(path)).await
+    }
+
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         self.timed(Op::List, self.inner.list(path)).await
     }

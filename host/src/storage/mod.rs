@@ -128,6 +128,16 @@ pub trait StorageDriver: Send + Sync + 'static {
 
     async fn stat(&self, path: &str) -> Result<FileInfo>;
 
+    /// `stat` of a path that can only be a file (a link, a blob's data): `NotFound` unless a
+    /// file is there. An object store answers a missing key with one request instead of also
+    /// listing for a directory of that name; this default asks `stat`.
+    async fn stat_file(&self, path: &str) -> Result<FileInfo> {
+        match self.stat(path).await? {
+            info if info.is_dir => Err(StorageError::NotFound(path.to_string())),
+            info => Ok(info),
+        }
+    }
+
     /// Full paths of the direct children of a directory, in no particular order.
     async fn list(&self, path: &str) -> Result<Vec<String>>;
 

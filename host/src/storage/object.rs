@@ -344,20 +344,21 @@ impl StorageDriver for ObjectStoreDriver {
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
-        let k = self.key(path)?;
-        match self.store.head(&k).await {
-            Ok(m) => {
-                Ok(FileInfo { path: path.to_string(), size: m.size, modified: m.last_modified.into(), is_dir: false })
-            }
-            Err(object_store::Error::NotFound { .. }) => {
+        match self.stat_file(path).await {
+            Err(StorageError::NotFound(_)) => {
                 if self.any_under(path).await? {
                     Ok(FileInfo { path: path.to_string(), size: 0, modified: std::time::UNIX_EPOCH, is_dir: true })
                 } else {
                     Err(StorageError::NotFound(path.to_string()))
                 }
             }
-            Err(e) => Err(self.map_err(path)(e)),
+            other => other,
         }
+    }
+
+    async fn stat_file(&self, path: &str) -> Result<FileInfo> {
+        let m = self.store.head(&self.key(path)?).await.map_err(self.map_err(path))?;
+        Ok(FileInfo { path: path.to_string(), size: m.size, modified: m.last_modified.into(), is_dir: false })
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>> {
