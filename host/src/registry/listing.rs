@@ -63,16 +63,32 @@ struct Child {
 struct Probe {
     first: ListPage,
     repository: bool,
+    /// Probes of its children, where a flat listing showed all of each one's keys: the walk
+    /// then descends without asking the driver again.
+    below: std::collections::HashMap<String, Probe>,
 }
 
 impl Probe {
-    /// A directory whose every child a flat listing showed (`entries`, in any order, repeats
-    /// allowed).
-    fn of_entries(mut names: Vec<String>) -> Probe {
-        names.sort_unstable();
-        names.dedup();
-        let repository = names.iter().any(|c| c == "_manifests");
-        Probe { first: ListPage { names, more: false }, repository }
+    /// A directory whose every key a flat listing showed (`keys`, relative to the directory,
+    /// in any order, repeats allowed): its whole subtree, probed without a request.
+    fn of_keys<'k>(keys: impl IntoIterator<Item = &'k str>) -> Probe {
+        let mut children: std::collections::BTreeMap<&str, Vec<&str>> = std::collections::BTreeMap::new();
+        for key in keys {
+            let (child, rest) = key.split_once('/').unwrap_or((key, ""));
+            let rests = children.entry(child).or_default();
+            // A repository's own directories (`_manifests`, …) are not descended into.
+            if !rest.is_empty() && !child.starts_with('_') {
+                rests.push(rest);
+            }
+        }
+        let repository = children.contains_key("_manifests");
+        let below = children
+            .iter()
+            .filter(|(child, _)| !child.starts_with('_'))
+            .map(|(child, rests)| (child.to_string(), Probe::of_keys(rests.iter().copied())))
+            .collect();
+        let names = children.into_keys().map(str::to_string).collect();
+        Probe { first: ListPage { names, more: false }, repository, below }
     }
 }
 
@@ -81,6 +97,20 @@ impl Probe {
 fn read_past(name: &str, last: Option<&str>) -> bool {
     let prefix = format!("{name}/");
     last.is_some_and(|k| k > prefix.as_str() && !k.starts_with(&prefix))
+}
+
+/// A key up to its first `_` component (`a/_manifests/tags/x/…` is `a/_manifests`): the walk
+/// needs to know a repository's own directory exists, not what it holds.
+fn up_to_own(key: &str) -> &str {
+    let mut start = 0;
+    for component in key.split('/') {
+        let end = start + component.len();
+        if component.starts_with('_') {
+            return &key[..end];
+        }
+        start = end + 1;
+    }
+    key
 }
 
 /// Child directories probed at once: on an object store each probe is a listing request
@@ -214,8 +244,13 @@ impl Registry {
             if probe.repository {
                 items.push(name.clone());
             }
-            let queued = probe.first.names.into_iter().map(|name| Child { name, probe: None }).collect();
-            stack.push(Frame { dir, name, cursor: None, more: probe.first.more, queued });
+            let Probe { first, mut below, .. } = probe;
+            let mut queued: VecDeque<Child> =
+                first.names.into_iter().map(|name| Child { probe: below.remove(&name), name }).collect();
+            if items.len() < n {
+                self.probe_ahead(&dir, &mut queued, n - items.len(), want).await?;
+            }
+            stack.push(Frame { dir, name, cursor: None, more: first.more, queued });
         }
         Ok(Page { items, more: false })
     }
@@ -278,10 +313,9 @@ impl Registry {
             if after.is_some_and(|a| child <= a) {
                 continue;
             }
-            let entries = children.entry(child).or_default();
-            let entry = rest.split('/').next().unwrap_or(rest);
-            if !entry.is_empty() && entries.last() != Some(&entry) {
-                entries.push(entry);
+            let keys = children.entry(child).or_default();
+            if !rest.is_empty() {
+                keys.push(rest);
             }
         }
         let names: Vec<String> = children.keys().map(|c| c.to_string()).collect();
@@ -309,9 +343,9 @@ impl Registry {
         let take = certain.min(limit);
         let more = page.more || names.len() > take;
         let mut probes = Vec::with_capacity(take);
-        for (name, entries) in children.into_iter().take(take) {
+        for (name, keys) in children.into_iter().take(take) {
             let done = !page.more || read_past(name, last);
-            probes.push(done.then(|| Probe::of_entries(entries.into_iter().map(str::to_string).collect())));
+            probes.push(done.then(|| Probe::of_keys(keys)));
         }
         let mut names = names;
         names.truncate(take);
@@ -328,15 +362,17 @@ impl Registry {
         let Some(mut after) = names.iter().min().cloned() else { return Ok(out) };
         let index: std::collections::HashMap<&str, usize> =
             names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-        let mut entries: Vec<Vec<String>> = names.iter().map(|_| Vec::new()).collect();
+        // Each child's keys below it; a repository's own (`_manifests/…`) only once per entry,
+        // so a large repository's tags are not kept.
+        let mut keys: Vec<Vec<String>> = names.iter().map(|_| Vec::new()).collect();
         loop {
             let Some(page) = self.driver.list_flat(parent, &after, FLAT_KEYS).await? else { return Ok(out) };
             for key in &page.keys {
                 let Some((child, rest)) = key.split_once('/') else { continue };
                 if let Some(&i) = index.get(child) {
-                    let entry = rest.split('/').next().unwrap_or(rest);
-                    if entries[i].last().is_none_or(|e| e != entry) {
-                        entries[i].push(entry.to_string());
+                    let keep = up_to_own(rest);
+                    if keys[i].last().is_none_or(|k| k != keep) {
+                        keys[i].push(keep.to_string());
                     }
                 }
             }
@@ -344,7 +380,8 @@ impl Registry {
             let mut settled = 0;
             for (i, name) in names.iter().enumerate() {
                 if out[i].is_none() && (!page.more || read_past(name, last.map(String::as_str))) {
-                    out[i] = Some(Probe::of_entries(std::mem::take(&mut entries[i])));
+                    out[i] = Some(Probe::of_keys(keys[i].iter().map(String::as_str)));
+                    keys[i] = Vec::new();
                     settled += 1;
                 }
             }
@@ -360,17 +397,17 @@ impl Registry {
     async fn probe(&self, dir: &str, want: usize) -> Result<Probe> {
         let first = self.page_of(dir, None, want).await?;
         if first.names.iter().any(|c| c == "_manifests") {
-            return Ok(Probe { first, repository: true });
+            return Ok(Probe { first, repository: true, below: Default::default() });
         }
         if !(first.more && first.names.last().is_some_and(|l| l.as_str() < "_manifests")) {
-            return Ok(Probe { first, repository: false });
+            return Ok(Probe { first, repository: false, below: Default::default() });
         }
         let repository = match self.driver.stat(&format!("{dir}/_manifests")).await {
             Ok(_) => true,
             Err(e) if e.is_not_found() => false,
             Err(e) => return Err(e.into()),
         };
-        Ok(Probe { first, repository })
+        Ok(Probe { first, repository, below: Default::default() })
     }
 
     /// Walks `repositories/`: every directory with a name, and its `_`-prefixed children
@@ -434,6 +471,39 @@ mod tests {
         std::fs::create_dir_all(root.join("b/_uploads")).unwrap(); // `b` holds no manifests
         let d: Arc<dyn StorageDriver> = Arc::new(FilesystemDriver::open(tmp.path()).unwrap());
         (tmp, Registry::new(d))
+    }
+
+    #[test]
+    fn a_key_ends_at_its_first_own_directory() {
+        assert_eq!(up_to_own("a/_manifests/tags/x/current/link"), "a/_manifests");
+        assert_eq!(up_to_own("_layers/sha256/x/link"), "_layers");
+        assert_eq!(up_to_own("a/b/c"), "a/b/c");
+        assert_eq!(up_to_own(""), "");
+    }
+
+    #[test]
+    fn a_subtree_is_probed_from_its_keys() {
+        let p = Probe::of_keys([
+            "_manifests/tags/t/current/link",
+            "worker/_manifests/tags/x/current/link",
+            "worker/_layers/sha256/y/link",
+            "api/deep/_manifests/revisions/z/link",
+            "file",
+            "worker/_manifests/tags/x/current/link",
+        ]);
+        assert!(p.repository);
+        assert_eq!(
+            p.first,
+            ListPage { names: vec!["_manifests".into(), "api".into(), "file".into(), "worker".into()], more: false }
+        );
+        assert_eq!(p.below.len(), 3, "the repository's own directory is not descended into");
+        let worker = &p.below["worker"];
+        assert!(worker.repository);
+        assert_eq!(worker.first.names, ["_layers", "_manifests"]);
+        let api = &p.below["api"];
+        assert!(!api.repository);
+        assert!(api.below["deep"].repository);
+        assert!(p.below["file"].first.names.is_empty() && !p.below["file"].repository);
     }
 
     #[tokio::test]

@@ -156,10 +156,14 @@ pub(super) async fn content_round_trip(d: &dyn StorageDriver, p: &str) -> Outcom
     ensure!(!info.is_dir && info.size == 5, "stat {f}: {info:?}, want a file of 5 bytes");
     let dir = format!("{p}/a/b");
     ensure!(d.stat(&dir).await.ctx(format_args!("stat {dir}"))?.is_dir, "stat {dir}: not a directory");
+    let info = d.stat_file(&f).await.ctx(format_args!("stat_file {f}"))?;
+    ensure!(!info.is_dir && info.size == 5, "stat_file {f}: {info:?}, want a file of 5 bytes");
+    not_found(d.stat_file(&dir).await, format_args!("stat_file {dir} (a directory)"))?;
     let binary: Vec<u8> = (0..=255u8).rev().collect();
     put(d, &f, binary.clone()).await?;
     ensure_eq!(get(d, &f).await?, &binary[..], "get_content {f} after a second put_content");
     delete(d, &f).await?;
+    not_found(d.stat_file(&f).await, format_args!("stat_file {f} after delete"))?;
     not_found(d.get_content(&f).await, format_args!("get_content {f} after delete"))
 }
 
