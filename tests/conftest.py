@@ -14,7 +14,7 @@ PEER = os.environ.get("BERTH_TEST_PEER", "berth")
 # `--no-loadscope-reorder` so that pytest-xdist keeps this order) so that the other worker works
 # through the short files beside them instead of idling while one long file finishes last.
 RUN_FIRST = ["test_gc_s3.py", "test_listing_pages.py", "test_sdk_template.py", "test_sdk_kinds.py",
-             "test_admission.py", "test_events.py"]
+             "test_admission.py", "test_gc.py", "test_events.py"]
 
 
 def pytest_collection_modifyitems(session, config, items):
@@ -66,3 +66,57 @@ def client():
 
     with Client() as c:
         yield c
+
+
+# Where the workers' time went, file by file: when each file's last test finished (seconds
+# from the start) and on which worker, printed at the end of a run with several workers, so
+# that a CI log shows which files make the tail that `RUN_FIRST` is there to shorten.
+_files: dict[str, list] = {}
+_started = None
+
+
+def pytest_sessionstart(session):
+    global _started
+    import time
+
+    _started = time.monotonic()
+
+
+# BERTH_TAIL_FILE: a file created once every file but one has finished, i.e. once a worker has
+# nothing left to do; tests/run.sh starts the other suites then instead of letting that worker's
+# core idle through the suite's last file.
+_tests_left: dict[str, int] = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_node_collection_finished(node, ids):
+    if not _tests_left:
+        for nodeid in ids:
+            name = nodeid.split("::", 1)[0]
+            _tests_left[name] = _tests_left.get(name, 0) + 1
+
+
+def pytest_runtest_logreport(report):
+    node = getattr(report, "node", None)
+    if node is None or _started is None:
+        return
+    import time
+
+    name = report.nodeid.split("::", 1)[0]
+    entry = _files.setdefault(name, [node.gateway.id, 0.0, 0.0])
+    entry[1] += report.duration
+    entry[2] = time.monotonic() - _started
+    if report.when == "teardown" and name in _tests_left:
+        _tests_left[name] -= 1
+        tail = os.environ.get("BERTH_TAIL_FILE")
+        if tail and sum(1 for n in _tests_left.values() if n > 0) <= 1 and not os.path.exists(tail):
+            open(tail, "w").close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _files:
+        return
+    last = sorted(_files.items(), key=lambda kv: kv[1][2])[-10:]
+    terminalreporter.section("the last files to finish")
+    for name, (worker, spent, done) in last:
+        terminalreporter.write_line(f"{done:7.1f}s  {worker}  {spent:6.1f}s in its tests  {name}")
