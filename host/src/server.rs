@@ -446,14 +446,6 @@ enum Protocol {
     Http2,
 }
 
-/// The most an HTTP/1 connection reads ahead of the request (hyper's default is about 400 KiB).
-/// Body chunks are slices of this buffer, and an upload holds about five of them at once (one
-/// being hashed, up to three queued for the writer thread, one being written): at the default a
-/// 256 MiB push raised the process's peak memory by 4 MiB, at this size by 2. A request's head
-/// must fit in it too, which still leaves room for a URI at the `http` crate's 64 KiB limit (414
-/// past it) and a thousand header fields.
-const HTTP1_READ_BUFFER: usize = 128 << 10;
-
 /// Serves one connection (plain or TLS) under graceful shutdown, until it ends or its watchdog
 /// closes it (header or idle timeout, or shed for a newcomer).
 async fn serve_connection<S>(
@@ -504,7 +496,7 @@ where
     builder.http2().adaptive_window(true);
     // Header and idle timeouts are the watchdog's (hyper's own header timer also runs between
     // keep-alive requests, which would make it an idle timeout as well).
-    builder.http1().max_headers(limits.max_headers).max_buf_size(HTTP1_READ_BUFFER);
+    builder.http1().max_headers(limits.max_headers);
     let builder = match protocol {
         Protocol::Http1 => builder.http1_only(),
         Protocol::Http2 => builder.http2_only(),
