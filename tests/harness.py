@@ -28,9 +28,8 @@ OBJECT_STORES = ("s3", "azure")
 
 def object_store_config(kind: str, root: Path, **extra) -> dict:
     """`storage.<kind>` for an object store, in a bucket (container) and key prefix of `root`'s
-    own. moto and Azurite scan every object of a bucket on each listing, and the driver lists
-    on stat, delete and purge: in one shared bucket each listing paid for every object the
-    suite had written before it."""
+    own: no test's listings see another test's objects (and moto and Azurite, which scan a
+    whole bucket per listing, never scan them)."""
     import hashlib
 
     import objectstores

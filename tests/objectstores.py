@@ -77,17 +77,6 @@ def _bucket_exists(url: str) -> bool:
         return False
 
 
-def fresh_s3_bucket(hint: str) -> str:
-    """A new, empty bucket for one test. moto scans every key of a bucket on each listing, so a
-    test that lists a lot (catalog pages, garbage collection) gets its own instead of paying for
-    every other test's objects."""
-    import uuid
-
-    name = f"{hint}-{uuid.uuid4().hex[:12]}"
-    s3_client().create_bucket(Bucket=name)
-    return name
-
-
 _made: set[tuple[str, str]] = set()
 
 

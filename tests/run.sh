@@ -2,8 +2,8 @@
 # The whole test suite: unit and driver tests (cargo) beside the black-box suite that drives the
 # release binary over HTTP with skopeo and Python clients, then (from the black-box suite's last
 # file on) the registry's black-box API suite again on the storage-fs plugin, on S3 (moto's
-# server) and on Azure Blob (Azurite), both started here on loopback. One release build serves all of it; the plugins are
-# built from source first (no .wasm is committed).
+# server) and on Azure Blob (Azurite), both started here on loopback. One release build serves
+# all of it; the plugins are built from source first (no .wasm is committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The host's release build is the longest step and needs nothing the setup installs, so it

@@ -4,15 +4,12 @@ that the workers (`--dist loadfile`) can run it beside the rest of `test_gc.py`.
 
 from __future__ import annotations
 
-import uuid
-
-import objectstores
+from harness import object_store_config
 from test_gc import race
 
 
 def test_gc_beside_pushes_and_mounts_loses_nothing_on_s3(tmp_path):
-    prefix = f"/gc-{uuid.uuid4().hex[:12]}"
-    # Fewer and smaller than on the filesystem: every request is an HTTP round trip to moto.
-    bucket = objectstores.fresh_s3_bucket("gc")
-    race(tmp_path, {"s3": objectstores.s3_config(prefix, bucket=bucket), "redirect": {"disable": True}}, clients=3,
+    # A bucket of its own (as every root gets); fewer and smaller than on the filesystem: every
+    # request is an HTTP round trip to moto.
+    race(tmp_path, {**object_store_config("s3", tmp_path / "data"), "redirect": {"disable": True}}, clients=3,
          images=5, gc_runs=3)
