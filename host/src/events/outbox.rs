@@ -114,7 +114,9 @@ pub enum Flush {
 /// commit costs two `fdatasync`s that compete with the requests' own syncs.
 const JOURNALED_FLUSH: Duration = Duration::from_secs(1);
 
-/// A tail this long is committed at once, whatever is due: it bounds memory between commits.
+/// A tail this long makes a commit at once, whatever is due: what every endpoint took goes,
+/// and all of it is written if the rest would still be this long. It bounds memory between
+/// commits.
 const TAIL_COMMIT_EVENTS: usize = 16 << 10;
 
 /// `Tail::told` bits: the writer was told of lazy events, of journaled ones, of a full tail.
@@ -125,9 +127,9 @@ const TOLD_FULL: u8 = 4;
 /// What wakes the writer. Appends themselves go to the tail; the writer hears of the first of
 /// each kind after each commit.
 enum Msg {
-    /// Commit the tail now and say so (tests).
+    /// Commit (this much of) the tail now and say so (tests).
     #[cfg_attr(not(test), allow(dead_code))]
-    Commit { done: oneshot::Sender<Result<(), String>> },
+    Commit { take: Take, done: oneshot::Sender<Result<(), String>> },
     /// Stop without writing anything more, as a crash would (tests).
     #[cfg(test)]
     Crash,
@@ -151,6 +153,9 @@ struct Fresh {
     record: Bytes,
     /// Where the JSON starts in `record`.
     json_at: usize,
+    /// When it must be in the file if someone still wants it (`lazy_flush` or
+    /// `JOURNALED_FLUSH` after its append).
+    due: Instant,
 }
 
 impl Fresh {
@@ -161,7 +166,7 @@ impl Fresh {
 
 /// The size of the shared buffers events are copied into: one allocation per few hundred
 /// events instead of one per event, freed on whichever thread lets go of the last one.
-const CHUNK: usize = 256 << 10;
+const CHUNK: usize = 64 << 10;
 
 /// How many recent events `/debug/events` can show.
 pub const RECENT: usize = 100;
@@ -288,15 +293,21 @@ impl Outbox {
             {
                 let mut meta = txn.open_table(META).map_err(|e| open_err(e.into()))?;
                 head = meta.get("head").map_err(|e| open_err(e.into()))?.map(|v| v.value()).unwrap_or(0);
+                // Files written before `flushed` was recorded committed the whole tail each time.
+                let flushed =
+                    meta.get("flushed").map_err(|e| open_err(e.into()))?.map(|v| v.value()).unwrap_or(head);
                 // What was journaled after the last commit (a crash, or a stop before the
                 // writer's last commit) joins the file; what the file has is there already.
+                // `head` may be past such an event (one endpoint took it from the tail, a
+                // cursor is past it); another endpoint may still be owed it.
                 let mut events = txn.open_table(EVENTS).map_err(|e| open_err(e.into()))?;
                 let recorded = head;
-                for (seq, record) in journaled.iter().filter(|(seq, _)| *seq > recorded) {
+                for (seq, record) in journaled.iter().filter(|(seq, _)| *seq > flushed) {
                     events.insert(*seq, record.as_slice()).map_err(|e| open_err(e.into()))?;
                     head = head.max(*seq);
                 }
                 meta.insert("head", head).map_err(|e| open_err(e.into()))?;
+                meta.insert("flushed", head).map_err(|e| open_err(e.into()))?;
                 let cursors = txn.open_table(CURSORS).map_err(|e| open_err(e.into()))?;
                 for p in positions.iter() {
                     let at = cursors.get(p.name.as_str()).map_err(|e| open_err(e.into()))?.map(|v| v.value());
@@ -330,10 +341,11 @@ impl Outbox {
             index: index.clone(),
             tail: tail.clone(),
             head,
+            flushed: head,
             limits,
         };
         // Let go of what was taken before the restart, and apply the bounds as now configured.
-        if let Err(e) = writer.commit() {
+        if let Err(e) = writer.commit(Take::All) {
             tracing::error!(error = %e, "event outbox: first commit failed");
         }
         let handle = std::thread::Builder::new()
@@ -380,12 +392,17 @@ impl Outbox {
         if self.stopped.load(Ordering::Acquire) {
             return Err(OutboxError::Stopped);
         }
+        let (bit, within) = match sync {
+            Flush::Lazy => (TOLD_LAZY, self.lazy_flush),
+            Flush::Now | Flush::WithStorage => (TOLD_JOURNALED, JOURNALED_FLUSH),
+        };
+        let due = Instant::now() + within;
         let (last, tell) = {
             let mut t = lock(&self.tail);
             let mut fresh = Vec::with_capacity(entries.len());
             for (n, entry) in (t.last + 1..).zip(entries) {
                 let (record, json_at) = t.record(entry);
-                fresh.push(Fresh { seq: n, mask: entry.mask, record, json_at });
+                fresh.push(Fresh { seq: n, mask: entry.mask, record, json_at, due });
             }
             // In the journal before anyone can take them from the tail, in sequence order
             // (under the tail's lock).
@@ -400,10 +417,6 @@ impl Outbox {
                 t.recent.push_back(f.json());
                 t.fresh.push_back(f);
             }
-            let (bit, within) = match sync {
-                Flush::Lazy => (TOLD_LAZY, self.lazy_flush),
-                Flush::Now | Flush::WithStorage => (TOLD_JOURNALED, JOURNALED_FLUSH),
-            };
             let mut tell = (t.told & bit == 0).then_some(within);
             t.told |= bit;
             if t.fresh.len() >= TAIL_COMMIT_EVENTS && t.told & TOLD_FULL == 0 {
@@ -432,8 +445,14 @@ impl Outbox {
     /// Commits the tail to the file now (tests).
     #[cfg(test)]
     async fn commit_now(&self) -> Result<(), OutboxError> {
+        self.commit_taking(Take::All).await
+    }
+
+    /// Commits now what a commit the writer was due to make takes (tests).
+    #[cfg(test)]
+    async fn commit_taking(&self, take: Take) -> Result<(), OutboxError> {
         let (done, wait) = oneshot::channel();
-        self.send(Msg::Commit { done })?;
+        self.send(Msg::Commit { take, done })?;
         wait.await.map_err(|_| OutboxError::Stopped)?.map_err(OutboxError::Write)
     }
 
@@ -447,12 +466,23 @@ impl Outbox {
         drop(lock(&self.tx).take());
     }
 
-    /// Moves endpoint `i` past `seq` (never back).
+    /// Moves endpoint `i` past `seq` (never back), and lets go of what every endpoint has
+    /// taken from the tail now, not at the next commit: held until then, a second of pulls
+    /// was megabytes, freed at once and faulted in again.
     pub fn advance(&self, i: usize, seq: u64) {
-        if self.positions[i].at.fetch_max(seq, Ordering::AcqRel) < seq
-            && !self.cursor_moved.swap(true, Ordering::AcqRel)
-        {
+        if self.positions[i].at.fetch_max(seq, Ordering::AcqRel) >= seq {
+            return;
+        }
+        if !self.cursor_moved.swap(true, Ordering::AcqRel) {
             let _ = self.send(Msg::Due(JOURNALED_FLUSH));
+        }
+        let taken = self.positions.iter().map(|p| p.at()).min().unwrap_or(seq);
+        let mut t = lock(&self.tail);
+        if t.fresh.front().is_some_and(|f| f.seq <= taken) {
+            let n = t.fresh.partition_point(|f| f.seq <= taken);
+            t.fresh.drain(..n);
+            // Not in the file, and no one will read it there: everyone is past it.
+            t.flushed = t.flushed.max(taken);
         }
     }
 
@@ -662,12 +692,27 @@ struct Writer {
     tail: Arc<Mutex<Tail>>,
     /// The highest sequence number the file records as given out.
     head: u64,
+    /// Every event up to here is in the file, or was let go.
+    flushed: u64,
     limits: Limits,
+}
+
+/// Which part of the tail a commit takes (always a prefix: the file holds everything up to
+/// `flushed` that anyone still wants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Take {
+    /// All of it (a test's commit, shutdown).
+    All,
+    /// What is due, what every endpoint has taken already, and all of it once the rest would
+    /// still be `TAIL_COMMIT_EVENTS` long. A pull event a healthy endpoint takes within
+    /// `lazy_flush` is never written, whatever else (a cursor move, a push) made the commit.
+    Due,
 }
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
         let mut waiting: Vec<oneshot::Sender<Result<(), String>>> = Vec::new();
+        let mut take = Take::Due;
         // When the next commit is due (nothing waiting: none).
         let mut due: Option<Instant> = None;
         let mut open = true;
@@ -692,7 +737,12 @@ impl Writer {
             // Everything already queued joins this commit.
             for m in first.into_iter().chain(std::iter::from_fn(|| rx.try_recv().ok())) {
                 match m {
-                    Msg::Commit { done } => waiting.push(done),
+                    Msg::Commit { take: t, done } => {
+                        waiting.push(done);
+                        if t == Take::All {
+                            take = Take::All;
+                        }
+                    }
                     #[cfg(test)]
                     Msg::Crash => return,
                     Msg::Due(within) => {
@@ -702,17 +752,21 @@ impl Writer {
                 }
             }
             if !waiting.is_empty() || due.is_some_and(|t| Instant::now() >= t) || !open {
-                due = None;
-                let result = self.commit();
-                if let Err(e) = &result {
-                    tracing::error!(error = %e, "event outbox: commit failed; its events were not recorded");
-                    self.reindex();
-                    // What it should have written is still in the tail: try again.
-                    due = Some(Instant::now() + self.limits.lazy_flush);
-                }
+                let result = self.commit(if open { take } else { Take::All });
+                take = Take::Due;
+                due = match &result {
+                    // What it left in the tail is due later; appends after it tell anew.
+                    Ok(next) => *next,
+                    Err(e) => {
+                        tracing::error!(error = %e, "event outbox: commit failed; its events were not recorded");
+                        self.reindex();
+                        // What it should have written is still in the tail: try again.
+                        Some(Instant::now() + self.limits.lazy_flush)
+                    }
+                };
                 // Every waiter's events were in the tail this commit took.
                 for w in waiting.drain(..) {
-                    let _ = w.send(result.clone());
+                    let _ = w.send(result.clone().map(|_| ()));
                 }
             }
         }
@@ -732,19 +786,33 @@ impl Writer {
         }
     }
 
-    /// One transaction, one sync: writes the tail (what some endpoint still needs of it), lets
-    /// go of what every endpoint has taken, drops the oldest beyond the bounds, and writes the
-    /// cursors. Whatever is appended from the moment it takes the tail tells the writer anew.
-    fn commit(&mut self) -> Result<(), String> {
+    /// One transaction, one sync: writes what it takes of the tail (what some endpoint still
+    /// needs of it), lets go of what every endpoint has taken, drops the oldest beyond the
+    /// bounds, and writes the cursors. Whatever is appended from the moment it takes the tail
+    /// tells the writer anew; returns when what it left there is due.
+    fn commit(&mut self, take: Take) -> Result<Option<Instant>, String> {
         let metrics = crate::metrics::get();
         // Cursors are read below: a move after this point tells the writer again.
         self.cursor_moved.store(false, Ordering::Release);
         let fresh: Vec<Fresh> = {
             let mut t = lock(&self.tail);
             t.told = 0;
-            t.fresh.iter().cloned().collect()
+            let n = match take {
+                Take::All => t.fresh.len(),
+                Take::Due => {
+                    let now = Instant::now();
+                    let taken = match self.positions.iter().map(|p| p.at()).min() {
+                        Some(at) => t.fresh.partition_point(|f| f.seq <= at),
+                        None => t.fresh.len(),
+                    };
+                    let due = t.fresh.iter().rposition(|f| f.due <= now).map_or(0, |i| i + 1);
+                    let n = taken.max(due);
+                    if t.fresh.len() - n >= TAIL_COMMIT_EVENTS { t.fresh.len() } else { n }
+                }
+            };
+            t.fresh.range(..n).cloned().collect()
         };
-        let upto = fresh.last().map_or(self.head, |f| f.seq);
+        let upto = fresh.last().map_or(self.flushed, |f| f.seq);
         let mut txn = self.db.begin_write().map_err(err)?;
         txn.set_durability(Durability::Immediate);
         let mut head = upto.max(self.head);
@@ -792,9 +860,11 @@ impl Writer {
             }
             let mut meta = txn.open_table(META).map_err(err)?;
             meta.insert("head", head).map_err(err)?;
+            meta.insert("flushed", upto).map_err(err)?;
         }
         txn.commit().map_err(err)?;
         self.head = head;
+        self.flushed = upto;
         // The journal's records up to here are in the file now (or were taken by everyone).
         if let Err(e) = self.journal.release(upto) {
             tracing::warn!(error = %e, "event outbox: journal segments not let go");
@@ -810,7 +880,7 @@ impl Writer {
             t.fresh.pop_front();
         }
         t.flushed = t.flushed.max(upto);
-        Ok(())
+        Ok(t.fresh.iter().map(|f| f.due).min())
     }
 }
 

@@ -315,9 +315,10 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 }
 
 /// `{"events":[...]}` from events already serialized one by one (as the outbox stores them).
-pub fn envelope<'a>(events: impl IntoIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {
+pub fn envelope<'a>(out: &mut Vec<u8>, events: impl IntoIterator<Item = &'a [u8]> + Clone) {
     let size: usize = events.clone().into_iter().map(|e| e.len() + 1).sum();
-    let mut out = Vec::with_capacity(size + 16);
+    out.clear();
+    out.reserve(size + 16);
     out.extend_from_slice(b"{\"events\":[");
     for (i, e) in events.into_iter().enumerate() {
         if i > 0 {
@@ -326,7 +327,6 @@ pub fn envelope<'a>(events: impl IntoIterator<Item = &'a [u8]> + Clone) -> Vec<u
         out.extend_from_slice(e);
     }
     out.extend_from_slice(b"]}");
-    out
 }
 
 #[cfg(test)]
@@ -371,7 +371,8 @@ mod tests {
                 "request":{"id":"q","method":"DELETE","useragent":""},"actor":{},
                 "source":{"addr":"h:5000","instanceID":"u"}})
         );
-        let env = envelope([br#"{"a":1}"#.as_slice(), br#"{"b":2}"#.as_slice()]);
+        let mut env = b"the last batch".to_vec();
+        envelope(&mut env, [br#"{"a":1}"#.as_slice(), br#"{"b":2}"#.as_slice()]);
         assert_eq!(env, br#"{"events":[{"a":1},{"b":2}]}"#);
         assert!(!e.passes(&[], &["delete".into()]));
         assert!(e.passes(&["application/octet-stream".into()], &["pull".into()]));

@@ -36,6 +36,9 @@ pub struct Webhook {
     url: Uri,
     headers: HeaderMap,
     timeout: Duration,
+    /// The last batch's body, taken back once hyper let go of it: a batch is hundreds of
+    /// kilobytes, and a fresh one each time was pages faulted in and given back.
+    spare: std::sync::Mutex<Vec<u8>>,
 }
 
 fn roots(e: &Endpoint) -> Result<rustls::RootCertStore, WebhookError> {
@@ -95,15 +98,15 @@ impl Webhook {
                 headers.append(name.clone(), v);
             }
         }
-        Ok(Webhook { client, url, headers, timeout: e.timeout })
+        Ok(Webhook { client, url, headers, timeout: e.timeout, spare: Default::default() })
     }
 
-    async fn post(&self, body: Vec<u8>) -> Result<(), String> {
+    async fn post(&self, body: Bytes) -> Result<(), String> {
         let mut req = Request::builder()
             .method(Method::POST)
             .uri(self.url.clone())
             .header(header::CONTENT_TYPE, EVENTS_MEDIA_TYPE)
-            .body(Full::new(Bytes::from(body)))
+            .body(Full::new(body))
             .map_err(|e| e.to_string())?;
         for (k, v) in &self.headers {
             req.headers_mut().append(k.clone(), v.clone());
@@ -136,8 +139,15 @@ impl Sink for Webhook {
     }
 
     async fn deliver(&self, events: &[Stored]) -> Result<(), SinkError> {
-        let body = envelope(events.iter().map(|e| &e.json[..]));
-        match tokio::time::timeout(self.timeout, self.post(body)).await {
+        let mut buf = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|p| p.into_inner()));
+        envelope(&mut buf, events.iter().map(|e| &e.json[..]));
+        let body = Bytes::from(buf);
+        let answer = tokio::time::timeout(self.timeout, self.post(body.clone())).await;
+        // Sole owner again once the request is done with it (not after a timeout, say).
+        if let Ok(b) = body.try_into_mut() {
+            *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = b.into();
+        }
+        match answer {
             Ok(r) => r.map_err(SinkError::Retry),
             Err(_) => Err(SinkError::Retry(format!("{}: no answer within {:?}", self.url, self.timeout))),
         }

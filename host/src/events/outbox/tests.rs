@@ -81,6 +81,50 @@ async fn pulls_taken_from_the_tail_are_never_written() {
     assert_eq!(seqs(&got), [6]);
 }
 
+/// The events the file holds.
+fn in_file(o: &Outbox) -> Vec<u64> {
+    let txn = o.db.begin_read().unwrap();
+    let t = txn.open_table(EVENTS).unwrap();
+    t.iter().unwrap().map(|item| item.unwrap().0.value()).collect()
+}
+
+#[tokio::test]
+async fn a_commit_writes_only_what_is_due_and_still_owed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true)), Arc::new(Position::new("b".into(), |_, _| true))];
+    let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
+    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    o.append(&(0..4).map(|n| entry(&o, n)).collect::<Vec<_>>(), Flush::Lazy).await.unwrap();
+    o.append(&[entry(&o, 4)], Flush::Now).await.unwrap();
+    // a takes everything, b the first two.
+    o.advance(0, 5);
+    o.advance(1, 2);
+    o.commit_taking(Take::Due).await.unwrap();
+    // 1 and 2 were taken by both; 3 and 4 (pulls) and 5 (journaled) are not due yet.
+    assert_eq!(in_file(&o), Vec::<u64>::new());
+    assert_eq!(o.size().0, 3);
+    assert_eq!(seqs(&o.read(1, 2, 10).unwrap().0), [3, 4, 5]);
+    // A crash: the pulls not yet due are lost, as `lazy_flush` allows; 5 is journaled. a's
+    // cursor (and the recorded head) is past it, but b is still owed it.
+    o.crash();
+    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    assert_eq!(o.positions()[0].at(), 5);
+    assert_eq!(seqs(&o.read(1, o.positions()[1].at(), 10).unwrap().0), [5]);
+    assert_eq!(o.read(0, o.positions()[0].at(), 10).unwrap().0.len(), 0);
+    drop(o);
+
+    // Pulls past `lazy_flush` that someone still wants are due.
+    let dir = tempfile::tempdir().unwrap();
+    let o = Outbox::open(dir.path(), ps(), limits(100)).unwrap();
+    o.append(&(0..3).map(|n| entry(&o, n)).collect::<Vec<_>>(), Flush::Lazy).await.unwrap();
+    o.advance(0, 3);
+    o.advance(1, 1);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    o.commit_taking(Take::Due).await.unwrap();
+    assert_eq!(in_file(&o), [2, 3]);
+    assert_eq!(o.size().0, 2);
+}
+
 #[tokio::test]
 async fn journaled_events_survive_a_crash_before_any_commit() {
     let dir = tempfile::tempdir().unwrap();
