@@ -274,16 +274,34 @@ fn references(content: &[u8]) -> Vec<Descriptor<'static>> {
     out
 }
 
+/// A version 4 UUID as distribution's event ids are, unique without a random draw per event:
+/// a random key per thread, and a count of the thread's events spread over the other half by
+/// a bijection (multiplying by an odd number modulo 2^62), so no two events share an id.
+fn event_id() -> String {
+    use std::cell::Cell;
+    thread_local! {
+        static NEXT: Cell<(u64, u64)> = Cell::new((rand::random(), 0));
+    }
+    let (key, n) = NEXT.with(|c| {
+        let (key, n) = c.get();
+        c.set((key, n.wrapping_add(1)));
+        (key, n)
+    });
+    const LOW_62: u64 = (1 << 62) - 1;
+    let spread = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) & LOW_62;
+    let id = (u128::from(key) << 64) | u128::from(spread);
+    uuid::Builder::from_u128(id)
+        .with_version(uuid::Version::Random)
+        .with_variant(uuid::Variant::RFC4122)
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut [0; 36])
+        .to_owned()
+}
+
 fn new_event<'a>(action: Action, target: Target<'a>, o: &'a Observed, actor: &'a str, source: &'a Source) -> Event<'a> {
     Event {
-        // From the thread's generator, not a system call per event.
-        id: Cow::Owned(
-            uuid::Builder::from_random_bytes(rand::random())
-                .into_uuid()
-                .hyphenated()
-                .encode_lower(&mut [0; 36])
-                .to_owned(),
-        ),
+        id: Cow::Owned(event_id()),
         timestamp: Cow::Owned(super::record::rfc3339_nanos(std::time::SystemTime::now())),
         action,
         target,
@@ -442,6 +460,19 @@ mod tests {
         assert_eq!(remote_addr(&Headers::of(&h), peer), "9.9.9.9");
         h.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
         assert_eq!(remote_addr(&Headers::of(&h), peer), "1.2.3.4");
+    }
+
+    #[test]
+    fn event_ids_are_version_4_uuids_and_never_repeat() {
+        let ids: Vec<String> = (0..10_000).map(|_| event_id()).collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        for id in &ids[..3] {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!((u.get_version(), u.get_variant()), (Some(uuid::Version::Random), uuid::Variant::RFC4122));
+        }
+        let other = std::thread::spawn(event_id).join().unwrap();
+        assert_ne!(other[..18], ids[0][..18], "each thread has its own key");
     }
 
     #[test]
