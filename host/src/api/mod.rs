@@ -351,7 +351,7 @@ impl App {
         }
         // Notifications decorate the operation here, in one place: what the request is
         // about is noted before it runs, the event shaped from the answer after.
-        let mut observed = self.events.get().and_then(|_| self.observe(&route, &req, id));
+        let mut observed = self.events.get().and_then(|_| self.observe(&route, &path, &req, id));
         if let Some(o) = &mut observed {
             o.prepare(&self.registry).await;
         }
@@ -404,12 +404,13 @@ impl App {
     }
 
     /// What a request may cause an event about, for `events::listener`.
-    fn observe(
+    fn observe<'a>(
         &self,
-        route: &Route<'_>,
+        route: &Route<'a>,
+        path: &'a str,
         req: &Request<RequestBody>,
-        id: &str,
-    ) -> Option<crate::events::listener::Observed> {
+        id: &'a str,
+    ) -> Option<crate::events::listener::Observed<'a>> {
         let (kind, name, reference) = match route {
             Route::Manifest { name, reference } => ("manifest", name, Some(*reference)),
             Route::Blob { name, digest } => ("blob", name, Some(*digest)),
@@ -418,7 +419,6 @@ impl App {
             _ => return None,
         };
         let facts = crate::events::listener::RequestFacts {
-            id,
             method: req.method(),
             headers: req.headers(),
             query: req.uri().query(),
@@ -426,7 +426,10 @@ impl App {
             absolute_urls: !self.options.relative_urls,
             tls: self.options.tls,
         };
-        crate::events::listener::observe(kind, Some(name), reference, facts)
+        // The repository as the path spells it (`Route` joined its segments back into the same
+        // text), borrowed for as long as the request runs.
+        let repository = path.strip_prefix("/v2/").and_then(|rest| rest.get(..name.len())).filter(|r| r == name);
+        crate::events::listener::observe(kind, repository, reference, id, facts)
     }
 
     /// Berth's token endpoint: parameters from the query (`GET`) or the form body (`POST`).

@@ -11,15 +11,15 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use super::record::{Action, Actor, Descriptor, Event, RequestRecord, Source, Str, Target, BLOB_MEDIA_TYPE};
 use crate::registry::{Digest, Reference, Registry, RepoName};
 
-/// What a request that may cause an event is about.
+/// What a request that may cause an event is about (references borrowed from its path).
 #[derive(Debug, Clone)]
-enum About {
-    ManifestGet(String),
-    ManifestPut(String),
+enum About<'a> {
+    ManifestGet(&'a str),
+    ManifestPut(&'a str),
     /// The reference, and (by digest) the tags that pointed at it, found before the delete.
-    ManifestDelete(String, Vec<String>),
-    BlobGet(String),
-    BlobDelete(String),
+    ManifestDelete(&'a str, Vec<String>),
+    BlobGet(&'a str),
+    BlobDelete(&'a str),
     /// `PUT` of an upload session: the digest comes back in the answer.
     UploadFinish,
     /// `POST .../blobs/uploads/` with `mount` (and `from`) or a monolithic `digest`.
@@ -41,12 +41,12 @@ struct Headers {
     forwarded_host: Option<HeaderValue>,
 }
 
-/// A request noted before it runs.
+/// A request noted before it runs, borrowing its path and id (no copies on every pull).
 #[derive(Debug, Clone)]
-pub struct Observed {
-    about: About,
-    repository: String,
-    id: String,
+pub struct Observed<'a> {
+    about: About<'a>,
+    repository: &'a str,
+    id: &'a str,
     method: Method,
     headers: Headers,
     peer: Option<std::net::SocketAddr>,
@@ -56,7 +56,6 @@ pub struct Observed {
 
 /// The request facts the API layer hands over.
 pub struct RequestFacts<'a> {
-    pub id: &'a str,
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
     pub query: Option<&'a str>,
@@ -157,14 +156,20 @@ fn query_param(q: &str, key: &str) -> Option<String> {
 
 /// The event-worthy part of a request, from its route kind (see `api::routes`): manifest,
 /// blob and upload requests that change or read content; `HEAD` never (as distribution).
-pub fn observe(kind: &str, repository: Option<&str>, reference: Option<&str>, f: RequestFacts<'_>) -> Option<Observed> {
-    let repository = repository?.to_string();
+pub fn observe<'a>(
+    kind: &str,
+    repository: Option<&'a str>,
+    reference: Option<&'a str>,
+    id: &'a str,
+    f: RequestFacts<'_>,
+) -> Option<Observed<'a>> {
+    let repository = repository?;
     let about = match (kind, f.method) {
-        ("manifest", &Method::GET) => About::ManifestGet(reference?.to_string()),
-        ("manifest", &Method::PUT) => About::ManifestPut(reference?.to_string()),
-        ("manifest", &Method::DELETE) => About::ManifestDelete(reference?.to_string(), Vec::new()),
-        ("blob", &Method::GET) => About::BlobGet(reference?.to_string()),
-        ("blob", &Method::DELETE) => About::BlobDelete(reference?.to_string()),
+        ("manifest", &Method::GET) => About::ManifestGet(reference?),
+        ("manifest", &Method::PUT) => About::ManifestPut(reference?),
+        ("manifest", &Method::DELETE) => About::ManifestDelete(reference?, Vec::new()),
+        ("blob", &Method::GET) => About::BlobGet(reference?),
+        ("blob", &Method::DELETE) => About::BlobDelete(reference?),
         ("upload", &Method::PUT) => About::UploadFinish,
         ("upload-start", &Method::POST) => {
             let q = f.query.unwrap_or("");
@@ -181,7 +186,7 @@ pub fn observe(kind: &str, repository: Option<&str>, reference: Option<&str>, f:
     Some(Observed {
         about,
         repository,
-        id: f.id.to_string(),
+        id,
         method: f.method.clone(),
         headers: Headers::of(f.headers),
         peer: f.peer,
@@ -189,12 +194,12 @@ pub fn observe(kind: &str, repository: Option<&str>, reference: Option<&str>, f:
     })
 }
 
-impl Observed {
+impl Observed<'_> {
     /// What must be read before the request runs: the tags a manifest deleted by digest
     /// takes with it (distribution reports a tag delete for each).
     pub async fn prepare(&mut self, registry: &Registry) {
         let About::ManifestDelete(reference, tags) = &mut self.about else { return };
-        let (Ok(repo), Ok(Reference::Digest(d))) = (RepoName::parse(&self.repository), Reference::parse(reference))
+        let (Ok(repo), Ok(Reference::Digest(d))) = (RepoName::parse(self.repository), Reference::parse(reference))
         else {
             return;
         };
@@ -231,7 +236,7 @@ impl Observed {
             url.push_str("://");
             url.push_str(host);
         }
-        for part in ["/v2/", &self.repository, "/", what, "/", digest] {
+        for part in ["/v2/", self.repository, "/", what, "/", digest] {
             url.push_str(part);
         }
         url
@@ -239,7 +244,7 @@ impl Observed {
 
     fn request(&self) -> RequestRecord<'_> {
         RequestRecord {
-            id: Cow::Borrowed(&self.id),
+            id: Cow::Borrowed(self.id),
             addr: remote_addr(&self.headers, self.peer),
             host: Cow::Borrowed(value(&self.headers.host)),
             method: Cow::Borrowed(self.method.as_str()),
@@ -299,7 +304,7 @@ fn event_id() -> String {
         .to_owned()
 }
 
-fn new_event<'a>(action: Action, target: Target<'a>, o: &'a Observed, actor: &'a str, source: &'a Source) -> Event<'a> {
+fn new_event<'a>(action: Action, target: Target<'a>, o: &'a Observed<'a>, actor: &'a str, source: &'a Source) -> Event<'a> {
     Event {
         id: Cow::Owned(event_id()),
         timestamp: Cow::Owned(super::record::rfc3339_nanos(std::time::SystemTime::now())),
@@ -314,17 +319,17 @@ fn new_event<'a>(action: Action, target: Target<'a>, o: &'a Observed, actor: &'a
 /// The events a successful request caused, in distribution's order (none for a failed
 /// request, or one that caused nothing, such as a mount that fell back to an upload).
 pub async fn events<'a>(
-    o: &'a Observed,
+    o: &'a Observed<'a>,
     status: StatusCode,
     answer: &'a HeaderMap,
     actor: &'a str,
     cx: &Context<'a>,
-) -> Vec<Event<'a>> {
-    let Some(first) = event(o, status, answer, actor, cx).await else { return Vec::new() };
-    let mut out = vec![first];
+) -> smallvec::SmallVec<[Event<'a>; 1]> {
+    let Some(first) = event(o, status, answer, actor, cx).await else { return smallvec::SmallVec::new() };
+    let mut out = smallvec::smallvec![first];
     if let About::ManifestDelete(_, tags) = &o.about {
         for tag in tags {
-            let t = Target { repository: Cow::Borrowed(&o.repository), tag: Cow::Borrowed(tag), ..Default::default() };
+            let t = Target { repository: Cow::Borrowed(o.repository), tag: Cow::Borrowed(tag), ..Default::default() };
             out.push(new_event(Action::Delete, t, o, actor, cx.source));
         }
     }
@@ -342,20 +347,20 @@ fn tag_of(reference: &str) -> &str {
 }
 
 async fn event<'a>(
-    o: &'a Observed,
+    o: &'a Observed<'a>,
     status: StatusCode,
     answer: &'a HeaderMap,
     actor: &'a str,
     cx: &Context<'a>,
 ) -> Option<Event<'a>> {
-    let repo = || RepoName::parse(&o.repository).ok();
+    let repo = || RepoName::parse(o.repository).ok();
     let answered_digest = header(answer, &DOCKER_CONTENT_DIGEST);
     let blob = |digest: &'a str, size: u64, from: &'a str| Target {
         media_type: Cow::Borrowed(BLOB_MEDIA_TYPE),
         size,
         digest: Cow::Borrowed(digest),
         length: size,
-        repository: Cow::Borrowed(&o.repository),
+        repository: Cow::Borrowed(o.repository),
         from_repository: Cow::Borrowed(from),
         url: Cow::Owned(o.url("blobs", digest)),
         ..Default::default()
@@ -391,7 +396,7 @@ async fn event<'a>(
                 size,
                 digest: Cow::Borrowed(answered_digest),
                 length: size,
-                repository: Cow::Borrowed(&o.repository),
+                repository: Cow::Borrowed(o.repository),
                 url: Cow::Owned(o.url("manifests", answered_digest)),
                 tag: Cow::Borrowed(tag_of(reference)),
                 references,
@@ -403,7 +408,7 @@ async fn event<'a>(
             if status != StatusCode::ACCEPTED {
                 return None;
             }
-            let mut t = Target { repository: Cow::Borrowed(&o.repository), ..Default::default() };
+            let mut t = Target { repository: Cow::Borrowed(o.repository), ..Default::default() };
             match tag_of(reference) {
                 "" => t.digest = Cow::Borrowed(reference),
                 tag => t.tag = Cow::Borrowed(tag),
@@ -416,7 +421,7 @@ async fn event<'a>(
             }
             let t = Target {
                 digest: Cow::Borrowed(digest),
-                repository: Cow::Borrowed(&o.repository),
+                repository: Cow::Borrowed(o.repository),
                 ..Default::default()
             };
             (Action::Delete, t)

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{json, Value};
+use smallvec::SmallVec;
 
 use crate::config::{Config, Endpoint};
 use crate::plugins::{NotificationKind, PluginSpec, Swap};
@@ -149,7 +150,7 @@ impl Notifier {
 
     /// How the event of `observed` is made durable, when the request will (`storage_syncs`)
     /// or will not end with a storage sync after the event is recorded.
-    pub fn flush_for(&self, observed: &Observed, storage_syncs: bool) -> Flush {
+    pub fn flush_for(&self, observed: &Observed<'_>, storage_syncs: bool) -> Flush {
         if !observed.durable() {
             Flush::Lazy
         } else if storage_syncs && self.storage_syncs_journal.load(Ordering::Relaxed) {
@@ -162,7 +163,7 @@ impl Notifier {
     /// Records the event a served request caused (if any), made durable as `sync` says.
     pub async fn record(
         &self,
-        observed: &Observed,
+        observed: &Observed<'_>,
         status: http::StatusCode,
         answer: &http::HeaderMap,
         actor: &str,
@@ -171,23 +172,36 @@ impl Notifier {
     ) -> Result<(), OutboxError> {
         let cx = Context { registry, source: &self.source, include_references: self.include_references };
         let events = listener::events(observed, status, answer, actor, &cx).await;
-        // Each event's JSON in one buffer (an event is 600-900 bytes), for the endpoints that
-        // want it (asked once per event).
-        let mut json = Vec::with_capacity(1024 * events.len());
-        let mut wanted = Vec::with_capacity(events.len());
-        for e in &events {
-            let mask = self.outbox.wanted_by(e.action, &e.target.media_type);
-            if mask != 0 {
-                let start = json.len();
-                e.write_json(&mut json);
-                wanted.push((e, mask, start..json.len()));
-            }
+        thread_local! {
+            /// Where a request's events are written before the outbox copies them (an event
+            /// is 600-900 bytes; this is not allocated per pull).
+            static JSON: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let entries: Vec<Entry<'_>> = wanted
-            .into_iter()
-            .map(|(e, mask, at)| Entry { action: e.action, media_type: &e.target.media_type, mask, json: &json[at] })
-            .collect();
-        self.outbox.append(&entries, flush).await
+        let pushed = JSON.with_borrow_mut(|json| {
+            json.clear();
+            // For the endpoints that want each (asked once per event).
+            let mut wanted: SmallVec<[_; 2]> = SmallVec::new();
+            for e in &events {
+                let mask = self.outbox.wanted_by(e.action, &e.target.media_type);
+                if mask != 0 {
+                    let start = json.len();
+                    e.write_json(json);
+                    wanted.push((e, mask, start..json.len()));
+                }
+            }
+            let entries: SmallVec<[Entry<'_>; 2]> = wanted
+                .into_iter()
+                .map(|(e, mask, at)| Entry { action: e.action, media_type: &e.target.media_type, mask, json: &json[at] })
+                .collect();
+            let pushed = self.outbox.push(&entries, flush);
+            drop(entries);
+            // One request's batch (a delete by digest with many tags) is not kept for the next.
+            if json.capacity() > 64 << 10 {
+                *json = Vec::new();
+            }
+            pushed
+        })?;
+        pushed.durable().await
     }
 
     /// Per endpoint: pending, delivered, failed, dropped, last error and success (`/debug/vars`).

@@ -80,6 +80,25 @@ pub struct Entry<'a> {
     pub json: &'a [u8],
 }
 
+/// Events pushed to the tail; what is left to wait for before they are durable as asked.
+#[must_use = "events pushed with Flush::Now are durable only once `durable` returns"]
+pub struct Appended {
+    last: u64,
+    /// To sync up to `last` (`Flush::Now`).
+    journal: Option<Arc<Journal>>,
+}
+
+impl Appended {
+    pub async fn durable(self) -> Result<(), OutboxError> {
+        let Some(journal) = self.journal else { return Ok(()) };
+        let last = self.last;
+        tokio::task::spawn_blocking(move || journal.sync(last))
+            .await
+            .map_err(|e| OutboxError::Write(format!("journal sync task: {e}")))?
+            .map_err(OutboxError::from)
+    }
+}
+
 /// An event read back for delivery.
 pub struct Stored {
     pub seq: u64,
@@ -386,8 +405,15 @@ impl Outbox {
     /// Appends events to the tail, where delivery can take them at once, and (unless
     /// `Flush::Lazy`) to the journal; see [`Flush`] for when they are durable.
     pub async fn append(&self, entries: &[Entry<'_>], sync: Flush) -> Result<(), OutboxError> {
+        self.push(entries, sync)?.durable().await
+    }
+
+    /// [`append`](Self::append) without waiting: the entries are copied before it returns (the
+    /// caller's buffers are free again), and [`Appended::durable`] waits for what `sync` asks.
+    pub fn push(&self, entries: &[Entry<'_>], sync: Flush) -> Result<Appended, OutboxError> {
+        let nothing = Appended { last: 0, journal: None };
         if entries.is_empty() {
-            return Ok(());
+            return Ok(nothing);
         }
         if self.stopped.load(Ordering::Acquire) {
             return Err(OutboxError::Stopped);
@@ -399,7 +425,7 @@ impl Outbox {
         let due = Instant::now() + within;
         let (last, tell) = {
             let mut t = lock(&self.tail);
-            let mut fresh = Vec::with_capacity(entries.len());
+            let mut fresh: smallvec::SmallVec<[Fresh; 2]> = smallvec::SmallVec::with_capacity(entries.len());
             for (n, entry) in (t.last + 1..).zip(entries) {
                 let (record, json_at) = t.record(entry);
                 fresh.push(Fresh { seq: n, mask: entry.mask, record, json_at, due });
@@ -433,13 +459,7 @@ impl Outbox {
         if let Some(within) = tell {
             self.send(Msg::Due(within))?;
         }
-        if sync == Flush::Now {
-            let journal = self.journal.clone();
-            tokio::task::spawn_blocking(move || journal.sync(last))
-                .await
-                .map_err(|e| OutboxError::Write(format!("journal sync task: {e}")))??;
-        }
-        Ok(())
+        Ok(Appended { last, journal: (sync == Flush::Now).then(|| self.journal.clone()) })
     }
 
     /// Commits the tail to the file now (tests).
