@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import yaml
 
 import ocihelpers as oh
 from authhelpers import basic, write_htpasswd
@@ -386,6 +387,31 @@ def test_file_plugin_writes_json_lines(tmp_path):
         ev = [json.loads(x) for x in lines]
         assert [e["action"] for e in ev] == ["push", "push", "push", "delete", "delete"]
         assert ev[2]["target"]["digest"] == d and ev[4]["target"] == {"repository": "f/repo", "tag": "v1"}
+    finally:
+        srv.stop()
+
+
+def test_reload_swaps_a_sink_plugin_with_its_new_configuration(tmp_path):
+    """POST /admin/reload on the debug listener reloads sink plugins as it does every other
+    kind: after the configuration names another file for notify-file, new events go there."""
+    audit = tmp_path / "audit"
+    plugins = {"audit": plugin_entry("notify-file", config={"path": "/audit/before.jsonl"},
+                                     grants={"dirs": [{"host": str(audit), "guest": "/audit", "mode": "rw"}]})}
+    srv = start(tmp_path, [{"name": "audit", "plugin": "audit"}], extra={"plugins": plugins})
+    try:
+        first = push_blobs(srv.url, "r/reload", 1)
+        wait_vars(srv, "audit", lambda v: v["delivered"] == 1)
+        cfg = yaml.safe_load(srv.config_path.read_text())
+        cfg["plugins"]["audit"]["config"]["path"] = "/audit/after.jsonl"
+        srv.config_path.write_text(yaml.safe_dump(cfg))
+        r = requests.post(srv.debug_url + "/admin/reload", timeout=30)
+        assert r.status_code == 200, r.text
+        assert "notification-sink plugin" in r.json()["serving"], r.text
+        second = push_blobs(srv.url, "r/reload", 1, size=65)
+        wait_vars(srv, "audit", lambda v: v["delivered"] == 2)
+        digests = lambda f: [json.loads(x)["target"]["digest"] for x in (audit / f).read_text().splitlines()]
+        assert digests("before.jsonl") == first
+        assert digests("after.jsonl") == second
     finally:
         srv.stop()
 

@@ -90,8 +90,8 @@ fn native_driver(config: &Config) -> std::io::Result<Arc<dyn StorageDriver>> {
     Ok(driver)
 }
 
-/// Builds the application, loading the plugins the configuration uses (a storage driver
-/// today), and installs the reload hook (SIGHUP through `spawn_sighup_reload`, and the debug
+/// Builds the application, loading the plugins the configuration uses (auth policy,
+/// admission, storage driver, notification sinks), and installs the reload hook (SIGHUP through `spawn_sighup_reload`, and the debug
 /// server's `POST /admin/reload`) that re-reads `config_path` and the plugin files.
 pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -> std::io::Result<Arc<App>> {
     let mut plugins = PluginSet::default();
@@ -143,7 +143,15 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
     for name in unused_plugins(config) {
         tracing::warn!(plugin = %name, "plugins.{name} is configured but nothing uses it; not loaded");
     }
-    if let Some(n) = crate::events::Notifier::start(config).await.map_err(std::io::Error::other)? {
+    // Each sink plugin keeps its role while an enabled endpoint still names it.
+    let sinks = crate::events::Notifier::start(config, |name, swap| {
+        let name = name.to_string();
+        let which = move |c: &Config| {
+            c.notifications.enabled().any(|e| e.plugin.as_deref() == Some(name.as_str())).then(|| name.clone())
+        };
+        plugins.add_with("notification-sink", which, swap);
+    });
+    if let Some(n) = sinks.await.map_err(std::io::Error::other)? {
         app.set_events(n);
     }
     app.set_plugins(plugins.clone());

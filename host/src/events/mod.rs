@@ -85,8 +85,12 @@ fn wants(e: &Endpoint) -> impl Fn(Action, &str) -> bool + Send + Sync + 'static 
 
 impl Notifier {
     /// Opens the outbox and starts a delivery task per enabled endpoint (loading the plugins
-    /// they name). None when no endpoint is enabled: requests then pay nothing.
-    pub async fn start(config: &Config) -> Result<Option<Arc<Notifier>>, NotifyError> {
+    /// they name, each handed to `loaded` with its name so that a reload can swap it). None
+    /// when no endpoint is enabled: requests then pay nothing.
+    pub async fn start(
+        config: &Config,
+        mut loaded: impl FnMut(&str, Arc<Swap<NotificationKind>>),
+    ) -> Result<Option<Arc<Notifier>>, NotifyError> {
         let enabled: Vec<&Endpoint> = config.notifications.enabled().collect();
         if enabled.is_empty() {
             return Ok(None);
@@ -107,7 +111,9 @@ impl Notifier {
                     let swap = Swap::<NotificationKind>::load(spec).await.map_err(|err| plugin_err(Box::new(err)))?;
                     let p = swap.current();
                     tracing::info!(endpoint = %e.name, plugin = %p.name(), sha256 = %p.sha256, "notification sink plugin loaded");
-                    Arc::new(plugin_sink::PluginSink(Arc::new(swap)))
+                    let swap = Arc::new(swap);
+                    loaded(name, swap.clone());
+                    Arc::new(plugin_sink::PluginSink(swap))
                 }
                 None => Arc::new(webhook::Webhook::new(e)?),
             };
