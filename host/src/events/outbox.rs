@@ -814,6 +814,7 @@ impl Writer {
         let metrics = crate::metrics::get();
         // Cursors are read below: a move after this point tells the writer again.
         self.cursor_moved.store(false, Ordering::Release);
+        let pruned;
         let fresh: Vec<Fresh> = {
             let mut t = lock(&self.tail);
             t.told = 0;
@@ -830,9 +831,12 @@ impl Writer {
                     if t.fresh.len() - n >= TAIL_COMMIT_EVENTS { t.fresh.len() } else { n }
                 }
             };
+            // What the tail let go before this commit (taken by everyone) counts as done too:
+            // the journal need not keep it, and a restart need not replay it.
+            pruned = t.flushed;
             t.fresh.range(..n).cloned().collect()
         };
-        let upto = fresh.last().map_or(self.flushed, |f| f.seq);
+        let upto = fresh.last().map_or(self.flushed.max(pruned), |f| f.seq);
         let mut txn = self.db.begin_write().map_err(err)?;
         txn.set_durability(Durability::Immediate);
         let mut head = upto.max(self.head);

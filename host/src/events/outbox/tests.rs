@@ -126,6 +126,28 @@ async fn a_commit_writes_only_what_is_due_and_still_owed() {
 }
 
 #[tokio::test]
+async fn what_the_tail_let_go_counts_as_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true)), Arc::new(Position::new("b".into(), |_, _| true))];
+    let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
+    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    o.append(&[entry(&o, 0)], Flush::Now).await.unwrap();
+    // Taken by both: the tail lets it go at once, before any commit wrote it.
+    o.advance(0, 1);
+    o.advance(1, 1);
+    assert_eq!(o.size().0, 0);
+    o.commit_taking(Take::Due).await.unwrap();
+    // So the commit, finding the tail empty, still records that nothing up to 1 needs the
+    // journal: a restart does not replay it.
+    let flushed = {
+        let txn = o.db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        meta.get("flushed").unwrap().map(|v| v.value())
+    };
+    assert_eq!(flushed, Some(1));
+}
+
+#[tokio::test]
 async fn journaled_events_survive_a_crash_before_any_commit() {
     let dir = tempfile::tempdir().unwrap();
     let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true))];
