@@ -91,4 +91,22 @@ mod tests {
         assert_eq!(Route::parse("/v2/a/b/manifests/latest").kind(), "manifest");
         assert_eq!(Route::parse("/v2/_catalog").kind(), "catalog");
     }
+
+    /// Events borrow the repository from the path (`App::observe`): a name must be the
+    /// path's own text after `/v2/`, not only equal to it once joined.
+    #[test]
+    fn a_name_is_the_text_after_v2_in_its_path() {
+        for path in
+            ["/v2/a/manifests/t", "/v2/a/b/c/blobs/sha256:x", "/v2/a//b/blobs/uploads/", "/v2/x/blobs/uploads/u"]
+        {
+            let name = match Route::parse(path) {
+                Route::Manifest { name, .. }
+                | Route::Blob { name, .. }
+                | Route::UploadStart { name }
+                | Route::Upload { name, .. } => name,
+                other => panic!("{path}: {other:?}"),
+            };
+            assert_eq!(path.get(4..4 + name.len()), Some(name.as_str()), "{path}");
+        }
+    }
 }

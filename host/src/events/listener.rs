@@ -304,7 +304,13 @@ fn event_id() -> String {
         .to_owned()
 }
 
-fn new_event<'a>(action: Action, target: Target<'a>, o: &'a Observed<'a>, actor: &'a str, source: &'a Source) -> Event<'a> {
+fn new_event<'a>(
+    action: Action,
+    target: Target<'a>,
+    o: &'a Observed<'a>,
+    actor: &'a str,
+    source: &'a Source,
+) -> Event<'a> {
     Event {
         id: Cow::Owned(event_id()),
         timestamp: Cow::Owned(super::record::rfc3339_nanos(std::time::SystemTime::now())),
@@ -419,11 +425,8 @@ async fn event<'a>(
             if status != StatusCode::ACCEPTED {
                 return None;
             }
-            let t = Target {
-                digest: Cow::Borrowed(digest),
-                repository: Cow::Borrowed(o.repository),
-                ..Default::default()
-            };
+            let t =
+                Target { digest: Cow::Borrowed(digest), repository: Cow::Borrowed(o.repository), ..Default::default() };
             (Action::Delete, t)
         }
         About::BlobGet(digest) => {

@@ -197,7 +197,12 @@ impl Notifier {
             }
             let entries: SmallVec<[Entry<'_>; 2]> = wanted
                 .into_iter()
-                .map(|(e, mask, at)| Entry { action: e.action, media_type: &e.target.media_type, mask, json: &json[at] })
+                .map(|(e, mask, at)| Entry {
+                    action: e.action,
+                    media_type: &e.target.media_type,
+                    mask,
+                    json: &json[at],
+                })
                 .collect();
             let pushed = self.outbox.push(&entries, flush);
             drop(entries);

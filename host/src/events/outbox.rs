@@ -313,8 +313,7 @@ impl Outbox {
                 let mut meta = txn.open_table(META).map_err(|e| open_err(e.into()))?;
                 head = meta.get("head").map_err(|e| open_err(e.into()))?.map(|v| v.value()).unwrap_or(0);
                 // Files written before `flushed` was recorded committed the whole tail each time.
-                let flushed =
-                    meta.get("flushed").map_err(|e| open_err(e.into()))?.map(|v| v.value()).unwrap_or(head);
+                let flushed = meta.get("flushed").map_err(|e| open_err(e.into()))?.map(|v| v.value()).unwrap_or(head);
                 // What was journaled after the last commit (a crash, or a stop before the
                 // writer's last commit) joins the file; what the file has is there already.
                 // `head` may be past such an event (one endpoint took it from the tail, a
@@ -828,7 +827,11 @@ impl Writer {
                     };
                     let due = t.fresh.iter().rposition(|f| f.due <= now).map_or(0, |i| i + 1);
                     let n = taken.max(due);
-                    if t.fresh.len() - n >= TAIL_COMMIT_EVENTS { t.fresh.len() } else { n }
+                    if t.fresh.len() - n >= TAIL_COMMIT_EVENTS {
+                        t.fresh.len()
+                    } else {
+                        n
+                    }
                 }
             };
             // What the tail let go before this commit (taken by everyone) counts as done too:

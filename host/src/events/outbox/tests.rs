@@ -91,7 +91,8 @@ fn in_file(o: &Outbox) -> Vec<u64> {
 #[tokio::test]
 async fn a_commit_writes_only_what_is_due_and_still_owed() {
     let dir = tempfile::tempdir().unwrap();
-    let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true)), Arc::new(Position::new("b".into(), |_, _| true))];
+    let ps =
+        || vec![Arc::new(Position::new("a".into(), |_, _| true)), Arc::new(Position::new("b".into(), |_, _| true))];
     let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
     let o = Outbox::open(dir.path(), ps(), slow).unwrap();
     o.append(&(0..4).map(|n| entry(&o, n)).collect::<Vec<_>>(), Flush::Lazy).await.unwrap();
@@ -128,7 +129,8 @@ async fn a_commit_writes_only_what_is_due_and_still_owed() {
 #[tokio::test]
 async fn what_the_tail_let_go_counts_as_flushed() {
     let dir = tempfile::tempdir().unwrap();
-    let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true)), Arc::new(Position::new("b".into(), |_, _| true))];
+    let ps =
+        || vec![Arc::new(Position::new("a".into(), |_, _| true)), Arc::new(Position::new("b".into(), |_, _| true))];
     let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
     let o = Outbox::open(dir.path(), ps(), slow).unwrap();
     o.append(&[entry(&o, 0)], Flush::Now).await.unwrap();
