@@ -11,6 +11,16 @@ fn limits(max_events: u64) -> Limits {
     Limits { max_events, max_bytes: 1 << 30, lazy_flush: Duration::from_millis(20) }
 }
 
+/// Limits under which no pull is due within a test: only what a test commits is written.
+fn slow() -> Limits {
+    Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) }
+}
+
+/// Endpoints that want every event.
+fn wanting_everything(names: &[&str]) -> Vec<Arc<Position>> {
+    names.iter().map(|name| Arc::new(Position::new(name.to_string(), |_, _| true))).collect()
+}
+
 #[tokio::test]
 async fn ordered_bounded_and_reopened() {
     let dir = tempfile::tempdir().unwrap();
@@ -47,9 +57,8 @@ fn seqs(got: &[Stored]) -> Vec<u64> {
 #[tokio::test]
 async fn pulls_taken_from_the_tail_are_never_written() {
     let dir = tempfile::tempdir().unwrap();
-    let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true))];
-    let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
-    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    let ps = || wanting_everything(&["a"]);
+    let o = Outbox::open(dir.path(), ps(), slow()).unwrap();
     o.append(&(0..3).map(|n| entry(&o, n)).collect::<Vec<_>>(), Flush::Lazy).await.unwrap();
     assert_eq!(o.head(), 3, "readable before any commit");
     let (got, last) = o.read(0, 0, 2).unwrap();
@@ -61,7 +70,7 @@ async fn pulls_taken_from_the_tail_are_never_written() {
     assert_eq!(o.size().0, 2);
     assert_eq!(o.pending(0), 2);
     drop(o);
-    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    let o = Outbox::open(dir.path(), ps(), slow()).unwrap();
     let (got, last) = o.read(0, o.positions()[0].at(), 10).unwrap();
     assert_eq!(seqs(&got), [3, 4]);
     assert_eq!(got[1].json, br#"{"n":3}"#.as_slice());
@@ -73,7 +82,7 @@ async fn pulls_taken_from_the_tail_are_never_written() {
     assert_eq!(seqs(&got), [5]);
     o.advance(0, last);
     drop(o);
-    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    let o = Outbox::open(dir.path(), ps(), slow()).unwrap();
     assert_eq!(o.positions()[0].at(), 5);
     assert_eq!(o.size().0, 0, "taken before the commit: never kept");
     o.append(&[entry(&o, 6)], Flush::Now).await.unwrap();
@@ -91,10 +100,8 @@ fn in_file(o: &Outbox) -> Vec<u64> {
 #[tokio::test]
 async fn a_commit_writes_only_what_is_due_and_still_owed() {
     let dir = tempfile::tempdir().unwrap();
-    let ps =
-        || vec![Arc::new(Position::new("a".into(), |_, _| true)), Arc::new(Position::new("b".into(), |_, _| true))];
-    let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
-    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    let ps = || wanting_everything(&["a", "b"]);
+    let o = Outbox::open(dir.path(), ps(), slow()).unwrap();
     o.append(&(0..4).map(|n| entry(&o, n)).collect::<Vec<_>>(), Flush::Lazy).await.unwrap();
     o.append(&[entry(&o, 4)], Flush::Now).await.unwrap();
     // a takes everything, b the first two.
@@ -108,7 +115,7 @@ async fn a_commit_writes_only_what_is_due_and_still_owed() {
     // A crash: the pulls not yet due are lost, as `lazy_flush` allows; 5 is journaled. a's
     // cursor (and the recorded head) is past it, but b is still owed it.
     o.crash();
-    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    let o = Outbox::open(dir.path(), ps(), slow()).unwrap();
     assert_eq!(o.positions()[0].at(), 5);
     assert_eq!(seqs(&o.read(1, o.positions()[1].at(), 10).unwrap().0), [5]);
     assert_eq!(o.read(0, o.positions()[0].at(), 10).unwrap().0.len(), 0);
@@ -129,10 +136,8 @@ async fn a_commit_writes_only_what_is_due_and_still_owed() {
 #[tokio::test]
 async fn what_the_tail_let_go_counts_as_flushed() {
     let dir = tempfile::tempdir().unwrap();
-    let ps =
-        || vec![Arc::new(Position::new("a".into(), |_, _| true)), Arc::new(Position::new("b".into(), |_, _| true))];
-    let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
-    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    let ps = || wanting_everything(&["a", "b"]);
+    let o = Outbox::open(dir.path(), ps(), slow()).unwrap();
     o.append(&[entry(&o, 0)], Flush::Now).await.unwrap();
     // Taken by both: the tail lets it go at once, before any commit wrote it.
     o.advance(0, 1);
@@ -152,16 +157,15 @@ async fn what_the_tail_let_go_counts_as_flushed() {
 #[tokio::test]
 async fn journaled_events_survive_a_crash_before_any_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let ps = || vec![Arc::new(Position::new("a".into(), |_, _| true))];
-    let slow = Limits { max_events: 100, max_bytes: 1 << 30, lazy_flush: Duration::from_secs(3600) };
-    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    let ps = || wanting_everything(&["a"]);
+    let o = Outbox::open(dir.path(), ps(), slow()).unwrap();
     o.append(&[entry(&o, 0)], Flush::Now).await.unwrap();
     o.append(&[entry(&o, 1)], Flush::Lazy).await.unwrap();
     // Durable only through a storage sync that follows: a real one here.
     o.append(&[entry(&o, 2)], Flush::WithStorage).await.unwrap();
     std::fs::File::open(dir.path()).unwrap().sync_all().unwrap();
     o.crash();
-    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    let o = Outbox::open(dir.path(), ps(), slow()).unwrap();
     let (got, _) = o.read(0, 0, 10).unwrap();
     // The pull (lazy) is what a crash may lose; the others are there, in order.
     assert_eq!(seqs(&got), [1, 3]);
@@ -170,7 +174,7 @@ async fn journaled_events_survive_a_crash_before_any_commit() {
     // restart finds the same, once.
     o.append(&[entry(&o, 3)], Flush::Now).await.unwrap();
     drop(o);
-    let o = Outbox::open(dir.path(), ps(), slow).unwrap();
+    let o = Outbox::open(dir.path(), ps(), slow()).unwrap();
     let (got, _) = o.read(0, 0, 10).unwrap();
     assert_eq!(seqs(&got), [1, 3, 4]);
     assert_eq!(o.journal.segments(), 1, "replayed segments are let go");
