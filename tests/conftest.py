@@ -1,4 +1,5 @@
 import os
+import time
 
 import pytest
 
@@ -77,8 +78,6 @@ _started = None
 
 def pytest_sessionstart(session):
     global _started
-    import time
-
     _started = time.monotonic()
 
 
@@ -100,8 +99,6 @@ def pytest_runtest_logreport(report):
     node = getattr(report, "node", None)
     if node is None or _started is None:
         return
-    import time
-
     name = report.nodeid.split("::", 1)[0]
     entry = _files.setdefault(name, [node.gateway.id, 0.0, 0.0])
     entry[1] += report.duration
