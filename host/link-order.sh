@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Writes host/link-order.txt: the functions of the `berth` binary that a registry runs (start,
 # pushes and pulls with skopeo, curl and the Python client, listings, deletes, the benchmark's
-# own clients, a metrics scrape, shutdown), in the order they first ran, as valgrind's callgrind
-# saw them. host/build.rs hands the list to the linker, which lays those functions out first
+# own clients, each request's notification delivered to a webhook, a metrics scrape, shutdown),
+# in the order they first ran, as valgrind's callgrind saw them. host/build.rs hands the list to the linker, which lays those functions out first
 # and together (see there for why). Run it after a change that moves much code (a new
 # dependency, a reworked request path); a list gone stale costs locality, never correctness.
 #
@@ -15,7 +15,12 @@ cargo build --release -p berth -p berth-bench
 BIN=$PWD/target/release/berth
 BENCH=$PWD/target/release/berth-bench
 W=$(mktemp -d)
-trap 'kill "$PID" 2>/dev/null || true; rm -rf "$W"' EXIT
+PID=
+"$BENCH" receive >"$W/receiver" &
+RECEIVER=$!
+trap 'kill "$PID" "$RECEIVER" 2>/dev/null || true; rm -rf "$W"' EXIT
+for _ in $(seq 1 100); do [ -s "$W/receiver" ] && break; sleep 0.1; done
+RECEIVER_URL=$(head -1 "$W/receiver")
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 PORT=$(free_port)
 DPORT=$(free_port)
@@ -29,6 +34,9 @@ http:
 storage:
   filesystem: {rootdirectory: $W/data}
   delete: {enabled: true}
+notifications:
+  endpoints: [{name: trace, url: "$RECEIVER_URL", timeout: 5s, backoff: 1s}]
+  outbox: {directory: $W/outbox}
 EOF
 valgrind --tool=callgrind --demangle=no --dump-line=no --callgrind-out-file="$W/callgrind.out" \
   "$BIN" serve --config "$W/config.yml" >"$W/log" 2>&1 &
@@ -92,6 +100,7 @@ curl -sf -o /dev/null -I "$U/v2/bench/blobs/$D"
 curl -sf -o /dev/null "http://127.0.0.1:$DPORT/metrics"
 curl -sf -o /dev/null "http://127.0.0.1:$DPORT/debug/health"
 
+sleep 1  # the last events delivered
 kill -TERM "$PID"
 wait "$PID" || true
 # Every function callgrind named, first appearance first, that the binary defines.

@@ -351,7 +351,7 @@ impl App {
         }
         // Notifications decorate the operation here, in one place: what the request is
         // about is noted before it runs, the event shaped from the answer after.
-        let mut observed = self.events.get().and_then(|_| self.observe(&route, &path, &req, id));
+        let mut observed = self.events.get().and_then(|n| self.observe(n, &route, &path, &req, id));
         if let Some(o) = &mut observed {
             o.prepare(&self.registry).await;
         }
@@ -406,6 +406,7 @@ impl App {
     /// What a request may cause an event about, for `events::listener`.
     fn observe<'a>(
         &self,
+        notifier: &crate::events::Notifier,
         route: &Route<'a>,
         path: &'a str,
         req: &Request<RequestBody>,
@@ -429,7 +430,7 @@ impl App {
         // The repository as the path spells it (`Route` joined its segments back into the same
         // text), borrowed for as long as the request runs.
         let repository = path.strip_prefix("/v2/").and_then(|rest| rest.get(..name.len())).filter(|r| r == name);
-        crate::events::listener::observe(kind, repository, reference, id, facts)
+        crate::events::listener::observe(kind, repository, reference, id, facts, |a, mt| notifier.may_want(a, mt))
     }
 
     /// Berth's token endpoint: parameters from the query (`GET`) or the form body (`POST`).

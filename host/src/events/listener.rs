@@ -29,6 +29,21 @@ enum About<'a> {
     Monolithic,
 }
 
+impl About<'_> {
+    /// The action of the event this request causes if it succeeds, and its media type when that
+    /// is known before the answer (blobs have one; a manifest's comes with it).
+    fn wanted(&self) -> (Action, Option<&'static str>) {
+        match self {
+            About::ManifestGet(_) => (Action::Pull, None),
+            About::ManifestPut(_) => (Action::Push, None),
+            About::ManifestDelete(..) | About::BlobDelete(_) => (Action::Delete, Some("")),
+            About::BlobGet(_) => (Action::Pull, Some(BLOB_MEDIA_TYPE)),
+            About::UploadFinish | About::Monolithic => (Action::Push, Some(BLOB_MEDIA_TYPE)),
+            About::Mount { .. } => (Action::Mount, Some(BLOB_MEDIA_TYPE)),
+        }
+    }
+}
+
 /// The request headers an event is made of, kept as they came (a `HeaderValue` clone shares
 /// the request's bytes): most requests cause no event, and an event reads them only once.
 #[derive(Debug, Clone, Default)]
@@ -156,12 +171,15 @@ fn query_param(q: &str, key: &str) -> Option<String> {
 
 /// The event-worthy part of a request, from its route kind (see `api::routes`): manifest,
 /// blob and upload requests that change or read content; `HEAD` never (as distribution).
+/// None as well when no endpoint may want its event (`may_want`, the action and, when known
+/// before the answer, the media type).
 pub fn observe<'a>(
     kind: &str,
     repository: Option<&'a str>,
     reference: Option<&'a str>,
     id: &'a str,
     f: RequestFacts<'_>,
+    may_want: impl Fn(Action, Option<&str>) -> bool,
 ) -> Option<Observed<'a>> {
     let repository = repository?;
     let about = match (kind, f.method) {
@@ -183,6 +201,10 @@ pub fn observe<'a>(
         }
         _ => return None,
     };
+    let (action, media_type) = about.wanted();
+    if !may_want(action, media_type) {
+        return None;
+    }
     Some(Observed {
         about,
         repository,
@@ -504,6 +526,38 @@ mod tests {
         assert_eq!(value(&got.user_agent), "one");
         assert_eq!(value(&got.forwarded_host), "b");
         assert_eq!(value(&got.forwarded_for), "");
+    }
+
+    fn facts<'a>(method: &'a Method, headers: &'a HeaderMap, query: Option<&'a str>) -> RequestFacts<'a> {
+        RequestFacts { method, headers, query, peer: None, absolute_urls: true, tls: false }
+    }
+
+    #[test]
+    fn a_request_no_endpoint_wants_an_event_of_is_not_observed() {
+        let h = HeaderMap::new();
+        let d = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        let cases: [(&str, Method, Option<&str>, (Action, Option<&str>)); 7] = [
+            ("manifest", Method::GET, None, (Action::Pull, None)),
+            ("manifest", Method::PUT, None, (Action::Push, None)),
+            ("manifest", Method::DELETE, None, (Action::Delete, Some(""))),
+            ("blob", Method::GET, None, (Action::Pull, Some(BLOB_MEDIA_TYPE))),
+            ("blob", Method::DELETE, None, (Action::Delete, Some(""))),
+            ("upload", Method::PUT, None, (Action::Push, Some(BLOB_MEDIA_TYPE))),
+            ("upload-start", Method::POST, Some("mount=x&from=a/b"), (Action::Mount, Some(BLOB_MEDIA_TYPE))),
+        ];
+        for (kind, method, query, want) in cases {
+            let asked = std::cell::Cell::new(None);
+            let refused = observe(kind, Some("a/b"), Some(d), "id", facts(&method, &h, query), |a, mt| {
+                asked.set(Some((a, mt.map(str::to_string))));
+                false
+            });
+            assert!(refused.is_none(), "{kind} {method}");
+            assert_eq!(asked.take(), Some((want.0, want.1.map(str::to_string))), "{kind} {method}");
+            let observed = observe(kind, Some("a/b"), Some(d), "id", facts(&method, &h, query), |_, _| true);
+            assert!(observed.is_some(), "{kind} {method}");
+        }
+        // A HEAD causes no event: the question is not even asked.
+        assert!(observe("manifest", Some("a/b"), Some("t"), "id", facts(&Method::HEAD, &h, None), |_, _| panic!()).is_none());
     }
 
     #[test]

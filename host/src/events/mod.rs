@@ -56,6 +56,8 @@ pub struct Notifier {
     endpoints: Vec<Arc<EndpointState>>,
     source: Source,
     include_references: bool,
+    /// Per action (`Action as usize`): whether some endpoint does not ignore it.
+    actions_wanted: [bool; 4],
     dir: PathBuf,
     /// Whether the storage driver's sync flushes the outbox's journal (same filesystem), so
     /// that a push's event rides on the push's own sync (`attach_storage`).
@@ -142,9 +144,20 @@ impl Notifier {
             endpoints,
             source: Source { addr: source_addr(config), instance_id: uuid::Uuid::new_v4().to_string() },
             include_references: config.notifications.events.includereferences,
+            actions_wanted: Action::ALL.map(|a| enabled.iter().any(|e| !e.ignore.actions.iter().any(|x| x == a.as_str()))),
             dir,
             storage_syncs_journal: AtomicBool::new(false),
         })))
+    }
+
+    /// Whether some endpoint may want an event with `action` and `media_type` (None: not known
+    /// before the answer, any). Asked before a request runs, so that a request whose event every
+    /// endpoint ignores (distribution's example ignores pulls and blobs) costs nothing.
+    pub fn may_want(&self, action: Action, media_type: Option<&str>) -> bool {
+        match media_type {
+            Some(mt) => self.outbox.wanted_by(action, mt) != 0,
+            None => self.actions_wanted[action as usize],
+        }
     }
 
     /// Notes whether `driver`'s sync also flushes the outbox's journal.

@@ -22,6 +22,8 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 4] = [Action::Push, Action::Pull, Action::Delete, Action::Mount];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Push => "push",
