@@ -21,7 +21,12 @@ fn main() {
     // (Rust's default linker on x86_64 Linux), the linker that knows the option.
     let arch = std::env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_default();
     let order = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("link-order.txt");
-    if os == "linux" && env == "gnu" && arch == "x86_64" && std::env::var_os("BERTH_NO_LINK_ORDER").is_none() && order.exists() {
+    if os == "linux"
+        && env == "gnu"
+        && arch == "x86_64"
+        && std::env::var_os("BERTH_NO_LINK_ORDER").is_none()
+        && order.exists()
+    {
         println!("cargo:rustc-link-arg-bin=berth=-Wl,--symbol-ordering-file={}", order.display());
         println!("cargo:rustc-link-arg-bin=berth=-Wl,--no-warn-symbol-ordering");
     }

@@ -2,9 +2,10 @@
 # Writes host/link-order.txt: the functions of the `berth` binary that a registry runs (start,
 # pushes and pulls with skopeo, curl and the Python client, listings, deletes, the benchmark's
 # own clients, each request's notification delivered to a webhook, a metrics scrape, shutdown),
-# in the order they first ran, as valgrind's callgrind saw them. host/build.rs hands the list to the linker, which lays those functions out first
-# and together (see there for why). Run it after a change that moves much code (a new
-# dependency, a reworked request path); a list gone stale costs locality, never correctness.
+# in the order they first ran, as valgrind's callgrind saw them. host/build.rs hands the list
+# to the linker, which lays those functions out first and together (see there for why). Run it
+# after a change that moves much code (a new dependency, a reworked request path); a list gone
+# stale costs locality, never correctness.
 #
 #   bash host/link-order.sh        # needs valgrind and skopeo; builds the release binaries
 set -euo pipefail

@@ -557,7 +557,8 @@ mod tests {
             assert!(observed.is_some(), "{kind} {method}");
         }
         // A HEAD causes no event: the question is not even asked.
-        assert!(observe("manifest", Some("a/b"), Some("t"), "id", facts(&Method::HEAD, &h, None), |_, _| panic!()).is_none());
+        assert!(observe("manifest", Some("a/b"), Some("t"), "id", facts(&Method::HEAD, &h, None), |_, _| panic!())
+            .is_none());
     }
 
     #[test]

@@ -144,7 +144,8 @@ impl Notifier {
             endpoints,
             source: Source { addr: source_addr(config), instance_id: uuid::Uuid::new_v4().to_string() },
             include_references: config.notifications.events.includereferences,
-            actions_wanted: Action::ALL.map(|a| enabled.iter().any(|e| !e.ignore.actions.iter().any(|x| x == a.as_str()))),
+            actions_wanted: Action::ALL
+                .map(|a| enabled.iter().any(|e| !e.ignore.actions.iter().any(|x| x == a.as_str()))),
             dir,
             storage_syncs_journal: AtomicBool::new(false),
         })))
