@@ -38,8 +38,10 @@ tokio::task_local! {
 }
 
 /// Runs `f` (a request's handling) with `ctx` as the caller its writes are admitted for.
-pub async fn scope<F: std::future::Future>(ctx: RequestContext, f: F) -> F::Output {
-    CONTEXT.scope(ctx, f).await
+pub fn scope<F: std::future::Future>(ctx: RequestContext, f: F) -> impl std::future::Future<Output = F::Output> {
+    // Not an `async fn`: one that awaited `f` would hold `f` twice (its argument and the
+    // awaited future), doubling every request's future.
+    CONTEXT.scope(ctx, f)
 }
 
 /// Why a write was refused.

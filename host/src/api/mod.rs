@@ -365,17 +365,14 @@ impl App {
                 user_agent: req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_string),
             },
         });
-        let run = async {
-            match admission {
-                Some(ctx) => crate::admission::scope(ctx, handlers::dispatch(self, route, req)).await,
-                None => handlers::dispatch(self, route, req).await,
-            }
-        };
         // A write whose event must be durable before the answer syncs once for both: the
         // operation's sync waits until the event is journaled (`registry::deferred_sync`).
-        let (resp, owed) = match &observed {
-            Some(o) if o.durable() => crate::registry::deferred_sync::deferring(run).await,
-            _ => (run.await, Vec::new()),
+        // The operation's future is made in each branch, not held in a local first: a local
+        // moved into one branch still took its own space in this future, copied per request.
+        let (resp, owed) = if observed.as_ref().is_some_and(|o| o.durable()) {
+            crate::registry::deferred_sync::deferring(self.run(admission, route, req)).await
+        } else {
+            (self.run(admission, route, req).await, Vec::new())
         };
         let resp = match resp {
             Ok(resp) => resp,
@@ -401,6 +398,19 @@ impl App {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the event outbox cannot be written")
         })?;
         Ok(resp)
+    }
+
+    /// The operation itself: the handler, inside the admission chain's context for a write.
+    async fn run(
+        &self,
+        admission: Option<crate::admission::RequestContext>,
+        route: Route<'_>,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Body>, ApiError> {
+        match admission {
+            Some(ctx) => crate::admission::scope(ctx, handlers::dispatch(self, route, req)).await,
+            None => handlers::dispatch(self, route, req).await,
+        }
     }
 
     /// What a request may cause an event about, for `events::listener`.
