@@ -78,11 +78,16 @@ fn source_addr(config: &Config) -> String {
     format!("{host}:{}", config.http.addr.port())
 }
 
+/// Whether `ignore.actions` names `a` (the one test for both `wants` and `may_want`).
+fn ignores_action(actions: &[String], a: Action) -> bool {
+    actions.iter().any(|x| x == a.as_str())
+}
+
 /// Whether an endpoint wants events like this one.
 fn wants(e: &Endpoint) -> impl Fn(Action, &str) -> bool + Send + Sync + 'static {
     let actions = e.ignore.actions.clone();
     let media: Vec<String> = e.ignoredmediatypes.iter().chain(&e.ignore.mediatypes).cloned().collect();
-    move |a, mt| !actions.iter().any(|x| x == a.as_str()) && !media.iter().any(|m| m == mt)
+    move |a, mt| !ignores_action(&actions, a) && !media.iter().any(|m| m == mt)
 }
 
 impl Notifier {
@@ -144,8 +149,7 @@ impl Notifier {
             endpoints,
             source: Source { addr: source_addr(config), instance_id: uuid::Uuid::new_v4().to_string() },
             include_references: config.notifications.events.includereferences,
-            actions_wanted: Action::ALL
-                .map(|a| enabled.iter().any(|e| !e.ignore.actions.iter().any(|x| x == a.as_str()))),
+            actions_wanted: Action::ALL.map(|a| enabled.iter().any(|e| !ignores_action(&e.ignore.actions, a))),
             dir,
             storage_syncs_journal: AtomicBool::new(false),
         })))
