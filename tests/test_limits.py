@@ -15,6 +15,7 @@ import time
 import pytest
 import requests
 
+from harness import free_port
 from ocihelpers import start_upload
 
 REPO = "limits/app"
@@ -144,27 +145,54 @@ def test_slow_steady_upload_succeeds(berth_factory):
     assert requests.get(f"{srv.url}/v2/{REPO}/blobs/{digest}", timeout=5).content == data
 
 
+def connection_census(debug_url: str, want: dict, limit_s: float = 10) -> dict:
+    """`/debug/vars`' connection census once it has `want`'s values (bounded wait), so a test
+    goes on when the server has read what was sent, not after a guessed sleep."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        census = requests.get(debug_url + "/debug/vars", timeout=5).json()["connections"]
+        if all(census[k] == v for k, v in want.items()) or time.monotonic() > deadline:
+            return census
+        time.sleep(0.05)
+
+
+def closed_counts(debug_url: str) -> dict:
+    text = requests.get(debug_url + "/metrics", timeout=5).text
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("berth_http_connections_refused_total "):
+            out["refused"] = float(line.split()[1])
+        elif line.startswith('berth_http_connections_closed_total{reason="'):
+            out[line.split('"')[1]] = float(line.split()[1])
+    return out
+
+
 def test_connection_cap_refuses_then_sheds_idle(berth_factory):
-    srv = berth_factory(config=limits(maxconnections=4, timeouts={"header": "20s", "idle": "20s"}))
+    dport = free_port()
+    srv = berth_factory(config=limits(maxconnections=4, timeouts={"header": "20s", "idle": "20s"},
+                                      debug={"addr": f"127.0.0.1:{dport}"}))
+    debug = f"http://127.0.0.1:{dport}"
     # Four connections in the middle of a request head: busy, not idle.
     busy = [connect(srv) for _ in range(4)]
     for s in busy:
         s.sendall(b"GET /v2/ HTTP/1.1\r\n")
-    time.sleep(0.3)
+    census = connection_census(debug, {"open": 4, "active": 4})
+    assert census == {"cap": 4, "open": 4, "active": 4}, census
     extra = connect(srv)
     out, t = read_until_closed(extra, 3)
     status, headers, body = response(out)
     assert status == 503 and t < 1, (out, t)
     assert json.loads(body)["errors"][0]["code"] == "UNAVAILABLE"
+    assert closed_counts(debug).get("refused") == 1
     for s in busy:
         s.close()
-    time.sleep(0.3)
+    assert connection_census(debug, {"open": 0})["open"] == 0
     # Four idle connections: a newcomer closes the one idle the longest and is served.
     idle = []
     for _ in range(4):
         idle.append(connect(srv))
         time.sleep(0.05)
-    time.sleep(0.2)
+    assert connection_census(debug, {"open": 4})["active"] == 0
     assert requests.get(srv.url + "/v2/", timeout=3).status_code == 200
     out, t = read_until_closed(idle[0], 2)
     assert out == b"" and t < 1.5, "the longest-idle connection is shed"
@@ -172,6 +200,9 @@ def test_connection_cap_refuses_then_sheds_idle(berth_factory):
         s.settimeout(0.05)
         with pytest.raises(socket.timeout):
             s.recv(1)  # still open
+    assert closed_counts(debug).get("shed") == 1
+    for s in idle[1:]:
+        s.close()
 
 
 def test_declared_length_over_the_cap_is_refused_at_once(berth_factory):

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -115,6 +115,17 @@ pub enum Closed {
     Shed,
 }
 
+impl Closed {
+    /// The `reason` label of `berth_http_connections_closed_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Closed::HeaderTimeout => "header_timeout",
+            Closed::Idle => "idle",
+            Closed::Shed => "shed",
+        }
+    }
+}
+
 impl std::fmt::Display for Closed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
@@ -165,6 +176,37 @@ pub async fn watchdog(state: &ConnState, header: Duration, idle: Duration) -> Cl
     }
 }
 
+/// The server's connections, for metrics and `/debug/vars` (the last `Connections::new`; one
+/// per process outside tests).
+static SERVED: Mutex<Weak<Connections>> = Mutex::new(Weak::new());
+
+/// How many connections are open, and of them how many are active (a request head arriving or
+/// a request being served).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Census {
+    pub cap: usize,
+    pub open: usize,
+    pub active: usize,
+}
+
+/// The census of the server's connections, `None` before it serves.
+pub fn census() -> Option<Census> {
+    let all = SERVED.lock().unwrap_or_else(|e| e.into_inner()).upgrade()?;
+    let open = all.open.lock().unwrap_or_else(|e| e.into_inner());
+    let active = open.values().filter(|s| !s.idle()).count();
+    Some(Census { cap: all.cap, open: open.len(), active })
+}
+
+/// Sets `berth_http_connections{state}` from the census, just before metrics are encoded: a
+/// scrape counts the open connections once instead of every request updating a shared gauge.
+pub fn publish() {
+    let c = census().unwrap_or(Census { cap: 0, open: 0, active: 0 });
+    let gauges = &crate::metrics::get().connections;
+    for (state, n) in [("active", c.active), ("idle", c.open - c.active)] {
+        gauges.get_or_create(&crate::metrics::ConnectionStateLabels { state }).set(n as i64);
+    }
+}
+
 /// Every open connection, for the cap and for shedding idle ones first.
 #[derive(Debug)]
 pub struct Connections {
@@ -187,12 +229,14 @@ impl Connections {
     /// `cap` 0: derived from the open-file limit (three quarters of it).
     pub fn new(cap: usize) -> Arc<Self> {
         let cap = if cap == 0 { default_cap() } else { cap };
-        Arc::new(Connections {
+        let all = Arc::new(Connections {
             cap,
             trim: Arc::default(),
             next_id: AtomicU64::new(0),
             open: Mutex::new(HashMap::new()),
-        })
+        });
+        *SERVED.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&all);
+        all
     }
 
     pub fn cap(&self) -> usize {

@@ -85,6 +85,7 @@ async fn handle<B>(app: &App, metrics_path: Option<&str>, req: Request<B>) -> Re
             }
         }
         p if Some(p) == metrics_path => {
+            crate::connections::publish();
             let mut r = Response::new(Full::new(Bytes::from(metrics::get().encode())));
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
             r
@@ -150,6 +151,7 @@ pub fn vars(app: &App) -> Value {
         "driver": app.registry.driver().name(),
         "requests_served": m.requests_served(),
         "requests_in_flight": m.in_flight.get(),
+        "connections": crate::connections::census(),
         "rss_bytes": rss_bytes(),
         "read_only": app.options.read_only,
         "tls": app.options.tls,

@@ -71,6 +71,20 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+/// A client connection's state (`active`: a request head arriving or a request being served;
+/// `idle`: neither).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionStateLabels {
+    pub state: &'static str,
+}
+
+/// Why the server closed a connection itself: `header_timeout`, `idle` or `shed`
+/// (`connections::Closed::label`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionClosedLabels {
+    pub reason: &'static str,
+}
+
 /// Garbage collection: totals over every run of this process, and the last run's figures.
 pub struct GcMetrics {
     pub runs: Counter,
@@ -132,6 +146,10 @@ pub struct Metrics {
     pub request_bytes: Family<RouteLabels, Counter>,
     pub response_bytes: Family<RouteLabels, Counter>,
     pub in_flight: Gauge,
+    /// Set from the open connections when metrics are read (`connections::publish`).
+    pub connections: Family<ConnectionStateLabels, Gauge>,
+    pub connections_refused: Counter,
+    pub connections_closed: Family<ConnectionClosedLabels, Counter>,
     pub storage_duration: Histograms<StorageLabels>,
     pub storage_errors: Family<StorageLabels, Counter>,
     pub plugin_duration: Histograms<PluginLabels>,
@@ -171,6 +189,9 @@ impl Metrics {
             request_bytes: Family::default(),
             response_bytes: Family::default(),
             in_flight: Gauge::default(),
+            connections: Family::default(),
+            connections_refused: Counter::default(),
+            connections_closed: Family::default(),
             storage_duration: Family::new_with_constructor(operation_histogram),
             storage_errors: Family::default(),
             plugin_duration: Family::new_with_constructor(operation_histogram),
@@ -213,6 +234,21 @@ impl Metrics {
             m.response_bytes.clone(),
         );
         registry.register("http_requests_in_flight", "Requests being handled", m.in_flight.clone());
+        registry.register(
+            "http_connections",
+            "Open client connections: active (a request arriving or being served) or idle",
+            m.connections.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "Connections refused at http.maxconnections with none idle to close",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections_closed",
+            "Connections the server closed: header_timeout, idle (http.timeouts) or shed for a newcomer",
+            m.connections_closed.clone(),
+        );
         registry.register_with_unit(
             "storage_operation_duration",
             "Storage driver operation latency, by driver and operation",

@@ -378,6 +378,7 @@ pub async fn serve(
                 let ticket = match connections.admit() {
                     Admission::Admitted(t) => t,
                     Admission::Refused => {
+                        crate::metrics::get().connections_refused.inc();
                         refused.refused(peer, connections.cap());
                         if tls.is_none() {
                             // Best effort, never waits: the socket buffer takes this at once.
@@ -523,6 +524,8 @@ where
         r = conn => r,
         why = watchdog(&state, t.header, t.idle) => {
             tracing::debug!(%peer, reason = %why, "connection closed");
+            let reason = crate::metrics::ConnectionClosedLabels { reason: why.label() };
+            crate::metrics::get().connections_closed.get_or_create(&reason).inc();
             drop(ticket);
             Ok(())
         }
