@@ -386,7 +386,13 @@ impl App {
         let recorded = match (self.events.get(), observed) {
             (Some(n), Some(o)) => {
                 let flush = n.flush_for(&o, !owed.is_empty());
-                n.record(&o, resp.status(), resp.headers(), &actor, &self.registry, flush).await
+                // Most events need nothing but the answer: recorded without the asynchronous
+                // path (whose state would be carried by this future).
+                match n.record_now(&o, resp.status(), resp.headers(), &actor, flush) {
+                    Some(Ok(appended)) => appended.durable().await,
+                    Some(Err(e)) => Err(e),
+                    None => n.record(&o, resp.status(), resp.headers(), &actor, &self.registry, flush).await,
+                }
             }
             _ => Ok(()),
         };

@@ -91,13 +91,44 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
-fn header<'h>(h: &'h HeaderMap, k: &HeaderName) -> &'h str {
-    h.get(k).and_then(|v| v.to_str().ok()).unwrap_or("")
+/// The answer's headers an event reads, found in one pass over its few headers (a lookup
+/// each hashed four names, on every pull).
+#[derive(Default)]
+struct Answered<'h> {
+    digest: &'h str,
+    content_type: &'h str,
+    content_length: &'h str,
+    content_range: &'h str,
 }
 
-/// The first of a comma-separated header's values (a proxy chain's first hop).
+impl<'h> Answered<'h> {
+    fn of(h: &'h HeaderMap) -> Answered<'h> {
+        let mut out = Answered::default();
+        for (name, value) in h {
+            let slot = if name == CONTENT_LENGTH {
+                &mut out.content_length
+            } else if name == CONTENT_TYPE {
+                &mut out.content_type
+            } else if name == DOCKER_CONTENT_DIGEST {
+                &mut out.digest
+            } else if name == CONTENT_RANGE {
+                &mut out.content_range
+            } else {
+                continue;
+            };
+            if slot.is_empty() {
+                *slot = value.to_str().unwrap_or("");
+            }
+        }
+        out
+    }
+}
+
+/// The first of a comma-separated header's values (a proxy chain's first hop), without
+/// spaces or tabs around it (a byte search: this runs on every pull's host).
 fn first_of(v: &str) -> &str {
-    v.split(',').next().unwrap_or("").trim()
+    let end = v.bytes().position(|b| b == b',').unwrap_or(v.len());
+    v[..end].trim_matches([' ', '\t'])
 }
 
 impl Headers {
@@ -344,6 +375,152 @@ fn new_event<'a>(
     }
 }
 
+/// What a request's event needs once the answer is known.
+enum Shape<'a> {
+    /// No event: the request failed, or caused nothing (a mount that fell back to an upload).
+    Nothing,
+    /// The answer said everything.
+    Ready(Action, Target<'a>),
+    /// A blob event whose size a stat tells.
+    StatBlob { action: Action, digest: &'a str, from: &'a str },
+    /// A manifest event that reads what was stored: a push (its media type may come from the
+    /// body), or any when references are wanted.
+    ReadManifest { put: bool, reference: &'a str, digest: &'a str },
+}
+
+/// A blob's target.
+fn blob_target<'a>(o: &'a Observed<'a>, digest: &'a str, size: u64, from: &'a str) -> Target<'a> {
+    Target {
+        media_type: Cow::Borrowed(BLOB_MEDIA_TYPE),
+        size,
+        digest: Cow::Borrowed(digest),
+        length: size,
+        repository: Cow::Borrowed(o.repository),
+        from_repository: Cow::Borrowed(from),
+        url: Cow::Owned(o.url("blobs", digest)),
+        ..Default::default()
+    }
+}
+
+/// A manifest's target.
+fn manifest_target<'a>(
+    o: &'a Observed<'a>,
+    reference: &'a str,
+    digest: &'a str,
+    media_type: Str<'a>,
+    size: u64,
+    references: Vec<Descriptor<'static>>,
+) -> Target<'a> {
+    Target {
+        media_type,
+        size,
+        digest: Cow::Borrowed(digest),
+        length: size,
+        repository: Cow::Borrowed(o.repository),
+        url: Cow::Owned(o.url("manifests", digest)),
+        tag: Cow::Borrowed(tag_of(reference)),
+        references,
+        ..Default::default()
+    }
+}
+
+/// The event as far as the answer shapes it, in distribution's terms.
+fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, include_references: bool) -> Shape<'a> {
+    let digest = answered.digest;
+    match &o.about {
+        About::ManifestGet(reference) | About::ManifestPut(reference) => {
+            let put = matches!(o.about, About::ManifestPut(_));
+            if status != if put { StatusCode::CREATED } else { StatusCode::OK } {
+                return Shape::Nothing;
+            }
+            if put || include_references {
+                return Shape::ReadManifest { put, reference, digest };
+            }
+            // A pull's answer says all an event needs.
+            let size = answered.content_length.parse().unwrap_or(0);
+            let media_type = Cow::Borrowed(answered.content_type);
+            Shape::Ready(Action::Pull, manifest_target(o, reference, digest, media_type, size, Vec::new()))
+        }
+        About::ManifestDelete(reference, _) => {
+            if status != StatusCode::ACCEPTED {
+                return Shape::Nothing;
+            }
+            let mut t = Target { repository: Cow::Borrowed(o.repository), ..Default::default() };
+            match tag_of(reference) {
+                "" => t.digest = Cow::Borrowed(reference),
+                tag => t.tag = Cow::Borrowed(tag),
+            }
+            Shape::Ready(Action::Delete, t)
+        }
+        About::BlobDelete(digest) => {
+            if status != StatusCode::ACCEPTED {
+                return Shape::Nothing;
+            }
+            let t = Target { digest: Cow::Borrowed(digest), repository: Cow::Borrowed(o.repository), ..Default::default() };
+            Shape::Ready(Action::Delete, t)
+        }
+        About::BlobGet(digest) => {
+            let size = match status {
+                StatusCode::OK => answered.content_length.parse().unwrap_or(0),
+                StatusCode::PARTIAL_CONTENT => {
+                    answered.content_range.rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(0)
+                }
+                StatusCode::TEMPORARY_REDIRECT => return Shape::StatBlob { action: Action::Pull, digest, from: "" },
+                _ => return Shape::Nothing,
+            };
+            Shape::Ready(Action::Pull, blob_target(o, digest, size, ""))
+        }
+        About::UploadFinish | About::Monolithic | About::Mount { .. } => {
+            if status != StatusCode::CREATED || digest.is_empty() {
+                return Shape::Nothing;
+            }
+            let (action, from) = match &o.about {
+                About::Mount { from } => (Action::Mount, from.as_str()),
+                _ => (Action::Push, ""),
+            };
+            Shape::StatBlob { action, digest, from }
+        }
+    }
+}
+
+/// The first event, then (a manifest deleted by digest) a tag delete for each tag it took, in
+/// distribution's order.
+fn with_tag_deletes<'a>(
+    o: &'a Observed<'a>,
+    first: Option<(Action, Target<'a>)>,
+    actor: &'a str,
+    source: &'a Source,
+) -> smallvec::SmallVec<[Event<'a>; 1]> {
+    let Some((action, target)) = first else { return smallvec::SmallVec::new() };
+    let mut out = smallvec::smallvec![new_event(action, target, o, actor, source)];
+    if let About::ManifestDelete(_, tags) = &o.about {
+        for tag in tags {
+            let t = Target { repository: Cow::Borrowed(o.repository), tag: Cow::Borrowed(tag), ..Default::default() };
+            out.push(new_event(Action::Delete, t, o, actor, source));
+        }
+    }
+    out
+}
+
+/// The events of a request whose answer says all they need (a pull, a delete), without
+/// reading the registry; None when one must be read first (then [`events`]). Kept out of
+/// the asynchronous path, whose state every request's future carries and moves.
+pub fn events_now<'a>(
+    o: &'a Observed<'a>,
+    status: StatusCode,
+    answer: &'a HeaderMap,
+    actor: &'a str,
+    source: &'a Source,
+    include_references: bool,
+) -> Option<smallvec::SmallVec<[Event<'a>; 1]>> {
+    let first = match shape(o, status, &Answered::of(answer), include_references) {
+        Shape::Nothing => None,
+        Shape::Ready(action, target) => Some((action, target)),
+        Shape::StatBlob { .. } | Shape::ReadManifest { .. } => return None,
+    };
+    Some(with_tag_deletes(o, first, actor, source))
+}
+
 /// The events a successful request caused, in distribution's order (none for a failed
 /// request, or one that caused nothing, such as a mount that fell back to an upload).
 pub async fn events<'a>(
@@ -353,15 +530,28 @@ pub async fn events<'a>(
     actor: &'a str,
     cx: &Context<'a>,
 ) -> smallvec::SmallVec<[Event<'a>; 1]> {
-    let Some(first) = event(o, status, answer, actor, cx).await else { return smallvec::SmallVec::new() };
-    let mut out = smallvec::smallvec![first];
-    if let About::ManifestDelete(_, tags) = &o.about {
-        for tag in tags {
-            let t = Target { repository: Cow::Borrowed(o.repository), tag: Cow::Borrowed(tag), ..Default::default() };
-            out.push(new_event(Action::Delete, t, o, actor, cx.source));
+    let repo = || RepoName::parse(o.repository).ok();
+    let first = match shape(o, status, &Answered::of(answer), cx.include_references) {
+        Shape::Nothing => None,
+        Shape::Ready(action, target) => Some((action, target)),
+        Shape::StatBlob { action, digest, from } => {
+            let size = match (Digest::parse(digest).ok(), repo()) {
+                (Some(d), Some(repo)) => cx.registry.stat_blob(&repo, &d).await.unwrap_or(0),
+                _ => 0,
+            };
+            Some((action, blob_target(o, digest, size, from)))
         }
-    }
-    out
+        Shape::ReadManifest { put, reference, digest } => async {
+            let d = Digest::parse(digest).ok()?;
+            let m = cx.registry.get_manifest(&repo()?, &Reference::Digest(d)).await.ok()?;
+            let refs = if cx.include_references { references(&m.content) } else { Vec::new() };
+            let media_type = Cow::Owned(m.media_type.clone());
+            let target = manifest_target(o, reference, digest, media_type, m.content.len() as u64, refs);
+            Some((if put { Action::Push } else { Action::Pull }, target))
+        }
+        .await,
+    };
+    with_tag_deletes(o, first, actor, cx.source)
 }
 
 /// A manifest reference that is a tag (the request succeeded, so it is a valid tag or
@@ -372,109 +562,6 @@ fn tag_of(reference: &str) -> &str {
     } else {
         reference
     }
-}
-
-async fn event<'a>(
-    o: &'a Observed<'a>,
-    status: StatusCode,
-    answer: &'a HeaderMap,
-    actor: &'a str,
-    cx: &Context<'a>,
-) -> Option<Event<'a>> {
-    let repo = || RepoName::parse(o.repository).ok();
-    let answered_digest = header(answer, &DOCKER_CONTENT_DIGEST);
-    let blob = |digest: &'a str, size: u64, from: &'a str| Target {
-        media_type: Cow::Borrowed(BLOB_MEDIA_TYPE),
-        size,
-        digest: Cow::Borrowed(digest),
-        length: size,
-        repository: Cow::Borrowed(o.repository),
-        from_repository: Cow::Borrowed(from),
-        url: Cow::Owned(o.url("blobs", digest)),
-        ..Default::default()
-    };
-    let stat = |digest: &str| {
-        let d = Digest::parse(digest).ok();
-        async move {
-            match (d, repo()) {
-                (Some(d), Some(repo)) => cx.registry.stat_blob(&repo, &d).await.unwrap_or(0),
-                _ => 0,
-            }
-        }
-    };
-    let (action, target) = match &o.about {
-        About::ManifestGet(reference) | About::ManifestPut(reference) => {
-            let put = matches!(o.about, About::ManifestPut(_));
-            if status != if put { StatusCode::CREATED } else { StatusCode::OK } {
-                return None;
-            }
-            // A pull's answer says all an event needs unless references are wanted; a push
-            // reads back what was stored (its media type may come from the body).
-            let (media_type, size, references) = if !put && !cx.include_references {
-                let size = header(answer, &CONTENT_LENGTH).parse().unwrap_or(0);
-                (Cow::Borrowed(header(answer, &CONTENT_TYPE)), size, Vec::new())
-            } else {
-                let d = Digest::parse(answered_digest).ok()?;
-                let m = cx.registry.get_manifest(&repo()?, &Reference::Digest(d)).await.ok()?;
-                let refs = if cx.include_references { references(&m.content) } else { Vec::new() };
-                (Cow::Owned(m.media_type.clone()), m.content.len() as u64, refs)
-            };
-            let target = Target {
-                media_type,
-                size,
-                digest: Cow::Borrowed(answered_digest),
-                length: size,
-                repository: Cow::Borrowed(o.repository),
-                url: Cow::Owned(o.url("manifests", answered_digest)),
-                tag: Cow::Borrowed(tag_of(reference)),
-                references,
-                ..Default::default()
-            };
-            (if put { Action::Push } else { Action::Pull }, target)
-        }
-        About::ManifestDelete(reference, _) => {
-            if status != StatusCode::ACCEPTED {
-                return None;
-            }
-            let mut t = Target { repository: Cow::Borrowed(o.repository), ..Default::default() };
-            match tag_of(reference) {
-                "" => t.digest = Cow::Borrowed(reference),
-                tag => t.tag = Cow::Borrowed(tag),
-            }
-            (Action::Delete, t)
-        }
-        About::BlobDelete(digest) => {
-            if status != StatusCode::ACCEPTED {
-                return None;
-            }
-            let t =
-                Target { digest: Cow::Borrowed(digest), repository: Cow::Borrowed(o.repository), ..Default::default() };
-            (Action::Delete, t)
-        }
-        About::BlobGet(digest) => {
-            let size = match status {
-                StatusCode::OK => header(answer, &CONTENT_LENGTH).parse().unwrap_or(0),
-                StatusCode::PARTIAL_CONTENT => {
-                    header(answer, &CONTENT_RANGE).rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(0)
-                }
-                StatusCode::TEMPORARY_REDIRECT => stat(digest).await,
-                _ => return None,
-            };
-            (Action::Pull, blob(digest, size, ""))
-        }
-        About::UploadFinish | About::Monolithic | About::Mount { .. } => {
-            if status != StatusCode::CREATED || answered_digest.is_empty() {
-                return None;
-            }
-            let size = stat(answered_digest).await;
-            let (action, from) = match &o.about {
-                About::Mount { from } => (Action::Mount, from.as_str()),
-                _ => (Action::Push, ""),
-            };
-            (action, blob(answered_digest, size, from))
-        }
-    };
-    Some(new_event(action, target, o, actor, cx.source))
 }
 
 #[cfg(test)]

@@ -184,7 +184,23 @@ impl Notifier {
         }
     }
 
-    /// Records the event a served request caused (if any), made durable as `sync` says.
+    /// Records the events of a request whose answer says all they need (pulls, deletes)
+    /// without waiting: appended when this returns, durable when the result's `durable` says.
+    /// None when the registry must be read first: then [`record`](Self::record).
+    pub fn record_now(
+        &self,
+        observed: &Observed<'_>,
+        status: http::StatusCode,
+        answer: &http::HeaderMap,
+        actor: &str,
+        flush: Flush,
+    ) -> Option<Result<outbox::Appended, OutboxError>> {
+        let events =
+            listener::events_now(observed, status, answer, actor, &self.source, self.include_references)?;
+        Some(self.append(&events, flush))
+    }
+
+    /// Records the event a served request caused (if any), made durable as `flush` says.
     pub async fn record(
         &self,
         observed: &Observed<'_>,
@@ -196,16 +212,21 @@ impl Notifier {
     ) -> Result<(), OutboxError> {
         let cx = Context { registry, source: &self.source, include_references: self.include_references };
         let events = listener::events(observed, status, answer, actor, &cx).await;
+        self.append(&events, flush)?.durable().await
+    }
+
+    /// Writes each event some endpoint wants and appends them to the outbox.
+    fn append(&self, events: &[record::Event<'_>], flush: Flush) -> Result<outbox::Appended, OutboxError> {
         thread_local! {
             /// Where a request's events are written before the outbox copies them (an event
             /// is 600-900 bytes; this is not allocated per pull).
             static JSON: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        let pushed = JSON.with_borrow_mut(|json| {
+        JSON.with_borrow_mut(|json| {
             json.clear();
             // For the endpoints that want each (asked once per event).
             let mut wanted: SmallVec<[_; 2]> = SmallVec::new();
-            for e in &events {
+            for e in events {
                 let mask = self.outbox.wanted_by(e.action, &e.target.media_type);
                 if mask != 0 {
                     let start = json.len();
@@ -229,8 +250,7 @@ impl Notifier {
                 *json = Vec::new();
             }
             pushed
-        })?;
-        pushed.durable().await
+        })
     }
 
     /// Per endpoint: pending, delivered, failed, dropped, last error and success (`/debug/vars`).
