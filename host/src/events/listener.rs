@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::record::{Action, Actor, Descriptor, Event, RequestRecord, Source, Str, Target, BLOB_MEDIA_TYPE};
+use super::record::{Action, Addr, Descriptor, Draft, RequestRecord, Str, Target, Url, BLOB_MEDIA_TYPE};
 use crate::registry::{Digest, Reference, Registry, RepoName};
 
 /// What a request that may cause an event is about (references borrowed from its path).
@@ -127,8 +127,8 @@ impl<'h> Answered<'h> {
 /// The first of a comma-separated header's values (a proxy chain's first hop), without
 /// spaces or tabs around it (a byte search: this runs on every pull's host).
 fn first_of(v: &str) -> &str {
-    let end = v.bytes().position(|b| b == b',').unwrap_or(v.len());
-    v[..end].trim_matches([' ', '\t'])
+    // A header value holds no other whitespace than spaces and tabs.
+    v[..v.bytes().position(|b| b == b',').unwrap_or(v.len())].trim_ascii()
 }
 
 impl Headers {
@@ -158,39 +158,18 @@ impl Headers {
     }
 }
 
-/// `ip:port` as `SocketAddr`'s `Display` writes it; an IPv4 peer without the formatting
-/// machinery (every pull's event names its client).
-fn addr_string(peer: std::net::SocketAddr) -> String {
-    match peer {
-        std::net::SocketAddr::V4(v4) => {
-            let mut s = String::with_capacity(21);
-            let mut digits = itoa::Buffer::new();
-            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
-                if i > 0 {
-                    s.push('.');
-                }
-                s.push_str(digits.format(octet));
-            }
-            s.push(':');
-            s.push_str(digits.format(v4.port()));
-            s
-        }
-        std::net::SocketAddr::V6(_) => peer.to_string(),
-    }
-}
-
 /// The client's address as distribution reports it: the first `X-Forwarded-For` hop, else
 /// `X-Real-Ip`, else the peer.
-fn remote_addr<'a>(h: &'a Headers, peer: Option<std::net::SocketAddr>) -> Str<'a> {
+fn remote_addr(h: &Headers, peer: Option<std::net::SocketAddr>) -> Addr<'_> {
     let first = first_of(value(&h.forwarded_for));
     if !first.is_empty() {
-        return Cow::Borrowed(first);
+        return Addr::Text(first);
     }
     let real = value(&h.real_ip);
     if !real.is_empty() {
-        return Cow::Borrowed(real);
+        return Addr::Text(real);
     }
-    peer.map_or(Cow::Borrowed(""), |p| Cow::Owned(addr_string(p)))
+    peer.map_or(Addr::Text(""), Addr::Peer)
 }
 
 fn query_param(q: &str, key: &str) -> Option<String> {
@@ -247,7 +226,7 @@ pub fn observe<'a>(
     })
 }
 
-impl Observed<'_> {
+impl<'a> Observed<'a> {
     /// What must be read before the request runs: the tags a manifest deleted by digest
     /// takes with it (distribution reports a tag delete for each).
     pub async fn prepare(&mut self, registry: &Registry) {
@@ -271,7 +250,7 @@ impl Observed<'_> {
     }
 
     /// The content's URL, as distribution's: absolute from the (forwarded) scheme and host.
-    fn url(&self, what: &str, digest: &str) -> String {
+    fn url(&self, kind: &'static str, digest: &'a str) -> Url<'_> {
         let h = &self.headers;
         fn non_empty(v: &Option<HeaderValue>) -> Option<&str> {
             Some(first_of(value(v))).filter(|s| !s.is_empty())
@@ -281,27 +260,24 @@ impl Observed<'_> {
             let host = non_empty(&h.forwarded_host).or_else(|| non_empty(&h.host))?;
             Some((non_empty(&h.forwarded_proto).unwrap_or(own), host))
         });
-        let (proto, host) = origin.unwrap_or(("", ""));
-        let mut url =
-            String::with_capacity(proto.len() + host.len() + self.repository.len() + what.len() + digest.len() + 16);
-        if !host.is_empty() {
-            url.push_str(proto);
-            url.push_str("://");
-            url.push_str(host);
-        }
-        for part in ["/v2/", self.repository, "/", what, "/", digest] {
-            url.push_str(part);
-        }
-        url
+        Url { origin, repository: self.repository, kind, digest }
     }
 
-    fn request(&self) -> RequestRecord<'_> {
-        RequestRecord {
-            id: Cow::Borrowed(self.id),
+    /// The event of this request: `action` on `target`, at `url`.
+    fn draft(&'a self, action: Action, target: Target<'a>, url: Option<Url<'a>>, actor: &'a str) -> Draft<'a> {
+        Draft {
+            action,
+            target,
+            url,
+            request: RequestRecord {
+                id: Cow::Borrowed(self.id),
+                addr: Cow::Borrowed(""),
+                host: Cow::Borrowed(value(&self.headers.host)),
+                method: Cow::Borrowed(self.method.as_str()),
+                useragent: Cow::Borrowed(value(&self.headers.user_agent)),
+            },
             addr: remote_addr(&self.headers, self.peer),
-            host: Cow::Borrowed(value(&self.headers.host)),
-            method: Cow::Borrowed(self.method.as_str()),
-            useragent: Cow::Borrowed(value(&self.headers.user_agent)),
+            actor,
         }
     }
 }
@@ -309,7 +285,6 @@ impl Observed<'_> {
 /// Everything an event is made of besides the request.
 pub struct Context<'a> {
     pub registry: &'a Registry,
-    pub source: &'a Source,
     pub include_references: bool,
 }
 
@@ -332,55 +307,12 @@ fn references(content: &[u8]) -> Vec<Descriptor<'static>> {
     out
 }
 
-/// A version 4 UUID as distribution's event ids are, unique without a random draw per event:
-/// a random key per thread, and a count of the thread's events spread over the other half by
-/// a bijection (multiplying by an odd number modulo 2^62), so no two events share an id.
-fn event_id() -> String {
-    use std::cell::Cell;
-    thread_local! {
-        static NEXT: Cell<(u64, u64)> = Cell::new((rand::random(), 0));
-    }
-    let (key, n) = NEXT.with(|c| {
-        let (key, n) = c.get();
-        c.set((key, n.wrapping_add(1)));
-        (key, n)
-    });
-    const LOW_62: u64 = (1 << 62) - 1;
-    let spread = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) & LOW_62;
-    let id = (u128::from(key) << 64) | u128::from(spread);
-    uuid::Builder::from_u128(id)
-        .with_version(uuid::Version::Random)
-        .with_variant(uuid::Variant::RFC4122)
-        .into_uuid()
-        .hyphenated()
-        .encode_lower(&mut [0; 36])
-        .to_owned()
-}
-
-fn new_event<'a>(
-    action: Action,
-    target: Target<'a>,
-    o: &'a Observed<'a>,
-    actor: &'a str,
-    source: &'a Source,
-) -> Event<'a> {
-    Event {
-        id: Cow::Owned(event_id()),
-        timestamp: Cow::Owned(super::record::rfc3339_nanos(std::time::SystemTime::now())),
-        action,
-        target,
-        request: o.request(),
-        actor: Actor { name: Cow::Borrowed(actor) },
-        source: Cow::Borrowed(source),
-    }
-}
-
 /// What a request's event needs once the answer is known.
 enum Shape<'a> {
     /// No event: the request failed, or caused nothing (a mount that fell back to an upload).
     Nothing,
     /// The answer said everything.
-    Ready(Action, Target<'a>),
+    Ready(Made<'a>),
     /// A blob event whose size a stat tells.
     StatBlob { action: Action, digest: &'a str, from: &'a str },
     /// A manifest event that reads what was stored: a push (its media type may come from the
@@ -388,40 +320,44 @@ enum Shape<'a> {
     ReadManifest { put: bool, reference: &'a str, digest: &'a str },
 }
 
-/// A blob's target.
-fn blob_target<'a>(o: &'a Observed<'a>, digest: &'a str, size: u64, from: &'a str) -> Target<'a> {
-    Target {
+/// What an event is made of besides the request: its action, its target, the target's URL.
+type Made<'a> = (Action, Target<'a>, Option<Url<'a>>);
+
+/// A blob's event.
+fn blob<'a>(o: &'a Observed<'a>, action: Action, digest: &'a str, size: u64, from: &'a str) -> Made<'a> {
+    let target = Target {
         media_type: Cow::Borrowed(BLOB_MEDIA_TYPE),
         size,
         digest: Cow::Borrowed(digest),
         length: size,
         repository: Cow::Borrowed(o.repository),
         from_repository: Cow::Borrowed(from),
-        url: Cow::Owned(o.url("blobs", digest)),
         ..Default::default()
-    }
+    };
+    (action, target, Some(o.url("blobs", digest)))
 }
 
-/// A manifest's target.
-fn manifest_target<'a>(
+/// A manifest's event.
+fn manifest<'a>(
     o: &'a Observed<'a>,
+    action: Action,
     reference: &'a str,
     digest: &'a str,
     media_type: Str<'a>,
     size: u64,
     references: Vec<Descriptor<'static>>,
-) -> Target<'a> {
-    Target {
+) -> Made<'a> {
+    let target = Target {
         media_type,
         size,
         digest: Cow::Borrowed(digest),
         length: size,
         repository: Cow::Borrowed(o.repository),
-        url: Cow::Owned(o.url("manifests", digest)),
         tag: Cow::Borrowed(tag_of(reference)),
         references,
         ..Default::default()
-    }
+    };
+    (action, target, Some(o.url("manifests", digest)))
 }
 
 /// The event as far as the answer shapes it, in distribution's terms.
@@ -439,7 +375,7 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
             // A pull's answer says all an event needs.
             let size = answered.content_length.parse().unwrap_or(0);
             let media_type = Cow::Borrowed(answered.content_type);
-            Shape::Ready(Action::Pull, manifest_target(o, reference, digest, media_type, size, Vec::new()))
+            Shape::Ready(manifest(o, Action::Pull, reference, digest, media_type, size, Vec::new()))
         }
         About::ManifestDelete(reference, _) => {
             if status != StatusCode::ACCEPTED {
@@ -450,14 +386,14 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
                 "" => t.digest = Cow::Borrowed(reference),
                 tag => t.tag = Cow::Borrowed(tag),
             }
-            Shape::Ready(Action::Delete, t)
+            Shape::Ready((Action::Delete, t, None))
         }
         About::BlobDelete(digest) => {
             if status != StatusCode::ACCEPTED {
                 return Shape::Nothing;
             }
             let t = Target { digest: Cow::Borrowed(digest), repository: Cow::Borrowed(o.repository), ..Default::default() };
-            Shape::Ready(Action::Delete, t)
+            Shape::Ready((Action::Delete, t, None))
         }
         About::BlobGet(digest) => {
             let size = match status {
@@ -468,7 +404,7 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
                 StatusCode::TEMPORARY_REDIRECT => return Shape::StatBlob { action: Action::Pull, digest, from: "" },
                 _ => return Shape::Nothing,
             };
-            Shape::Ready(Action::Pull, blob_target(o, digest, size, ""))
+            Shape::Ready(blob(o, Action::Pull, digest, size, ""))
         }
         About::UploadFinish | About::Monolithic | About::Mount { .. } => {
             if status != StatusCode::CREATED || digest.is_empty() {
@@ -487,16 +423,15 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
 /// distribution's order.
 fn with_tag_deletes<'a>(
     o: &'a Observed<'a>,
-    first: Option<(Action, Target<'a>)>,
+    first: Option<Made<'a>>,
     actor: &'a str,
-    source: &'a Source,
-) -> smallvec::SmallVec<[Event<'a>; 1]> {
-    let Some((action, target)) = first else { return smallvec::SmallVec::new() };
-    let mut out = smallvec::smallvec![new_event(action, target, o, actor, source)];
+) -> smallvec::SmallVec<[Draft<'a>; 1]> {
+    let Some((action, target, url)) = first else { return smallvec::SmallVec::new() };
+    let mut out = smallvec::smallvec![o.draft(action, target, url, actor)];
     if let About::ManifestDelete(_, tags) = &o.about {
         for tag in tags {
             let t = Target { repository: Cow::Borrowed(o.repository), tag: Cow::Borrowed(tag), ..Default::default() };
-            out.push(new_event(Action::Delete, t, o, actor, source));
+            out.push(o.draft(Action::Delete, t, None, actor));
         }
     }
     out
@@ -510,15 +445,14 @@ pub fn events_now<'a>(
     status: StatusCode,
     answer: &'a HeaderMap,
     actor: &'a str,
-    source: &'a Source,
     include_references: bool,
-) -> Option<smallvec::SmallVec<[Event<'a>; 1]>> {
+) -> Option<smallvec::SmallVec<[Draft<'a>; 1]>> {
     let first = match shape(o, status, &Answered::of(answer), include_references) {
         Shape::Nothing => None,
-        Shape::Ready(action, target) => Some((action, target)),
+        Shape::Ready(made) => Some(made),
         Shape::StatBlob { .. } | Shape::ReadManifest { .. } => return None,
     };
-    Some(with_tag_deletes(o, first, actor, source))
+    Some(with_tag_deletes(o, first, actor))
 }
 
 /// The events a successful request caused, in distribution's order (none for a failed
@@ -529,29 +463,29 @@ pub async fn events<'a>(
     answer: &'a HeaderMap,
     actor: &'a str,
     cx: &Context<'a>,
-) -> smallvec::SmallVec<[Event<'a>; 1]> {
+) -> smallvec::SmallVec<[Draft<'a>; 1]> {
     let repo = || RepoName::parse(o.repository).ok();
     let first = match shape(o, status, &Answered::of(answer), cx.include_references) {
         Shape::Nothing => None,
-        Shape::Ready(action, target) => Some((action, target)),
+        Shape::Ready(made) => Some(made),
         Shape::StatBlob { action, digest, from } => {
             let size = match (Digest::parse(digest).ok(), repo()) {
                 (Some(d), Some(repo)) => cx.registry.stat_blob(&repo, &d).await.unwrap_or(0),
                 _ => 0,
             };
-            Some((action, blob_target(o, digest, size, from)))
+            Some(blob(o, action, digest, size, from))
         }
         Shape::ReadManifest { put, reference, digest } => async {
             let d = Digest::parse(digest).ok()?;
             let m = cx.registry.get_manifest(&repo()?, &Reference::Digest(d)).await.ok()?;
             let refs = if cx.include_references { references(&m.content) } else { Vec::new() };
             let media_type = Cow::Owned(m.media_type.clone());
-            let target = manifest_target(o, reference, digest, media_type, m.content.len() as u64, refs);
-            Some((if put { Action::Push } else { Action::Pull }, target))
+            let action = if put { Action::Push } else { Action::Pull };
+            Some(manifest(o, action, reference, digest, media_type, m.content.len() as u64, refs))
         }
         .await,
     };
-    with_tag_deletes(o, first, actor, cx.source)
+    with_tag_deletes(o, first, actor)
 }
 
 /// A manifest reference that is a tag (the request succeeded, so it is a valid tag or
@@ -572,32 +506,31 @@ mod tests {
     fn remote_address_as_distribution() {
         let mut h = HeaderMap::new();
         let peer = Some("10.0.0.1:4000".parse().unwrap());
-        assert_eq!(remote_addr(&Headers::of(&h), peer), "10.0.0.1:4000");
+        assert_eq!(remote_addr(&Headers::of(&h), peer), Addr::Peer(peer.unwrap()));
+        assert_eq!(remote_addr(&Headers::of(&h), None), Addr::Text(""));
         h.insert("x-real-ip", "9.9.9.9".parse().unwrap());
-        assert_eq!(remote_addr(&Headers::of(&h), peer), "9.9.9.9");
-        h.insert("x-forwarded-for", "1.2.3.4, 5.6.7.8".parse().unwrap());
-        assert_eq!(remote_addr(&Headers::of(&h), peer), "1.2.3.4");
+        assert_eq!(remote_addr(&Headers::of(&h), peer), Addr::Text("9.9.9.9"));
+        h.insert("x-forwarded-for", " 1.2.3.4 , 5.6.7.8".parse().unwrap());
+        assert_eq!(remote_addr(&Headers::of(&h), peer), Addr::Text("1.2.3.4"));
     }
 
     #[test]
-    fn event_ids_are_version_4_uuids_and_never_repeat() {
-        let ids: Vec<String> = (0..10_000).map(|_| event_id()).collect();
-        let unique: std::collections::HashSet<&String> = ids.iter().collect();
-        assert_eq!(unique.len(), ids.len());
-        for id in &ids[..3] {
-            let u = uuid::Uuid::parse_str(id).unwrap();
-            assert_eq!((u.get_version(), u.get_variant()), (Some(uuid::Version::Random), uuid::Variant::RFC4122));
-        }
-        let other = std::thread::spawn(event_id).join().unwrap();
-        assert_ne!(other[..18], ids[0][..18], "each thread has its own key");
-    }
-
-    #[test]
-    fn addresses_as_display_writes_them() {
-        for a in ["127.0.0.1:5000", "10.200.3.45:65535", "0.0.0.0:0", "[::1]:5000", "[fe80::1%2]:80"] {
-            let a: std::net::SocketAddr = a.parse().unwrap();
-            assert_eq!(addr_string(a), a.to_string());
-        }
+    fn urls_from_the_forwarded_or_own_scheme_and_host() {
+        let mut h = HeaderMap::new();
+        h.insert("host", "r.example:5000".parse().unwrap());
+        let get = Method::GET;
+        let d = "sha256:00";
+        let url = |h: &HeaderMap, absolute: bool| {
+            let f = RequestFacts { method: &get, headers: h, query: None, peer: None, absolute_urls: absolute, tls: true };
+            let o = observe("manifest", Some("a/b"), Some("t"), "id", f, |_, _| true).unwrap();
+            o.url("manifests", d).to_text()
+        };
+        assert_eq!(url(&h, true), "https://r.example:5000/v2/a/b/manifests/sha256:00");
+        assert_eq!(url(&h, false), "/v2/a/b/manifests/sha256:00");
+        h.insert("x-forwarded-proto", "http, https".parse().unwrap());
+        h.insert("x-forwarded-host", "front.example".parse().unwrap());
+        assert_eq!(url(&h, true), "http://front.example/v2/a/b/manifests/sha256:00");
+        assert_eq!(url(&HeaderMap::new(), true), "/v2/a/b/manifests/sha256:00", "no host to name");
     }
 
     #[test]

@@ -195,8 +195,7 @@ impl Notifier {
         actor: &str,
         flush: Flush,
     ) -> Option<Result<outbox::Appended, OutboxError>> {
-        let events =
-            listener::events_now(observed, status, answer, actor, &self.source, self.include_references)?;
+        let events = listener::events_now(observed, status, answer, actor, self.include_references)?;
         Some(self.append(&events, flush))
     }
 
@@ -210,13 +209,13 @@ impl Notifier {
         registry: &crate::registry::Registry,
         flush: Flush,
     ) -> Result<(), OutboxError> {
-        let cx = Context { registry, source: &self.source, include_references: self.include_references };
+        let cx = Context { registry, include_references: self.include_references };
         let events = listener::events(observed, status, answer, actor, &cx).await;
         self.append(&events, flush)?.durable().await
     }
 
     /// Writes each event some endpoint wants and appends them to the outbox.
-    fn append(&self, events: &[record::Event<'_>], flush: Flush) -> Result<outbox::Appended, OutboxError> {
+    fn append(&self, events: &[record::Draft<'_>], flush: Flush) -> Result<outbox::Appended, OutboxError> {
         thread_local! {
             /// Where a request's events are written before the outbox copies them (an event
             /// is 600-900 bytes; this is not allocated per pull).
@@ -230,7 +229,7 @@ impl Notifier {
                 let mask = self.outbox.wanted_by(e.action, &e.target.media_type);
                 if mask != 0 {
                     let start = json.len();
-                    e.write_json(json);
+                    e.write_json(&record::Stamp::now(), &self.source, json);
                     wanted.push((e, mask, start..json.len()));
                 }
             }

@@ -134,39 +134,172 @@ impl Event<'_> {
         !ignored_actions.iter().any(|a| a == self.action.as_str())
             && !ignored_media_types.iter().any(|m| m == &self.target.media_type)
     }
+}
 
-    /// Appends the event's JSON to `out`: byte for byte what `serde_json` writes for it (the
-    /// tests hold the two together). Every string is copied as it is while a word-at-a-time
-    /// check notes whether any held a byte JSON escapes; only then (a quote in a user agent, say)
-    /// is the event written again by `serde_json`. Writing each string through its own escaping
-    /// call was the largest single cost of a pull's event.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
-        let start = out.len();
+/// The client's address in a [`Draft`]: a header's text, or the connection's peer, written
+/// (as `SocketAddr`'s `Display` does) only into the JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Addr<'a> {
+    Text(&'a str),
+    Peer(std::net::SocketAddr),
+}
+
+impl Addr<'_> {
+    pub fn to_text(&self) -> Str<'_> {
+        match self {
+            Addr::Text(s) => Cow::Borrowed(s),
+            Addr::Peer(p) => Cow::Owned(p.to_string()),
+        }
+    }
+}
+
+/// A content URL in a [`Draft`], as distribution's: `{scheme}://{host}/v2/{repository}/{kind}/
+/// {digest}`, or only the path when there is no host to name. Written only into the JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Url<'a> {
+    /// Scheme and host.
+    pub origin: Option<(&'a str, &'a str)>,
+    pub repository: &'a str,
+    /// `manifests` or `blobs`.
+    pub kind: &'static str,
+    pub digest: &'a str,
+}
+
+impl Url<'_> {
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        if let Some((scheme, host)) = self.origin {
+            out.extend([scheme, "://", host]);
+        }
+        out.extend(["/v2/", self.repository, "/", self.kind, "/", self.digest]);
+        out
+    }
+}
+
+/// An event's id and time, made when it is recorded: a version 4 UUID and RFC 3339 UTC with
+/// nanoseconds, kept as the text they are written as.
+pub struct Stamp {
+    id: [u8; 36],
+    time: [u8; 30],
+}
+
+impl Stamp {
+    pub fn now() -> Stamp {
+        Stamp { id: event_id(), time: rfc3339_nanos_bytes(std::time::SystemTime::now()) }
+    }
+
+    pub fn id(&self) -> &str {
+        std::str::from_utf8(&self.id).expect("hex digits and hyphens")
+    }
+
+    pub fn time(&self) -> &str {
+        std::str::from_utf8(&self.time).expect("ASCII digits")
+    }
+}
+
+/// A version 4 UUID as distribution's event ids are, unique without a random draw per event:
+/// a random key per thread, and a count of the thread's events spread over the other half by
+/// a bijection (multiplying by an odd number modulo 2^62), so no two events share an id.
+fn event_id() -> [u8; 36] {
+    use std::cell::Cell;
+    thread_local! {
+        static NEXT: Cell<(u64, u64)> = Cell::new((rand::random(), 0));
+    }
+    let (key, n) = NEXT.with(|c| {
+        let (key, n) = c.get();
+        c.set((key, n.wrapping_add(1)));
+        (key, n)
+    });
+    const LOW_62: u64 = (1 << 62) - 1;
+    let spread = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) & LOW_62;
+    let id = (u128::from(key) << 64) | u128::from(spread);
+    let mut out = [0; 36];
+    uuid::Builder::from_u128(id)
+        .with_version(uuid::Version::Random)
+        .with_variant(uuid::Variant::RFC4122)
+        .into_uuid()
+        .hyphenated()
+        .encode_lower(&mut out);
+    out
+}
+
+/// An event as a request makes it, borrowing everything from the request and its answer:
+/// written straight into the JSON the outbox keeps ([`Draft::write_json`]), with no copy of
+/// its strings, no URL or address built first, and no allocation. `target.url` and
+/// `request.addr` are left empty: `url` and `addr` are written in their places.
+#[derive(Debug, Clone)]
+pub struct Draft<'a> {
+    pub action: Action,
+    pub target: Target<'a>,
+    pub url: Option<Url<'a>>,
+    pub request: RequestRecord<'a>,
+    pub addr: Addr<'a>,
+    pub actor: &'a str,
+}
+
+impl<'a> Draft<'a> {
+    /// The event it becomes with `stamp` and `source` (what its JSON says).
+    pub fn to_event(&self, stamp: &'a Stamp, source: &'a Source) -> Event<'a> {
+        let mut target = self.target.clone();
+        if let Some(u) = &self.url {
+            target.url = Cow::Owned(u.to_text());
+        }
+        let mut request = self.request.clone();
+        request.addr = Cow::Owned(self.addr.to_text().into_owned());
+        Event {
+            id: Cow::Borrowed(stamp.id()),
+            timestamp: Cow::Borrowed(stamp.time()),
+            action: self.action,
+            target,
+            request,
+            actor: Actor { name: Cow::Borrowed(self.actor) },
+            source: Cow::Borrowed(source),
+        }
+    }
+
+    /// Appends the event's JSON to `out`: byte for byte what `serde_json` writes for
+    /// [`to_event`](Self::to_event) (the tests hold the two together). Every string is copied
+    /// as it is while a word-at-a-time check notes whether any held a byte JSON escapes; only
+    /// then (a quote in a user agent, say) is the event written again by `serde_json`.
+    pub fn write_json(&self, stamp: &Stamp, source: &Source, out: &mut Vec<u8>) {
         let t = &self.target;
         let r = &self.request;
-        let mut w = JsonWriter { out, escapes: 0 };
-        w.out.reserve(
-            160 + self.id.len()
-                + self.timestamp.len()
-                + t.media_type.len()
-                + t.digest.len()
-                + t.repository.len()
-                + t.from_repository.len()
-                + t.url.len()
-                + t.tag.len()
-                + r.id.len()
-                + r.addr.len()
-                + r.host.len()
-                + r.method.len()
-                + r.useragent.len()
-                + self.actor.name.len()
-                + self.source.addr.len()
-                + self.source.instance_id.len(),
-        );
+        let strings = [
+            &*t.media_type,
+            &t.digest,
+            &t.repository,
+            &t.from_repository,
+            &t.url,
+            &t.tag,
+            &r.id,
+            &r.host,
+            &r.method,
+            &r.useragent,
+            self.actor,
+            &source.addr,
+            &source.instance_id,
+        ];
+        let url = self.url.map_or(0, |u| {
+            u.origin.map_or(0, |(s, h)| s.len() + h.len() + 3) + u.repository.len() + u.kind.len() + u.digest.len() + 6
+        });
+        let addr = match self.addr {
+            Addr::Text(a) => a.len(),
+            Addr::Peer(_) => 64,
+        };
+        let references: usize =
+            t.references.iter().map(|d| 64 + d.media_type.len() + d.digest.len()).sum();
+        // Every key, quote and separator, both numbers, and each string unescaped: the JSON is
+        // never longer unless a string needs escaping, and then it is written again below.
+        let bound = 512 + strings.iter().map(|s| s.len()).sum::<usize>() + url + addr + references;
+        let start = out.len();
+        // Written into zeroed room in place (no capacity check per piece); what is left over is
+        // cut off at the end.
+        out.resize(start + bound, 0);
+        let mut w = JsonWriter { buf: &mut out[start..], at: 0, escapes: 0 };
         w.raw(b"{\"id\":\"");
-        w.value(&self.id);
+        w.raw(&stamp.id);
         w.raw(b"\",\"timestamp\":\"");
-        w.value(&self.timestamp);
+        w.raw(&stamp.time);
         w.raw(b"\",\"action\":\"");
         w.raw(self.action.as_str().as_bytes());
         w.raw(b"\",\"target\":");
@@ -178,7 +311,25 @@ impl Event<'_> {
             o.u64_nonzero(b"length", t.length);
             o.str_nonempty(b"repository", &t.repository);
             o.str_nonempty(b"fromRepository", &t.from_repository);
-            o.str_nonempty(b"url", &t.url);
+            match &self.url {
+                Some(u) => {
+                    o.key(b"url");
+                    o.w.raw(b"\"");
+                    if let Some((scheme, host)) = u.origin {
+                        o.w.value(scheme);
+                        o.w.raw(b"://");
+                        o.w.value(host);
+                    }
+                    o.w.raw(b"/v2/");
+                    o.w.value(u.repository);
+                    o.w.raw(b"/");
+                    o.w.raw(u.kind.as_bytes());
+                    o.w.raw(b"/");
+                    o.w.value(u.digest);
+                    o.w.raw(b"\"");
+                }
+                None => o.str_nonempty(b"url", &t.url),
+            }
             o.str_nonempty(b"tag", &t.tag);
             if !t.references.is_empty() {
                 o.key(b"references");
@@ -200,12 +351,23 @@ impl Event<'_> {
         w.raw(b",\"request\":{\"id\":\"");
         w.value(&r.id);
         w.raw(b"\"");
-        for (key, v) in [(&b",\"addr\":\""[..], &r.addr), (b",\"host\":\"", &r.host)] {
-            if !v.is_empty() {
-                w.raw(key);
-                w.value(v);
+        match self.addr {
+            Addr::Text("") => {}
+            Addr::Text(a) => {
+                w.raw(b",\"addr\":\"");
+                w.value(a);
                 w.raw(b"\"");
             }
+            Addr::Peer(p) => {
+                w.raw(b",\"addr\":\"");
+                write_peer(&mut w, p);
+                w.raw(b"\"");
+            }
+        }
+        if !r.host.is_empty() {
+            w.raw(b",\"host\":\"");
+            w.value(&r.host);
+            w.raw(b"\"");
         }
         w.raw(b",\"method\":\"");
         w.value(&r.method);
@@ -214,28 +376,53 @@ impl Event<'_> {
         w.raw(b"\"},\"actor\":");
         {
             let mut o = w.object();
-            o.str_nonempty(b"name", &self.actor.name);
+            o.str_nonempty(b"name", self.actor);
             o.close();
         }
         w.raw(b",\"source\":");
         {
             let mut o = w.object();
-            o.str_nonempty(b"addr", &self.source.addr);
-            o.str_nonempty(b"instanceID", &self.source.instance_id);
+            o.str_nonempty(b"addr", &source.addr);
+            o.str_nonempty(b"instanceID", &source.instance_id);
             o.close();
         }
         w.raw(b"}");
-        if w.escapes != 0 {
+        let (written, escapes) = (w.at, w.escapes);
+        if escapes != 0 || written > bound {
             out.truncate(start);
-            serde_json::to_writer(&mut *out, self).expect("an event serializes");
+            serde_json::to_writer(&mut *out, &self.to_event(stamp, source)).expect("an event serializes");
+        } else {
+            out.truncate(start + written);
         }
     }
 }
 
-/// JSON written by copying: keys are Berth's own, string values are copied unescaped while
-/// `escapes` collects whether any of them needed escaping (then the caller writes it again).
+/// `ip:port` as `SocketAddr`'s `Display` writes it; an IPv4 peer without the formatting
+/// machinery (every pull's event names its client).
+fn write_peer(w: &mut JsonWriter<'_>, peer: std::net::SocketAddr) {
+    match peer {
+        std::net::SocketAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                if i > 0 {
+                    w.raw(b".");
+                }
+                w.raw(digits.format(octet).as_bytes());
+            }
+            w.raw(b":");
+            w.raw(digits.format(v4.port()).as_bytes());
+        }
+        std::net::SocketAddr::V6(_) => w.raw(peer.to_string().as_bytes()),
+    }
+}
+
+/// JSON written by copying into room made for it: keys are Berth's own, string values are
+/// copied unescaped while `escapes` collects whether any of them needed escaping (then the
+/// caller writes the event again). A piece that would not fit is counted, not written: `at`
+/// past the room's end tells the caller to write it again as well.
 struct JsonWriter<'o> {
-    out: &'o mut Vec<u8>,
+    buf: &'o mut [u8],
+    at: usize,
     /// Nonzero once a value held a control character, `"` or `\`.
     escapes: u64,
 }
@@ -243,13 +430,16 @@ struct JsonWriter<'o> {
 impl<'o> JsonWriter<'o> {
     #[inline(always)]
     fn raw(&mut self, b: &[u8]) {
-        self.out.extend_from_slice(b);
+        if let Some(room) = self.buf.get_mut(self.at..self.at + b.len()) {
+            room.copy_from_slice(b);
+        }
+        self.at += b.len();
     }
 
     #[inline(always)]
     fn value(&mut self, s: &str) {
         self.escapes |= escape_bits(s.as_bytes());
-        self.out.extend_from_slice(s.as_bytes());
+        self.raw(s.as_bytes());
     }
 
     #[inline(always)]
@@ -301,7 +491,8 @@ impl JsonObject<'_, '_> {
 }
 
 /// Nonzero iff `s` holds a byte JSON must escape (a control character, `"` or `\`), eight
-/// bytes at a time with no branch per byte; the last few bytes are padded with a harmless one.
+/// bytes at a time with no branch per byte; the last word overlaps the one before it, so no
+/// byte is copied to pad it. Strings shorter than a word are looked at byte by byte.
 #[inline(always)]
 fn escape_bits(s: &[u8]) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
@@ -310,16 +501,18 @@ fn escape_bits(s: &[u8]) -> u64 {
     let below = |x: u64, n: u8| x.wrapping_sub(ONES * n as u64) & !x & HIGHS;
     let zero = |x: u64| below(x, 1);
     let word = |x: u64| below(x, 0x20) | zero(x ^ (ONES * b'"' as u64)) | zero(x ^ (ONES * b'\\' as u64));
-    let mut chunks = s.chunks_exact(8);
-    let mut found = 0;
-    for c in &mut chunks {
-        found |= word(u64::from_le_bytes(c.try_into().expect("eight bytes")));
+    let load = |at: usize| u64::from_le_bytes(s[at..at + 8].try_into().expect("eight bytes"));
+    if s.len() < 8 {
+        return s.iter().fold(0, |f, &b| f | u64::from(b < 0x20 || b == b'"' || b == b'\\'));
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut last = [b'a'; 8];
-        last[..rest.len()].copy_from_slice(rest);
-        found |= word(u64::from_le_bytes(last));
+    let mut found = 0;
+    let mut at = 0;
+    while at + 8 <= s.len() {
+        found |= word(load(at));
+        at += 8;
+    }
+    if at < s.len() {
+        found |= word(load(s.len() - 8));
     }
     found
 }
@@ -332,27 +525,38 @@ fn needs_escape(s: &[u8]) -> bool {
 
 /// `2026-01-02T03:04:05.123456789Z`: UTC with nanoseconds, as Berth's events always were
 /// (written directly: a general-purpose formatter cost more than the rest of the timestamp).
-pub fn rfc3339_nanos(t: std::time::SystemTime) -> String {
+/// The part up to the second is kept per thread and made again only when the second changes.
+fn rfc3339_nanos_bytes(t: std::time::SystemTime) -> [u8; 30] {
+    use std::cell::Cell;
+    thread_local! {
+        static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+    }
     let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
     let mut out = *b"0000-00-00T00:00:00.000000000Z";
     // Each field right-aligned in its place, digits from the last.
-    let mut put = |end: usize, mut n: u64, width: usize| {
+    fn put(out: &mut [u8], end: usize, mut n: u64, width: usize) {
         for i in (end - width..end).rev() {
             out[i] = b'0' + (n % 10) as u8;
             n /= 10;
         }
-    };
-    put(4, y.clamp(0, 9999) as u64, 4);
-    put(7, m as u64, 2);
-    put(10, day as u64, 2);
-    put(13, rem / 3600, 2);
-    put(16, rem % 3600 / 60, 2);
-    put(19, rem % 60, 2);
-    put(29, d.subsec_nanos() as u64, 9);
-    String::from_utf8(out.to_vec()).expect("ASCII digits")
+    }
+    let (cached, prefix) = SECOND.get();
+    if cached == secs {
+        out[..20].copy_from_slice(&prefix);
+    } else {
+        let (y, m, day) = civil_from_days((secs / 86_400) as i64);
+        let rem = secs % 86_400;
+        put(&mut out, 4, y.clamp(0, 9999) as u64, 4);
+        put(&mut out, 7, m as u64, 2);
+        put(&mut out, 10, day as u64, 2);
+        put(&mut out, 13, rem / 3600, 2);
+        put(&mut out, 16, rem % 3600 / 60, 2);
+        put(&mut out, 19, rem % 60, 2);
+        SECOND.set((secs, out[..20].try_into().expect("twenty bytes")));
+    }
+    put(&mut out, 29, d.subsec_nanos() as u64, 9);
+    out
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's `civil_from_days`).
@@ -439,15 +643,64 @@ mod tests {
             for nanos in [0u32, 1, 999_999_999, 123_456_789] {
                 let t = UNIX_EPOCH + Duration::new(secs, nanos);
                 let want = chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-                assert_eq!(rfc3339_nanos(t), want);
+                assert_eq!(&rfc3339_nanos_bytes(t)[..], want.as_bytes());
             }
         }
     }
 
     #[test]
+    fn event_ids_are_version_4_uuids_and_never_repeat() {
+        let ids: Vec<String> = (0..10_000).map(|_| Stamp::now().id().to_string()).collect();
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        for id in &ids[..3] {
+            let u = uuid::Uuid::parse_str(id).unwrap();
+            assert_eq!((u.get_version(), u.get_variant()), (Some(uuid::Version::Random), uuid::Variant::RFC4122));
+        }
+        let other = std::thread::spawn(|| Stamp::now().id().to_string()).join().unwrap();
+        assert_ne!(other[..18], ids[0][..18], "each thread has its own key");
+    }
+
+    #[test]
+    fn a_piece_that_does_not_fit_is_counted_not_written() {
+        let mut room = [0u8; 4];
+        let mut w = JsonWriter { buf: &mut room, at: 0, escapes: 0 };
+        w.raw(b"abc");
+        w.raw(b"def");
+        w.value("\"");
+        assert_eq!((w.at, w.escapes != 0), (7, true));
+        assert_eq!(&room, b"abc\0");
+    }
+
+    #[test]
+    fn peers_as_display_writes_them() {
+        for a in ["127.0.0.1:5000", "10.200.3.45:65535", "0.0.0.0:0", "[::1]:5000", "[fe80::1%2]:80"] {
+            let a: std::net::SocketAddr = a.parse().unwrap();
+            let mut out = vec![0; 64];
+            let mut w = JsonWriter { buf: &mut out, at: 0, escapes: 0 };
+            write_peer(&mut w, a);
+            let n = w.at;
+            assert_eq!(std::str::from_utf8(&out[..n]).unwrap(), a.to_string());
+        }
+    }
+
+    fn draft<'a>() -> Draft<'a> {
+        Draft {
+            action: Action::Delete,
+            target: Target { digest: "sha256:x".into(), repository: "r".into(), ..Default::default() },
+            url: None,
+            request: RequestRecord { id: "q".into(), method: "DELETE".into(), ..Default::default() },
+            addr: Addr::Text(""),
+            actor: "",
+        }
+    }
+
+    #[test]
     fn the_hand_written_json_is_serdes_byte_for_byte() {
-        let bare = event();
-        let mut full = event();
+        let source = Source { addr: "h:5000".into(), instance_id: "u".into() };
+        let no_source = Source::default();
+        let bare = draft();
+        let mut full = draft();
         full.action = Action::Mount;
         full.target = Target {
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
@@ -456,30 +709,48 @@ mod tests {
             length: 7,
             repository: "team/app".into(),
             from_repository: "base/img".into(),
-            url: "https://r.example/v2/team/app/manifests/sha256:abc".into(),
             tag: "v1.0".into(),
             references: vec![
                 Descriptor { media_type: "c".into(), size: 2, digest: "sha256:c".into() },
                 Descriptor::default(),
             ],
+            ..Default::default()
         };
+        full.url = Some(Url {
+            origin: Some(("https", "r.example:5000")),
+            repository: "team/app",
+            kind: "manifests",
+            digest: "sha256:abc",
+        });
         full.request = RequestRecord {
             id: "id-1".into(),
-            addr: "10.0.0.1:4000".into(),
             host: "r.example".into(),
             method: "GET".into(),
-            useragent: "skopeo/1.0 \"quoted\" \\ tab\t nul\u{0} é ☃".into(),
+            useragent: "skopeo/1.0 é ☃".into(),
+            ..Default::default()
         };
-        let mut plain = full.clone();
-        plain.request.useragent = "skopeo/1.0 é ☃".into();
-        plain.actor = Actor { name: "alice".into() };
-        full.actor = Actor { name: "alice\n".into() };
-        for e in [bare, plain, full] {
-            let mut mine = Vec::new();
-            e.write_json(&mut mine);
-            assert_eq!(String::from_utf8(mine.clone()).unwrap(), serde_json::to_string(&e).unwrap());
-            let back: Event<'_> = serde_json::from_slice(&mine).unwrap();
-            assert_eq!(back, e);
+        full.addr = Addr::Peer("10.0.0.1:4000".parse().unwrap());
+        full.actor = "alice";
+        let mut path_only = full.clone();
+        path_only.url = Some(Url { origin: None, ..path_only.url.unwrap() });
+        path_only.addr = Addr::Text("1.2.3.4");
+        let mut escaped = full.clone();
+        escaped.request.useragent = "skopeo/1.0 \"quoted\" \\ tab\t nul\u{0} é ☃".into();
+        escaped.actor = "alice\n";
+        let mut escaped_host = full.clone();
+        escaped_host.url = Some(Url { origin: Some(("http", "h\"ost")), ..full.url.unwrap() });
+        let mut v6 = full.clone();
+        v6.addr = Addr::Peer("[::1]:5000".parse().unwrap());
+        let stamp = Stamp::now();
+        for (i, d) in [bare, full, path_only, escaped, escaped_host, v6].into_iter().enumerate() {
+            for src in [&source, &no_source] {
+                let mut mine = b"[".to_vec();
+                d.write_json(&stamp, src, &mut mine);
+                let e = d.to_event(&stamp, src);
+                assert_eq!(String::from_utf8(mine[1..].to_vec()).unwrap(), serde_json::to_string(&e).unwrap(), "case {i}");
+                let back: Event<'_> = serde_json::from_slice(&mine[1..]).unwrap();
+                assert_eq!(back, e, "case {i}");
+            }
         }
     }
 }
