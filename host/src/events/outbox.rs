@@ -202,8 +202,8 @@ struct Tail {
     fresh: VecDeque<Fresh>,
     /// Where the next records are copied.
     chunk: BytesMut,
-    /// The JSON of the newest events appended, committed or not (for `/debug/events`).
-    recent: VecDeque<Bytes>,
+    /// The newest events let go of from `fresh` (for `/debug/events`, with `fresh`).
+    recent: VecDeque<Fresh>,
     /// What the writer was told since its last commit took the tail (`TOLD_*`).
     told: u8,
 }
@@ -243,6 +243,18 @@ fn encode(buf: &mut BytesMut, e: &Entry<'_>) -> usize {
 }
 
 impl Tail {
+    /// Lets go of the events up to `upto`, keeping the newest [`RECENT`] for `/debug/events`:
+    /// moved there, so an event's shared chunk is not counted again on its way in and out.
+    fn retire(&mut self, upto: u64) {
+        while self.fresh.front().is_some_and(|f| f.seq <= upto) {
+            let f = self.fresh.pop_front().expect("a front was seen");
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(f);
+        }
+    }
+
     /// Copies `e` into the current chunk (a new one when it is full) and returns its record.
     fn record(&mut self, e: &Entry<'_>) -> (Bytes, usize) {
         let need = 3 + e.media_type.len().min(u16::MAX as usize) + e.json.len();
@@ -443,10 +455,6 @@ impl Outbox {
             }
             t.last += entries.len() as u64;
             for f in fresh {
-                if t.recent.len() == RECENT {
-                    t.recent.pop_front();
-                }
-                t.recent.push_back(f.json());
                 t.fresh.push_back(f);
             }
             let mut tell = (t.told & bit == 0).then_some(within);
@@ -505,8 +513,7 @@ impl Outbox {
         let taken = taken_by_all(&self.positions).unwrap_or(seq);
         let mut t = lock(&self.tail);
         if t.fresh.front().is_some_and(|f| f.seq <= taken) {
-            let n = t.fresh.partition_point(|f| f.seq <= taken);
-            t.fresh.drain(..n);
+            t.retire(taken);
             // Not in the file, and no one will read it there: everyone is past it.
             t.flushed = t.flushed.max(taken);
         }
@@ -648,7 +655,9 @@ impl Outbox {
     /// The JSON of the newest `n` events appended (at most [`RECENT`]), oldest first.
     pub fn recent(&self, n: usize) -> Vec<Bytes> {
         let t = lock(&self.tail);
-        t.recent.iter().skip(t.recent.len().saturating_sub(n)).cloned().collect()
+        let mut out: Vec<Bytes> = t.recent.iter().chain(&t.fresh).rev().take(n.min(RECENT)).map(Fresh::json).collect();
+        out.reverse();
+        out
     }
 
     /// Events held for endpoint `i` (wanted by it and not yet taken).

@@ -216,9 +216,7 @@ impl Writer {
             }
         }
         let mut t = lock(&self.tail);
-        while t.fresh.front().is_some_and(|f| f.seq <= upto) {
-            t.fresh.pop_front();
-        }
+        t.retire(upto);
         t.flushed = t.flushed.max(upto);
         Ok(t.fresh.iter().map(|f| f.due).min())
     }
