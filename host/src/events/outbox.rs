@@ -187,7 +187,7 @@ impl Fresh {
 
 /// The size of the shared buffers events are copied into: one allocation per few hundred
 /// events instead of one per event, freed on whichever thread lets go of the last one.
-const CHUNK: usize = 64 << 10;
+const CHUNK_SIZE: usize = 64 << 10;
 
 /// How many recent events `/debug/events` can show.
 pub const RECENT: usize = 100;
@@ -200,8 +200,6 @@ struct Tail {
     last: u64,
     /// Events after `flushed`, in order.
     fresh: VecDeque<Fresh>,
-    /// Where the next records are copied.
-    chunk: BytesMut,
     /// The newest events let go of from `fresh` (for `/debug/events`, with `fresh`).
     recent: VecDeque<Fresh>,
     /// What the writer was told since its last commit took the tail (`TOLD_*`).
@@ -255,16 +253,24 @@ impl Tail {
         }
     }
 
-    /// Copies `e` into the current chunk (a new one when it is full) and returns its record.
-    fn record(&mut self, e: &Entry<'_>) -> (Bytes, usize) {
-        let need = 3 + e.media_type.len().min(u16::MAX as usize) + e.json.len();
-        if self.chunk.capacity() - self.chunk.len() < need {
-            self.chunk = BytesMut::with_capacity(CHUNK.max(need));
-        }
-        let json_at = encode(&mut self.chunk, e);
-        self.chunk.extend_from_slice(e.json);
-        (self.chunk.split().freeze(), json_at)
+}
+
+/// Copies `e` into this thread's chunk (a new one when it is full) and returns its record and
+/// where its JSON starts. Per thread and before the tail's lock: concurrent appends neither
+/// wait for each other's copies nor write into the same memory.
+fn record(e: &Entry<'_>) -> (Bytes, usize) {
+    thread_local! {
+        static CHUNK: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
     }
+    CHUNK.with_borrow_mut(|chunk| {
+        let need = 3 + e.media_type.len().min(u16::MAX as usize) + e.json.len();
+        if chunk.capacity() - chunk.len() < need {
+            *chunk = BytesMut::with_capacity(CHUNK_SIZE.max(need));
+        }
+        let json_at = encode(chunk, e);
+        chunk.extend_from_slice(e.json);
+        (chunk.split().freeze(), json_at)
+    })
 }
 
 fn action_byte(a: Action) -> u8 {
@@ -364,7 +370,6 @@ impl Outbox {
             flushed: head,
             last: head,
             fresh: VecDeque::new(),
-            chunk: BytesMut::new(),
             recent: VecDeque::with_capacity(RECENT),
             told: 0,
         }));
@@ -442,10 +447,10 @@ impl Outbox {
         };
         let due = Instant::now() + within;
         let (last, tell) = {
+            let records: smallvec::SmallVec<[(Bytes, usize); 2]> = entries.iter().map(record).collect();
             let mut t = lock(&self.tail);
             let mut fresh: smallvec::SmallVec<[Fresh; 2]> = smallvec::SmallVec::with_capacity(entries.len());
-            for (n, entry) in (t.last + 1..).zip(entries) {
-                let (record, json_at) = t.record(entry);
+            for ((n, entry), (record, json_at)) in (t.last + 1..).zip(entries).zip(records) {
                 fresh.push(Fresh { seq: n, mask: entry.mask, record, json_at, due });
             }
             // In the journal before anyone can take them from the tail, in sequence order
