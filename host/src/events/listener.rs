@@ -307,7 +307,9 @@ fn references(content: &[u8]) -> Vec<Descriptor<'static>> {
     out
 }
 
-/// What a request's event needs once the answer is known.
+/// What a request's event needs once the answer is known (matched at once where it is made,
+/// never kept: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Shape<'a> {
     /// No event: the request failed, or caused nothing (a mount that fell back to an upload).
     Nothing,
@@ -392,7 +394,8 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
             if status != StatusCode::ACCEPTED {
                 return Shape::Nothing;
             }
-            let t = Target { digest: Cow::Borrowed(digest), repository: Cow::Borrowed(o.repository), ..Default::default() };
+            let t =
+                Target { digest: Cow::Borrowed(digest), repository: Cow::Borrowed(o.repository), ..Default::default() };
             Shape::Ready((Action::Delete, t, None))
         }
         About::BlobGet(digest) => {
@@ -475,15 +478,17 @@ pub async fn events<'a>(
             };
             Some(blob(o, action, digest, size, from))
         }
-        Shape::ReadManifest { put, reference, digest } => async {
-            let d = Digest::parse(digest).ok()?;
-            let m = cx.registry.get_manifest(&repo()?, &Reference::Digest(d)).await.ok()?;
-            let refs = if cx.include_references { references(&m.content) } else { Vec::new() };
-            let media_type = Cow::Owned(m.media_type.clone());
-            let action = if put { Action::Push } else { Action::Pull };
-            Some(manifest(o, action, reference, digest, media_type, m.content.len() as u64, refs))
+        Shape::ReadManifest { put, reference, digest } => {
+            async {
+                let d = Digest::parse(digest).ok()?;
+                let m = cx.registry.get_manifest(&repo()?, &Reference::Digest(d)).await.ok()?;
+                let refs = if cx.include_references { references(&m.content) } else { Vec::new() };
+                let media_type = Cow::Owned(m.media_type.clone());
+                let action = if put { Action::Push } else { Action::Pull };
+                Some(manifest(o, action, reference, digest, media_type, m.content.len() as u64, refs))
+            }
+            .await
         }
-        .await,
     };
     with_tag_deletes(o, first, actor)
 }
@@ -521,7 +526,8 @@ mod tests {
         let get = Method::GET;
         let d = "sha256:00";
         let url = |h: &HeaderMap, absolute: bool| {
-            let f = RequestFacts { method: &get, headers: h, query: None, peer: None, absolute_urls: absolute, tls: true };
+            let f =
+                RequestFacts { method: &get, headers: h, query: None, peer: None, absolute_urls: absolute, tls: true };
             let o = observe("manifest", Some("a/b"), Some("t"), "id", f, |_, _| true).unwrap();
             o.url("manifests", d).to_text()
         };

@@ -165,8 +165,8 @@ struct Index {
     bytes: u64,
 }
 
-/// An event appended and not yet committed: its record as the file stores it, in a shared
-/// chunk of the tail.
+/// An event appended and not yet committed: its record as the file stores it, in a chunk of
+/// the thread that appended it.
 #[derive(Clone)]
 struct Fresh {
     seq: u64,
@@ -185,8 +185,9 @@ impl Fresh {
     }
 }
 
-/// The size of the shared buffers events are copied into: one allocation per few hundred
-/// events instead of one per event, freed on whichever thread lets go of the last one.
+/// The size of the buffers events are copied into (one per appending thread, kept while it
+/// fills: at most this much per worker thread): one allocation per few hundred events instead
+/// of one per event, freed on whichever thread lets go of the last event in it.
 const CHUNK_SIZE: usize = 64 << 10;
 
 /// How many recent events `/debug/events` can show.
@@ -252,7 +253,6 @@ impl Tail {
             self.recent.push_back(f);
         }
     }
-
 }
 
 /// Copies `e` into this thread's chunk (a new one when it is full) and returns its record and

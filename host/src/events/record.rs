@@ -286,8 +286,7 @@ impl<'a> Draft<'a> {
             Addr::Text(a) => a.len(),
             Addr::Peer(_) => 64,
         };
-        let references: usize =
-            t.references.iter().map(|d| 64 + d.media_type.len() + d.digest.len()).sum();
+        let references: usize = t.references.iter().map(|d| 64 + d.media_type.len() + d.digest.len()).sum();
         // Every key, quote and separator, both numbers, and each string unescaped: the JSON is
         // never longer unless a string needs escaping, and then it is written again below.
         let bound = 512 + strings.iter().map(|s| s.len()).sum::<usize>() + url + addr + references;
@@ -747,7 +746,11 @@ mod tests {
                 let mut mine = b"[".to_vec();
                 d.write_json(&stamp, src, &mut mine);
                 let e = d.to_event(&stamp, src);
-                assert_eq!(String::from_utf8(mine[1..].to_vec()).unwrap(), serde_json::to_string(&e).unwrap(), "case {i}");
+                assert_eq!(
+                    String::from_utf8(mine[1..].to_vec()).unwrap(),
+                    serde_json::to_string(&e).unwrap(),
+                    "case {i}"
+                );
                 let back: Event<'_> = serde_json::from_slice(&mine[1..]).unwrap();
                 assert_eq!(back, e, "case {i}");
             }
