@@ -389,9 +389,9 @@ impl App {
                 // Most events need nothing but the answer: recorded without the asynchronous
                 // path (whose state would be carried by this future).
                 match n.record_now(&o, resp.status(), resp.headers(), &actor, flush) {
-                    Some(Ok(appended)) => appended.durable().await,
-                    Some(Err(e)) => Err(e),
-                    None => n.record(&o, resp.status(), resp.headers(), &actor, &self.registry, flush).await,
+                    Ok(Ok(appended)) => appended.durable().await,
+                    Ok(Err(e)) => Err(e),
+                    Err(pending) => n.record(&o, pending, &actor, &self.registry, flush).await,
                 }
             }
             _ => Ok(()),

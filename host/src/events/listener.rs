@@ -91,9 +91,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
-/// The answer's headers an event reads, found in one pass over its few headers (a lookup
-/// each hashed four names, on every pull).
-#[derive(Default)]
+/// The answer's headers an event reads.
 struct Answered<'h> {
     digest: &'h str,
     content_type: &'h str,
@@ -103,25 +101,23 @@ struct Answered<'h> {
 
 impl<'h> Answered<'h> {
     fn of(h: &'h HeaderMap) -> Answered<'h> {
-        let mut out = Answered::default();
-        for (name, value) in h {
-            let slot = if name == CONTENT_LENGTH {
-                &mut out.content_length
-            } else if name == CONTENT_TYPE {
-                &mut out.content_type
-            } else if name == DOCKER_CONTENT_DIGEST {
-                &mut out.digest
-            } else if name == CONTENT_RANGE {
-                &mut out.content_range
-            } else {
-                continue;
-            };
-            if slot.is_empty() {
-                *slot = value.to_str().unwrap_or("");
-            }
-        }
-        out
+        let [content_length, content_type, digest, content_range] =
+            first_values(h, [&CONTENT_LENGTH, &CONTENT_TYPE, &DOCKER_CONTENT_DIGEST, &CONTENT_RANGE])
+                .map(|v| v.and_then(|v| v.to_str().ok()).unwrap_or(""));
+        Answered { digest, content_type, content_length, content_range }
     }
+}
+
+/// The first value of each of `names`, in one pass over a message's few headers (a lookup
+/// each hashed every name, on every pull).
+fn first_values<'h, const N: usize>(h: &'h HeaderMap, names: [&HeaderName; N]) -> [Option<&'h HeaderValue>; N] {
+    let mut out = [None; N];
+    for (name, value) in h {
+        if let Some(i) = names.iter().position(|n| *n == name) {
+            out[i].get_or_insert(value);
+        }
+    }
+    out
 }
 
 /// The first of a comma-separated header's values (a proxy chain's first hop), without
@@ -132,29 +128,21 @@ fn first_of(v: &str) -> &str {
 }
 
 impl Headers {
-    /// The first value of each, in one pass over the request's few headers (six lookups
-    /// hashed six names, on every pull).
+    /// The first value of each.
     fn of(h: &HeaderMap) -> Headers {
-        let mut out = Headers::default();
-        for (name, value) in h {
-            let slot = if name == http::header::HOST {
-                &mut out.host
-            } else if name == http::header::USER_AGENT {
-                &mut out.user_agent
-            } else if name == X_FORWARDED_FOR {
-                &mut out.forwarded_for
-            } else if name == X_REAL_IP {
-                &mut out.real_ip
-            } else if name == X_FORWARDED_PROTO {
-                &mut out.forwarded_proto
-            } else if name == X_FORWARDED_HOST {
-                &mut out.forwarded_host
-            } else {
-                continue;
-            };
-            slot.get_or_insert_with(|| value.clone());
-        }
-        out
+        let [host, user_agent, forwarded_for, real_ip, forwarded_proto, forwarded_host] = first_values(
+            h,
+            [
+                &http::header::HOST,
+                &http::header::USER_AGENT,
+                &X_FORWARDED_FOR,
+                &X_REAL_IP,
+                &X_FORWARDED_PROTO,
+                &X_FORWARDED_HOST,
+            ],
+        )
+        .map(|v| v.cloned());
+        Headers { host, user_agent, forwarded_for, real_ip, forwarded_proto, forwarded_host }
     }
 }
 
@@ -315,7 +303,14 @@ enum Shape<'a> {
     Nothing,
     /// The answer said everything.
     Ready(Made<'a>),
-    /// A blob event whose size a stat tells.
+    /// The registry must be read first.
+    Read(Pending<'a>),
+}
+
+/// An event that needs a registry read before it can be drafted: what [`events_now`] leaves
+/// to [`events_after_read`].
+pub enum Pending<'a> {
+    /// A blob event whose size a stat tells (a push, a mount, a redirected pull).
     StatBlob { action: Action, digest: &'a str, from: &'a str },
     /// A manifest event that reads what was stored: a push (its media type may come from the
     /// body), or any when references are wanted.
@@ -372,7 +367,7 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
                 return Shape::Nothing;
             }
             if put || include_references {
-                return Shape::ReadManifest { put, reference, digest };
+                return Shape::Read(Pending::ReadManifest { put, reference, digest });
             }
             // A pull's answer says all an event needs.
             let size = answered.content_length.parse().unwrap_or(0);
@@ -404,7 +399,9 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
                 StatusCode::PARTIAL_CONTENT => {
                     answered.content_range.rsplit('/').next().and_then(|s| s.parse().ok()).unwrap_or(0)
                 }
-                StatusCode::TEMPORARY_REDIRECT => return Shape::StatBlob { action: Action::Pull, digest, from: "" },
+                StatusCode::TEMPORARY_REDIRECT => {
+                    return Shape::Read(Pending::StatBlob { action: Action::Pull, digest, from: "" })
+                }
                 _ => return Shape::Nothing,
             };
             Shape::Ready(blob(o, Action::Pull, digest, size, ""))
@@ -417,7 +414,7 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
                 About::Mount { from } => (Action::Mount, from.as_str()),
                 _ => (Action::Push, ""),
             };
-            Shape::StatBlob { action, digest, from }
+            Shape::Read(Pending::StatBlob { action, digest, from })
         }
     }
 }
@@ -440,8 +437,9 @@ fn with_tag_deletes<'a>(
     out
 }
 
-/// The events of a request whose answer says all they need (a pull, a delete), without
-/// reading the registry; None when one must be read first (then [`events`]). Kept out of
+/// The events a successful request caused, in distribution's order (none for a failed
+/// request, or one that caused nothing, such as a mount that fell back to an upload), when
+/// its answer says all they need (a pull, a delete); else what is left to read. Kept out of
 /// the asynchronous path, whose state every request's future carries and moves.
 pub fn events_now<'a>(
     o: &'a Observed<'a>,
@@ -449,36 +447,32 @@ pub fn events_now<'a>(
     answer: &'a HeaderMap,
     actor: &'a str,
     include_references: bool,
-) -> Option<smallvec::SmallVec<[Draft<'a>; 1]>> {
+) -> Result<smallvec::SmallVec<[Draft<'a>; 1]>, Pending<'a>> {
     let first = match shape(o, status, &Answered::of(answer), include_references) {
         Shape::Nothing => None,
         Shape::Ready(made) => Some(made),
-        Shape::StatBlob { .. } | Shape::ReadManifest { .. } => return None,
+        Shape::Read(pending) => return Err(pending),
     };
-    Some(with_tag_deletes(o, first, actor))
+    Ok(with_tag_deletes(o, first, actor))
 }
 
-/// The events a successful request caused, in distribution's order (none for a failed
-/// request, or one that caused nothing, such as a mount that fell back to an upload).
-pub async fn events<'a>(
+/// The events of a [`Pending`] request, once the registry was read.
+pub async fn events_after_read<'a>(
     o: &'a Observed<'a>,
-    status: StatusCode,
-    answer: &'a HeaderMap,
+    pending: Pending<'a>,
     actor: &'a str,
     cx: &Context<'a>,
 ) -> smallvec::SmallVec<[Draft<'a>; 1]> {
     let repo = || RepoName::parse(o.repository).ok();
-    let first = match shape(o, status, &Answered::of(answer), cx.include_references) {
-        Shape::Nothing => None,
-        Shape::Ready(made) => Some(made),
-        Shape::StatBlob { action, digest, from } => {
+    let first = match pending {
+        Pending::StatBlob { action, digest, from } => {
             let size = match (Digest::parse(digest).ok(), repo()) {
                 (Some(d), Some(repo)) => cx.registry.stat_blob(&repo, &d).await.unwrap_or(0),
                 _ => 0,
             };
             Some(blob(o, action, digest, size, from))
         }
-        Shape::ReadManifest { put, reference, digest } => {
+        Pending::ReadManifest { put, reference, digest } => {
             async {
                 let d = Digest::parse(digest).ok()?;
                 let m = cx.registry.get_manifest(&repo()?, &Reference::Digest(d)).await.ok()?;

@@ -186,31 +186,31 @@ impl Notifier {
 
     /// Records the events of a request whose answer says all they need (pulls, deletes)
     /// without waiting: appended when this returns, durable when the result's `durable` says.
-    /// None when the registry must be read first: then [`record`](Self::record).
-    pub fn record_now(
+    /// What needs the registry read first is handed back for [`record`](Self::record).
+    pub fn record_now<'a>(
         &self,
-        observed: &Observed<'_>,
+        observed: &'a Observed<'a>,
         status: http::StatusCode,
-        answer: &http::HeaderMap,
-        actor: &str,
+        answer: &'a http::HeaderMap,
+        actor: &'a str,
         flush: Flush,
-    ) -> Option<Result<outbox::Appended, OutboxError>> {
+    ) -> Result<Result<outbox::Appended, OutboxError>, listener::Pending<'a>> {
         let events = listener::events_now(observed, status, answer, actor, self.include_references)?;
-        Some(self.append(&events, flush))
+        Ok(self.append(&events, flush))
     }
 
-    /// Records the event a served request caused (if any), made durable as `flush` says.
-    pub async fn record(
+    /// Records the events [`record_now`](Self::record_now) left, once the registry was read,
+    /// made durable as `flush` says.
+    pub async fn record<'a>(
         &self,
-        observed: &Observed<'_>,
-        status: http::StatusCode,
-        answer: &http::HeaderMap,
-        actor: &str,
+        observed: &'a Observed<'a>,
+        pending: listener::Pending<'a>,
+        actor: &'a str,
         registry: &crate::registry::Registry,
         flush: Flush,
     ) -> Result<(), OutboxError> {
         let cx = Context { registry, include_references: self.include_references };
-        let events = listener::events(observed, status, answer, actor, &cx).await;
+        let events = listener::events_after_read(observed, pending, actor, &cx).await;
         self.append(&events, flush)?.durable().await
     }
 
