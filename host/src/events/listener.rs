@@ -44,16 +44,16 @@ impl About<'_> {
     }
 }
 
-/// The request headers an event is made of, kept as they came (a `HeaderValue` clone shares
-/// the request's bytes): most requests cause no event, and an event reads them only once.
-#[derive(Debug, Clone, Default)]
+/// The request headers an event is made of, copied (a few dozen bytes, kept inline: cloning
+/// each `HeaderValue` and dropping it again cost more on every pull than the copy).
+#[derive(Debug, Clone)]
 struct Headers {
-    host: Option<HeaderValue>,
-    user_agent: Option<HeaderValue>,
-    forwarded_for: Option<HeaderValue>,
-    real_ip: Option<HeaderValue>,
-    forwarded_proto: Option<HeaderValue>,
-    forwarded_host: Option<HeaderValue>,
+    /// The values one after another, inline when they fit (a host and a user agent nearly
+    /// always do), else on the heap.
+    text: Text,
+    /// Where each header's value ends in `text` (in the order `of` reads them), each starting
+    /// where the one before it ends.
+    ends: [u16; 6],
 }
 
 /// A request noted before it runs, borrowing its path and id (no copies on every pull).
@@ -80,8 +80,15 @@ pub struct RequestFacts<'a> {
     pub tls: bool,
 }
 
-fn value(v: &Option<HeaderValue>) -> &str {
-    v.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("")
+/// A header value's text when it is ASCII (as `HeaderValue::to_str`, which a header's bytes
+/// otherwise pass: no control character but a tab), else none. `is_ascii` looks at a word at
+/// a time; `to_str` and `str::from_utf8` at each byte, on every pull's few headers.
+fn text(v: Option<&HeaderValue>) -> &str {
+    match v.map(HeaderValue::as_bytes) {
+        // SAFETY: ASCII is UTF-8.
+        Some(b) if b.is_ascii() => unsafe { std::str::from_utf8_unchecked(b) },
+        _ => "",
+    }
 }
 
 // Names looked up by value, not parsed from a string at each lookup.
@@ -102,8 +109,7 @@ struct Answered<'h> {
 impl<'h> Answered<'h> {
     fn of(h: &'h HeaderMap) -> Answered<'h> {
         let [content_length, content_type, digest, content_range] =
-            first_values(h, [&CONTENT_LENGTH, &CONTENT_TYPE, &DOCKER_CONTENT_DIGEST, &CONTENT_RANGE])
-                .map(|v| v.and_then(|v| v.to_str().ok()).unwrap_or(""));
+            first_values(h, [&CONTENT_LENGTH, &CONTENT_TYPE, &DOCKER_CONTENT_DIGEST, &CONTENT_RANGE]).map(text);
         Answered { digest, content_type, content_length, content_range }
     }
 }
@@ -128,32 +134,86 @@ fn first_of(v: &str) -> &str {
 }
 
 impl Headers {
-    /// The first value of each.
+    // Indices of the headers kept, in the order `of` reads them.
+    const HOST: usize = 0;
+    const USER_AGENT: usize = 1;
+    const FORWARDED_FOR: usize = 2;
+    const REAL_IP: usize = 3;
+    const FORWARDED_PROTO: usize = 4;
+    const FORWARDED_HOST: usize = 5;
+
+    /// The first value of each (what does not fit in 64 KiB in all is left out).
     fn of(h: &HeaderMap) -> Headers {
-        let [host, user_agent, forwarded_for, real_ip, forwarded_proto, forwarded_host] = first_values(
-            h,
-            [
-                &http::header::HOST,
-                &http::header::USER_AGENT,
-                &X_FORWARDED_FOR,
-                &X_REAL_IP,
-                &X_FORWARDED_PROTO,
-                &X_FORWARDED_HOST,
-            ],
-        )
-        .map(|v| v.cloned());
-        Headers { host, user_agent, forwarded_for, real_ip, forwarded_proto, forwarded_host }
+        let names = [
+            &http::header::HOST,
+            &http::header::USER_AGENT,
+            &X_FORWARDED_FOR,
+            &X_REAL_IP,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+        ];
+        let values = first_values(h, names).map(text);
+        let total: usize = values.iter().map(|v| v.len()).sum();
+        let mut text = match total {
+            0..=INLINE => Text::Inline([0; INLINE]),
+            _ => Text::Heap(vec![0; total.min(u16::MAX as usize)].into_boxed_slice()),
+        };
+        let buf = text.bytes_mut();
+        let mut ends = [0u16; 6];
+        let mut at = 0;
+        for (i, v) in values.iter().enumerate() {
+            if let Some(room) = buf.get_mut(at..at + v.len()) {
+                room.copy_from_slice(v.as_bytes());
+                at += v.len();
+            }
+            ends[i] = at as u16;
+        }
+        Headers { text, ends }
+    }
+
+    /// The value of header `i`, empty when the request had none.
+    fn get(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        let b = &self.text.bytes()[start..self.ends[i] as usize];
+        debug_assert!(b.is_ascii());
+        // SAFETY: `text` holds only what `text()` let through: ASCII.
+        unsafe { std::str::from_utf8_unchecked(b) }
+    }
+}
+
+/// What request headers' values fit in [`Headers`] without an allocation.
+const INLINE: usize = 192;
+
+#[derive(Debug, Clone)]
+enum Text {
+    Inline([u8; INLINE]),
+    Heap(Box<[u8]>),
+}
+
+impl Text {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Inline(b) => b,
+            Text::Heap(b) => b,
+        }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Text::Inline(b) => b,
+            Text::Heap(b) => b,
+        }
     }
 }
 
 /// The client's address as distribution reports it: the first `X-Forwarded-For` hop, else
 /// `X-Real-Ip`, else the peer.
 fn remote_addr(h: &Headers, peer: Option<std::net::SocketAddr>) -> Addr<'_> {
-    let first = first_of(value(&h.forwarded_for));
+    let first = first_of(h.get(Headers::FORWARDED_FOR));
     if !first.is_empty() {
         return Addr::Text(first);
     }
-    let real = value(&h.real_ip);
+    let real = h.get(Headers::REAL_IP);
     if !real.is_empty() {
         return Addr::Text(real);
     }
@@ -240,13 +300,11 @@ impl<'a> Observed<'a> {
     /// The content's URL, as distribution's: absolute from the (forwarded) scheme and host.
     fn url(&self, kind: &'static str, digest: &'a str) -> Url<'_> {
         let h = &self.headers;
-        fn non_empty(v: &Option<HeaderValue>) -> Option<&str> {
-            Some(first_of(value(v))).filter(|s| !s.is_empty())
-        }
+        let non_empty = |i| Some(first_of(h.get(i))).filter(|s| !s.is_empty());
         // No host to name: distribution's would be unusable too; a path is better.
         let origin = self.absolute.and_then(|own| {
-            let host = non_empty(&h.forwarded_host).or_else(|| non_empty(&h.host))?;
-            Some((non_empty(&h.forwarded_proto).unwrap_or(own), host))
+            let host = non_empty(Headers::FORWARDED_HOST).or_else(|| non_empty(Headers::HOST))?;
+            Some((non_empty(Headers::FORWARDED_PROTO).unwrap_or(own), host))
         });
         Url { origin, repository: self.repository, kind, digest }
     }
@@ -260,9 +318,9 @@ impl<'a> Observed<'a> {
             request: RequestRecord {
                 id: Cow::Borrowed(self.id),
                 addr: Cow::Borrowed(""),
-                host: Cow::Borrowed(value(&self.headers.host)),
+                host: Cow::Borrowed(self.headers.get(Headers::HOST)),
                 method: Cow::Borrowed(self.method.as_str()),
-                useragent: Cow::Borrowed(value(&self.headers.user_agent)),
+                useragent: Cow::Borrowed(self.headers.get(Headers::USER_AGENT)),
             },
             addr: remote_addr(&self.headers, self.peer),
             actor,
@@ -542,10 +600,18 @@ mod tests {
         h.append("X-Forwarded-Host", "b".parse().unwrap());
         h.append("accept", "x".parse().unwrap());
         let got = Headers::of(&h);
-        assert_eq!(value(&got.host), "a:5000");
-        assert_eq!(value(&got.user_agent), "one");
-        assert_eq!(value(&got.forwarded_host), "b");
-        assert_eq!(value(&got.forwarded_for), "");
+        assert_eq!(got.get(Headers::HOST), "a:5000");
+        assert_eq!(got.get(Headers::USER_AGENT), "one");
+        assert_eq!(got.get(Headers::FORWARDED_HOST), "b");
+        assert_eq!(got.get(Headers::FORWARDED_FOR), "");
+        assert_eq!((got.get(Headers::REAL_IP), got.get(Headers::FORWARDED_PROTO)), ("", ""));
+        // Longer than fits inline: on the heap, whole.
+        let long = "a".repeat(INLINE);
+        h.insert("x-forwarded-for", format!("{long}, 10.0.0.1").parse().unwrap());
+        let got = Headers::of(&h);
+        assert!(matches!(got.text, Text::Heap(_)));
+        assert_eq!(got.get(Headers::FORWARDED_FOR), format!("{long}, 10.0.0.1"));
+        assert_eq!((got.get(Headers::HOST), got.get(Headers::FORWARDED_HOST)), ("a:5000", "b"));
     }
 
     fn facts<'a>(method: &'a Method, headers: &'a HeaderMap, query: Option<&'a str>) -> RequestFacts<'a> {

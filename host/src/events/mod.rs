@@ -33,8 +33,8 @@ use crate::config::{Config, Endpoint};
 use crate::plugins::{NotificationKind, PluginSpec, Swap};
 use endpoint::{EndpointState, Policy};
 use listener::{Context, Observed};
-use outbox::{Entry, Flush, Limits, Outbox, OutboxError, Position};
-use record::{Action, Source};
+use outbox::{Flush, Limits, Outbox, OutboxError, Position};
+use record::{Action, Source, SourceJson};
 use sink::Sink;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ pub enum NotifyError {
 pub struct Notifier {
     outbox: Arc<Outbox>,
     endpoints: Vec<Arc<EndpointState>>,
-    source: Source,
+    source: SourceJson,
     include_references: bool,
     /// Per action (`Action as usize`): whether some endpoint does not ignore it.
     actions_wanted: [bool; 4],
@@ -62,6 +62,37 @@ pub struct Notifier {
     /// Whether the storage driver's sync flushes the outbox's journal (same filesystem), so
     /// that a push's event rides on the push's own sync (`attach_storage`).
     storage_syncs_journal: AtomicBool,
+}
+
+/// A drafted event as the outbox appends it: stamped and written into its record.
+struct Drafted<'a> {
+    draft: &'a record::Draft<'a>,
+    mask: u64,
+    source: &'a SourceJson,
+    /// `draft.json_len(source)`.
+    json_len: usize,
+}
+
+impl outbox::Append for Drafted<'_> {
+    fn action(&self) -> Action {
+        self.draft.action
+    }
+
+    fn media_type(&self) -> &str {
+        &self.draft.target.media_type
+    }
+
+    fn mask(&self) -> u64 {
+        self.mask
+    }
+
+    fn json_len(&self) -> usize {
+        self.json_len
+    }
+
+    fn write_json(&self, out: &mut bytes::BytesMut) {
+        self.draft.write_json(&record::Stamp::now(), self.source, self.json_len, out)
+    }
 }
 
 /// `hostname:port` of the registry, as distribution's `source.addr`.
@@ -147,7 +178,10 @@ impl Notifier {
         Ok(Some(Arc::new(Notifier {
             outbox,
             endpoints,
-            source: Source { addr: source_addr(config), instance_id: uuid::Uuid::new_v4().to_string() },
+            source: SourceJson::new(Source {
+                addr: source_addr(config),
+                instance_id: uuid::Uuid::new_v4().to_string(),
+            }),
             include_references: config.notifications.events.includereferences,
             actions_wanted: Action::ALL.map(|a| enabled.iter().any(|e| !ignores_action(&e.ignore.actions, a))),
             dir,
@@ -214,42 +248,17 @@ impl Notifier {
         self.append(&events, flush)?.durable().await
     }
 
-    /// Writes each event some endpoint wants and appends them to the outbox.
+    /// Appends each event some endpoint wants to the outbox, its JSON written in place.
     fn append(&self, events: &[record::Draft<'_>], flush: Flush) -> Result<outbox::Appended, OutboxError> {
-        thread_local! {
-            /// Where a request's events are written before the outbox copies them (an event
-            /// is 600-900 bytes; this is not allocated per pull).
-            static JSON: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-        }
-        JSON.with_borrow_mut(|json| {
-            json.clear();
-            // For the endpoints that want each (asked once per event).
-            let mut wanted: SmallVec<[_; 2]> = SmallVec::new();
-            for e in events {
-                let mask = self.outbox.wanted_by(e.action, &e.target.media_type);
-                if mask != 0 {
-                    let start = json.len();
-                    e.write_json(&record::Stamp::now(), &self.source, json);
-                    wanted.push((e, mask, start..json.len()));
-                }
-            }
-            let entries: SmallVec<[Entry<'_>; 2]> = wanted
-                .into_iter()
-                .map(|(e, mask, at)| Entry {
-                    action: e.action,
-                    media_type: &e.target.media_type,
-                    mask,
-                    json: &json[at],
-                })
-                .collect();
-            let pushed = self.outbox.push(&entries, flush);
-            drop(entries);
-            // One request's batch (a delete by digest with many tags) is not kept for the next.
-            if json.capacity() > 64 << 10 {
-                *json = Vec::new();
-            }
-            pushed
-        })
+        let wanted: SmallVec<[Drafted<'_>; 1]> = events
+            .iter()
+            .filter_map(|draft| {
+                let mask = self.outbox.wanted_by(draft.action, &draft.target.media_type);
+                let source = &self.source;
+                (mask != 0).then(|| Drafted { draft, mask, source, json_len: draft.json_len(source) })
+            })
+            .collect();
+        self.outbox.push(&wanted, flush)
     }
 
     /// Per endpoint: pending, delivered, failed, dropped, last error and success (`/debug/vars`).

@@ -73,13 +73,47 @@ impl Position {
     }
 }
 
-/// One event to append: what filters need, which endpoints want it, and its JSON.
+/// One event to append: what filters need, which endpoints want it, and its JSON, written
+/// straight into the record the outbox keeps (no buffer of its own first).
+pub trait Append {
+    fn action(&self) -> Action;
+    fn media_type(&self) -> &str;
+    /// [`Outbox::wanted_by`] for it: the caller asks once, to skip an event no endpoint wants.
+    fn mask(&self) -> u64;
+    /// About how long its JSON is: room is made for this much before `write_json`.
+    fn json_len(&self) -> usize;
+    /// Appends its JSON to `out`.
+    fn write_json(&self, out: &mut BytesMut);
+}
+
+/// An event whose JSON is already made.
 pub struct Entry<'a> {
     pub action: Action,
     pub media_type: &'a str,
-    /// [`Outbox::wanted_by`] for it: the caller asks once, to skip an event no endpoint wants.
     pub mask: u64,
     pub json: &'a [u8],
+}
+
+impl Append for Entry<'_> {
+    fn action(&self) -> Action {
+        self.action
+    }
+
+    fn media_type(&self) -> &str {
+        self.media_type
+    }
+
+    fn mask(&self) -> u64 {
+        self.mask
+    }
+
+    fn json_len(&self) -> usize {
+        self.json.len()
+    }
+
+    fn write_json(&self, out: &mut BytesMut) {
+        out.extend_from_slice(self.json);
+    }
 }
 
 /// Events pushed to the tail; what is left to wait for before they are durable as asked.
@@ -232,10 +266,10 @@ pub struct Outbox {
 
 /// Writes `e` as the file stores it (action, media type, JSON) at the end of `buf`; returns
 /// where the JSON starts.
-fn encode(buf: &mut BytesMut, e: &Entry<'_>) -> usize {
-    let mt = e.media_type.as_bytes();
+fn encode(buf: &mut BytesMut, e: &impl Append) -> usize {
+    let mt = e.media_type().as_bytes();
     let mt_len = mt.len().min(u16::MAX as usize);
-    buf.extend_from_slice(&[action_byte(e.action)]);
+    buf.extend_from_slice(&[action_byte(e.action())]);
     buf.extend_from_slice(&(mt_len as u16).to_le_bytes());
     buf.extend_from_slice(&mt[..mt_len]);
     3 + mt_len
@@ -258,17 +292,17 @@ impl Tail {
 /// Copies `e` into this thread's chunk (a new one when it is full) and returns its record and
 /// where its JSON starts. Per thread and before the tail's lock: concurrent appends neither
 /// wait for each other's copies nor write into the same memory.
-fn record(e: &Entry<'_>) -> (Bytes, usize) {
+fn record(e: &impl Append) -> (Bytes, usize) {
     thread_local! {
         static CHUNK: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
     }
     CHUNK.with_borrow_mut(|chunk| {
-        let need = 3 + e.media_type.len().min(u16::MAX as usize) + e.json.len();
+        let need = 3 + e.media_type().len().min(u16::MAX as usize) + e.json_len();
         if chunk.capacity() - chunk.len() < need {
             *chunk = BytesMut::with_capacity(CHUNK_SIZE.max(need));
         }
         let json_at = encode(chunk, e);
-        chunk.extend_from_slice(e.json);
+        e.write_json(chunk);
         (chunk.split().freeze(), json_at)
     })
 }
@@ -427,13 +461,13 @@ impl Outbox {
 
     /// Appends events to the tail, where delivery can take them at once, and (unless
     /// `Flush::Lazy`) to the journal; see [`Flush`] for when they are durable.
-    pub async fn append(&self, entries: &[Entry<'_>], sync: Flush) -> Result<(), OutboxError> {
+    pub async fn append(&self, entries: &[impl Append], sync: Flush) -> Result<(), OutboxError> {
         self.push(entries, sync)?.durable().await
     }
 
     /// [`append`](Self::append) without waiting: the entries are copied before it returns (the
     /// caller's buffers are free again), and [`Appended::durable`] waits for what `sync` asks.
-    pub fn push(&self, entries: &[Entry<'_>], sync: Flush) -> Result<Appended, OutboxError> {
+    pub fn push(&self, entries: &[impl Append], sync: Flush) -> Result<Appended, OutboxError> {
         let nothing = Appended { last: 0, journal: None };
         if entries.is_empty() {
             return Ok(nothing);
@@ -447,11 +481,14 @@ impl Outbox {
         };
         let due = Instant::now() + within;
         let (last, tell) = {
-            let records: smallvec::SmallVec<[(Bytes, usize); 2]> = entries.iter().map(record).collect();
+            let mut records: smallvec::SmallVec<[(Bytes, usize); 2]> = smallvec::SmallVec::new();
+            for e in entries {
+                records.push(record(e));
+            }
             let mut t = lock(&self.tail);
             let mut fresh: smallvec::SmallVec<[Fresh; 2]> = smallvec::SmallVec::with_capacity(entries.len());
             for ((n, entry), (record, json_at)) in (t.last + 1..).zip(entries).zip(records) {
-                fresh.push(Fresh { seq: n, mask: entry.mask, record, json_at, due });
+                fresh.push(Fresh { seq: n, mask: entry.mask(), record, json_at, due });
             }
             // In the journal before anyone can take them from the tail, in sequence order
             // (under the tail's lock).

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 
 /// The envelope's media type (distribution's `EventsMediaType`).
@@ -111,6 +112,20 @@ pub struct Source {
     pub instance_id: String,
 }
 
+/// A [`Source`] with its JSON, written once: every event repeats it.
+#[derive(Debug, Clone)]
+pub struct SourceJson {
+    pub source: Source,
+    json: Vec<u8>,
+}
+
+impl SourceJson {
+    pub fn new(source: Source) -> SourceJson {
+        let json = serde_json::to_vec(&source).expect("a source serializes");
+        SourceJson { source, json }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event<'a> {
     #[serde(borrow)]
@@ -199,27 +214,47 @@ impl Stamp {
 
 /// A version 4 UUID as distribution's event ids are, unique without a random draw per event:
 /// a random key per thread, and a count of the thread's events spread over the other half by
-/// a bijection (multiplying by an odd number modulo 2^62), so no two events share an id.
+/// a bijection (multiplying by an odd number modulo 2^62), so no two events share an id. The
+/// key's half of the text is made once per thread.
 fn event_id() -> [u8; 36] {
     use std::cell::Cell;
     thread_local! {
-        static NEXT: Cell<(u64, u64)> = Cell::new((rand::random(), 0));
+        static NEXT: Cell<([u8; 19], u64)> = Cell::new((id_head(rand::random()), 0));
     }
-    let (key, n) = NEXT.with(|c| {
-        let (key, n) = c.get();
-        c.set((key, n.wrapping_add(1)));
-        (key, n)
+    let (head, n) = NEXT.with(|c| {
+        let (head, n) = c.get();
+        c.set((head, n.wrapping_add(1)));
+        (head, n)
     });
     const LOW_62: u64 = (1 << 62) - 1;
-    let spread = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) & LOW_62;
-    let id = (u128::from(key) << 64) | u128::from(spread);
     let mut out = [0; 36];
-    uuid::Builder::from_u128(id)
-        .with_version(uuid::Version::Random)
-        .with_variant(uuid::Variant::RFC4122)
-        .into_uuid()
-        .hyphenated()
-        .encode_lower(&mut out);
+    out[..19].copy_from_slice(&head);
+    out[19..].copy_from_slice(&id_tail(n.wrapping_mul(0x9E37_79B9_7F4A_7C15) & LOW_62));
+    out
+}
+
+/// The lowercase hex digits of `n`, most significant first.
+fn hex16(n: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    std::array::from_fn(|i| DIGITS[(n >> (60 - 4 * i)) as usize & 15])
+}
+
+/// `xxxxxxxx-xxxx-4xxx-`: a UUID's first half from `key`, with the version (4) in its place.
+fn id_head(key: u64) -> [u8; 19] {
+    let h = hex16(key & !(0xF << 12) | (0x4 << 12));
+    let mut out = [b'-'; 19];
+    out[..8].copy_from_slice(&h[..8]);
+    out[9..13].copy_from_slice(&h[8..12]);
+    out[14..18].copy_from_slice(&h[12..]);
+    out
+}
+
+/// `yxxx-xxxxxxxxxxxx`: a UUID's second half from 62 bits, with RFC 4122's variant on top.
+fn id_tail(low: u64) -> [u8; 17] {
+    let h = hex16(low | (1 << 63));
+    let mut out = [b'-'; 17];
+    out[..4].copy_from_slice(&h[..4]);
+    out[5..].copy_from_slice(&h[4..]);
     out
 }
 
@@ -257,11 +292,9 @@ impl<'a> Draft<'a> {
         }
     }
 
-    /// Appends the event's JSON to `out`: byte for byte what `serde_json` writes for
-    /// [`to_event`](Self::to_event) (the tests hold the two together). Every string is copied
-    /// as it is while a word-at-a-time check notes whether any held a byte JSON escapes; only
-    /// then (a quote in a user agent, say) is the event written again by `serde_json`.
-    pub fn write_json(&self, stamp: &Stamp, source: &Source, out: &mut Vec<u8>) {
+    /// The most bytes its JSON takes unless a string needs escaping: every key, quote and
+    /// separator, both numbers, and each string as it is.
+    pub fn json_len(&self, source: &SourceJson) -> usize {
         let t = &self.target;
         let r = &self.request;
         let strings = [
@@ -276,8 +309,6 @@ impl<'a> Draft<'a> {
             &r.method,
             &r.useragent,
             self.actor,
-            &source.addr,
-            &source.instance_id,
         ];
         let url = self.url.map_or(0, |u| {
             u.origin.map_or(0, |(s, h)| s.len() + h.len() + 3) + u.repository.len() + u.kind.len() + u.digest.len() + 6
@@ -287,9 +318,18 @@ impl<'a> Draft<'a> {
             Addr::Peer(_) => 64,
         };
         let references: usize = t.references.iter().map(|d| 64 + d.media_type.len() + d.digest.len()).sum();
-        // Every key, quote and separator, both numbers, and each string unescaped: the JSON is
-        // never longer unless a string needs escaping, and then it is written again below.
-        let bound = 512 + strings.iter().map(|s| s.len()).sum::<usize>() + url + addr + references;
+        512 + strings.iter().map(|s| s.len()).sum::<usize>() + url + addr + references + source.json.len()
+    }
+
+    /// Appends the event's JSON to `out`: byte for byte what `serde_json` writes for
+    /// [`to_event`](Self::to_event) (the tests hold the two together). Strings a client sent
+    /// are copied as they are while a word-at-a-time check notes whether any held a byte JSON
+    /// escapes; only then (a quote in a user agent, say) is the event written again by
+    /// `serde_json`. What Berth validated is copied unchecked (`JsonWriter::valid`).
+    /// `bound` is [`json_len`](Self::json_len)'s answer, asked once by the caller.
+    pub fn write_json(&self, stamp: &Stamp, source: &SourceJson, bound: usize, out: &mut BytesMut) {
+        let t = &self.target;
+        let r = &self.request;
         let start = out.len();
         // Written into zeroed room in place (no capacity check per piece); what is left over is
         // cut off at the end.
@@ -306,9 +346,9 @@ impl<'a> Draft<'a> {
             let mut o = w.object();
             o.str_nonempty(b"mediaType", &t.media_type);
             o.u64_nonzero(b"size", t.size);
-            o.str_nonempty(b"digest", &t.digest);
+            o.valid_nonempty(b"digest", &t.digest);
             o.u64_nonzero(b"length", t.length);
-            o.str_nonempty(b"repository", &t.repository);
+            o.valid_nonempty(b"repository", &t.repository);
             o.str_nonempty(b"fromRepository", &t.from_repository);
             match &self.url {
                 Some(u) => {
@@ -320,16 +360,16 @@ impl<'a> Draft<'a> {
                         o.w.value(host);
                     }
                     o.w.raw(b"/v2/");
-                    o.w.value(u.repository);
+                    o.w.valid(u.repository);
                     o.w.raw(b"/");
                     o.w.raw(u.kind.as_bytes());
                     o.w.raw(b"/");
-                    o.w.value(u.digest);
+                    o.w.valid(u.digest);
                     o.w.raw(b"\"");
                 }
                 None => o.str_nonempty(b"url", &t.url),
             }
-            o.str_nonempty(b"tag", &t.tag);
+            o.valid_nonempty(b"tag", &t.tag);
             if !t.references.is_empty() {
                 o.key(b"references");
                 o.w.raw(b"[");
@@ -348,7 +388,7 @@ impl<'a> Draft<'a> {
             o.close();
         }
         w.raw(b",\"request\":{\"id\":\"");
-        w.value(&r.id);
+        w.valid(&r.id);
         w.raw(b"\"");
         match self.addr {
             Addr::Text("") => {}
@@ -369,7 +409,7 @@ impl<'a> Draft<'a> {
             w.raw(b"\"");
         }
         w.raw(b",\"method\":\"");
-        w.value(&r.method);
+        w.valid(&r.method);
         w.raw(b"\",\"useragent\":\"");
         w.value(&r.useragent);
         w.raw(b"\"},\"actor\":");
@@ -379,17 +419,13 @@ impl<'a> Draft<'a> {
             o.close();
         }
         w.raw(b",\"source\":");
-        {
-            let mut o = w.object();
-            o.str_nonempty(b"addr", &source.addr);
-            o.str_nonempty(b"instanceID", &source.instance_id);
-            o.close();
-        }
+        w.raw(&source.json);
         w.raw(b"}");
         let (written, escapes) = (w.at, w.escapes);
         if escapes != 0 || written > bound {
             out.truncate(start);
-            serde_json::to_writer(&mut *out, &self.to_event(stamp, source)).expect("an event serializes");
+            serde_json::to_writer(bytes::BufMut::writer(&mut *out), &self.to_event(stamp, &source.source))
+                .expect("an event serializes");
         } else {
             out.truncate(start + written);
         }
@@ -441,6 +477,15 @@ impl<'o> JsonWriter<'o> {
         self.raw(s.as_bytes());
     }
 
+    /// A value Berth validated before the event was made (a repository name, a tag, a digest,
+    /// a method, its own request id): their grammars hold nothing JSON escapes, so they are
+    /// copied unchecked.
+    #[inline(always)]
+    fn valid(&mut self, s: &str) {
+        debug_assert_eq!(escape_bits(s.as_bytes()), 0, "{s:?} is not a validated name");
+        self.raw(s.as_bytes());
+    }
+
     #[inline(always)]
     fn object(&mut self) -> JsonObject<'_, 'o> {
         self.raw(b"{");
@@ -472,6 +517,16 @@ impl JsonObject<'_, '_> {
             self.key(k);
             self.w.raw(b"\"");
             self.w.value(v);
+            self.w.raw(b"\"");
+        }
+    }
+
+    #[inline(always)]
+    fn valid_nonempty(&mut self, k: &[u8], v: &str) {
+        if !v.is_empty() {
+            self.key(k);
+            self.w.raw(b"\"");
+            self.w.valid(v);
             self.w.raw(b"\"");
         }
     }
@@ -661,6 +716,22 @@ mod tests {
     }
 
     #[test]
+    fn event_ids_are_written_as_the_uuid_crate_writes_them() {
+        for (key, low) in [(0u64, 0u64), (u64::MAX, (1 << 62) - 1), (0x0123_4567_89ab_cdef, 0x3edc_ba98_7654_3210)] {
+            let mut want = [0u8; 36];
+            uuid::Builder::from_u128((u128::from(key) << 64) | u128::from(low))
+                .with_version(uuid::Version::Random)
+                .with_variant(uuid::Variant::RFC4122)
+                .into_uuid()
+                .hyphenated()
+                .encode_lower(&mut want);
+            let mut mine = id_head(key).to_vec();
+            mine.extend(id_tail(low));
+            assert_eq!(String::from_utf8(mine).unwrap(), std::str::from_utf8(&want).unwrap());
+        }
+    }
+
+    #[test]
     fn a_piece_that_does_not_fit_is_counted_not_written() {
         let mut room = [0u8; 4];
         let mut w = JsonWriter { buf: &mut room, at: 0, escapes: 0 };
@@ -696,8 +767,8 @@ mod tests {
 
     #[test]
     fn the_hand_written_json_is_serdes_byte_for_byte() {
-        let source = Source { addr: "h:5000".into(), instance_id: "u".into() };
-        let no_source = Source::default();
+        let source = SourceJson::new(Source { addr: "h:5000".into(), instance_id: "u\"\n".into() });
+        let no_source = SourceJson::new(Source::default());
         let bare = draft();
         let mut full = draft();
         full.action = Action::Mount;
@@ -743,9 +814,9 @@ mod tests {
         let stamp = Stamp::now();
         for (i, d) in [bare, full, path_only, escaped, escaped_host, v6].into_iter().enumerate() {
             for src in [&source, &no_source] {
-                let mut mine = b"[".to_vec();
-                d.write_json(&stamp, src, &mut mine);
-                let e = d.to_event(&stamp, src);
+                let mut mine = BytesMut::from(&b"["[..]);
+                d.write_json(&stamp, src, d.json_len(src), &mut mine);
+                let e = d.to_event(&stamp, &src.source);
                 assert_eq!(
                     String::from_utf8(mine[1..].to_vec()).unwrap(),
                     serde_json::to_string(&e).unwrap(),
