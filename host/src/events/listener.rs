@@ -478,49 +478,54 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
 }
 
 /// The first event, then (a manifest deleted by digest) a tag delete for each tag it took, in
-/// distribution's order.
-fn with_tag_deletes<'a>(
+/// distribution's order, handed to `emit` where they were drafted (a draft is some 440 bytes:
+/// returned, it was copied a few times on every pull).
+fn with_tag_deletes<'a, R>(
     o: &'a Observed<'a>,
     first: Option<Made<'a>>,
     actor: &'a str,
-) -> smallvec::SmallVec<[Draft<'a>; 1]> {
-    let Some((action, target, url)) = first else { return smallvec::SmallVec::new() };
-    let mut out = smallvec::smallvec![o.draft(action, target, url, actor)];
-    if let About::ManifestDelete(_, tags) = &o.about {
-        for tag in tags {
-            let t = Target { repository: Cow::Borrowed(o.repository), tag: Cow::Borrowed(tag), ..Default::default() };
-            out.push(o.draft(Action::Delete, t, None, actor));
-        }
+    emit: impl FnOnce(&[Draft<'_>]) -> R,
+) -> R {
+    let Some((action, target, url)) = first else { return emit(&[]) };
+    let first = o.draft(action, target, url, actor);
+    let About::ManifestDelete(_, tags) = &o.about else { return emit(std::slice::from_ref(&first)) };
+    let mut all = vec![first];
+    for tag in tags {
+        let t = Target { repository: Cow::Borrowed(o.repository), tag: Cow::Borrowed(tag), ..Default::default() };
+        all.push(o.draft(Action::Delete, t, None, actor));
     }
-    out
+    emit(&all)
 }
 
 /// The events a successful request caused, in distribution's order (none for a failed
-/// request, or one that caused nothing, such as a mount that fell back to an upload), when
-/// its answer says all they need (a pull, a delete); else what is left to read. Kept out of
-/// the asynchronous path, whose state every request's future carries and moves.
-pub fn events_now<'a>(
+/// request, or one that caused nothing, such as a mount that fell back to an upload), handed
+/// to `emit` when its answer says all they need (a pull, a delete); else what is left to
+/// read. Kept out of the asynchronous path, whose state every request's future carries and
+/// moves.
+pub fn events_now<'a, R>(
     o: &'a Observed<'a>,
     status: StatusCode,
     answer: &'a HeaderMap,
     actor: &'a str,
     include_references: bool,
-) -> Result<smallvec::SmallVec<[Draft<'a>; 1]>, Pending<'a>> {
+    emit: impl FnOnce(&[Draft<'_>]) -> R,
+) -> Result<R, Pending<'a>> {
     let first = match shape(o, status, &Answered::of(answer), include_references) {
         Shape::Nothing => None,
         Shape::Ready(made) => Some(made),
         Shape::Read(pending) => return Err(pending),
     };
-    Ok(with_tag_deletes(o, first, actor))
+    Ok(with_tag_deletes(o, first, actor, emit))
 }
 
-/// The events of a [`Pending`] request, once the registry was read.
-pub async fn events_after_read<'a>(
+/// The events of a [`Pending`] request, once the registry was read, handed to `emit`.
+pub async fn events_after_read<'a, R>(
     o: &'a Observed<'a>,
     pending: Pending<'a>,
     actor: &'a str,
     cx: &Context<'a>,
-) -> smallvec::SmallVec<[Draft<'a>; 1]> {
+    emit: impl FnOnce(&[Draft<'_>]) -> R,
+) -> R {
     let repo = || RepoName::parse(o.repository).ok();
     let first = match pending {
         Pending::StatBlob { action, digest, from } => {
@@ -542,7 +547,7 @@ pub async fn events_after_read<'a>(
             .await
         }
     };
-    with_tag_deletes(o, first, actor)
+    with_tag_deletes(o, first, actor, emit)
 }
 
 /// A manifest reference that is a tag (the request succeeded, so it is a valid tag or

@@ -229,8 +229,9 @@ impl Notifier {
         actor: &'a str,
         flush: Flush,
     ) -> Result<Result<outbox::Appended, OutboxError>, listener::Pending<'a>> {
-        let events = listener::events_now(observed, status, answer, actor, self.include_references)?;
-        Ok(self.append(&events, flush))
+        listener::events_now(observed, status, answer, actor, self.include_references, |events| {
+            self.append(events, flush)
+        })
     }
 
     /// Records the events [`record_now`](Self::record_now) left, once the registry was read,
@@ -244,20 +245,19 @@ impl Notifier {
         flush: Flush,
     ) -> Result<(), OutboxError> {
         let cx = Context { registry, include_references: self.include_references };
-        let events = listener::events_after_read(observed, pending, actor, &cx).await;
-        self.append(&events, flush)?.durable().await
+        let appended = listener::events_after_read(observed, pending, actor, &cx, |events| self.append(events, flush));
+        appended.await?.durable().await
     }
 
     /// Appends each event some endpoint wants to the outbox, its JSON written in place.
     fn append(&self, events: &[record::Draft<'_>], flush: Flush) -> Result<outbox::Appended, OutboxError> {
-        let wanted: SmallVec<[Drafted<'_>; 1]> = events
-            .iter()
-            .filter_map(|draft| {
-                let mask = self.outbox.wanted_by(draft.action, &draft.target.media_type);
-                let source = &self.source;
-                (mask != 0).then(|| Drafted { draft, mask, source, json_len: draft.json_len(source) })
-            })
-            .collect();
+        let mut wanted: SmallVec<[Drafted<'_>; 1]> = SmallVec::new();
+        for draft in events {
+            let mask = self.outbox.wanted_by(draft.action, &draft.target.media_type);
+            if mask != 0 {
+                wanted.push(Drafted { draft, mask, source: &self.source, json_len: draft.json_len(&self.source) });
+            }
+        }
         self.outbox.push(&wanted, flush)
     }
 

@@ -258,6 +258,19 @@ fn id_tail(low: u64) -> [u8; 17] {
     out
 }
 
+/// `"k":` as it is written: a number's key, whole (one copy instead of three).
+macro_rules! key {
+    ($k:literal) => {
+        concat!("\"", $k, "\":").as_bytes()
+    };
+}
+
+/// `"k":"`: a string's key and its value's opening quote.
+macro_rules! str_key {
+    ($k:literal) => {
+        concat!("\"", $k, "\":\"").as_bytes()
+    };
+}
 /// An event as a request makes it, borrowing everything from the request and its answer:
 /// written straight into the JSON the outbox keeps ([`Draft::write_json`]), with no copy of
 /// its strings, no URL or address built first, and no allocation. `target.url` and
@@ -344,16 +357,15 @@ impl<'a> Draft<'a> {
         w.raw(b"\",\"target\":");
         {
             let mut o = w.object();
-            o.str_nonempty(b"mediaType", &t.media_type);
-            o.u64_nonzero(b"size", t.size);
-            o.valid_nonempty(b"digest", &t.digest);
-            o.u64_nonzero(b"length", t.length);
-            o.valid_nonempty(b"repository", &t.repository);
-            o.str_nonempty(b"fromRepository", &t.from_repository);
+            o.str_nonempty(str_key!("mediaType"), &t.media_type);
+            o.u64_nonzero(key!("size"), t.size);
+            o.valid_nonempty(str_key!("digest"), &t.digest);
+            o.u64_nonzero(key!("length"), t.length);
+            o.valid_nonempty(str_key!("repository"), &t.repository);
+            o.str_nonempty(str_key!("fromRepository"), &t.from_repository);
             match &self.url {
                 Some(u) => {
-                    o.key(b"url");
-                    o.w.raw(b"\"");
+                    o.key(str_key!("url"));
                     if let Some((scheme, host)) = u.origin {
                         o.w.value(scheme);
                         o.w.raw(b"://");
@@ -367,20 +379,19 @@ impl<'a> Draft<'a> {
                     o.w.valid(u.digest);
                     o.w.raw(b"\"");
                 }
-                None => o.str_nonempty(b"url", &t.url),
+                None => o.str_nonempty(str_key!("url"), &t.url),
             }
-            o.valid_nonempty(b"tag", &t.tag);
+            o.valid_nonempty(str_key!("tag"), &t.tag);
             if !t.references.is_empty() {
-                o.key(b"references");
-                o.w.raw(b"[");
+                o.key(b"\"references\":[");
                 for (i, d) in t.references.iter().enumerate() {
                     if i > 0 {
                         o.w.raw(b",");
                     }
                     let mut ro = o.w.object();
-                    ro.str_nonempty(b"mediaType", &d.media_type);
-                    ro.u64_nonzero(b"size", d.size);
-                    ro.str_nonempty(b"digest", &d.digest);
+                    ro.str_nonempty(str_key!("mediaType"), &d.media_type);
+                    ro.u64_nonzero(key!("size"), d.size);
+                    ro.str_nonempty(str_key!("digest"), &d.digest);
                     ro.close();
                 }
                 o.w.raw(b"]");
@@ -415,7 +426,7 @@ impl<'a> Draft<'a> {
         w.raw(b"\"},\"actor\":");
         {
             let mut o = w.object();
-            o.str_nonempty(b"name", self.actor);
+            o.str_nonempty(str_key!("name"), self.actor);
             o.close();
         }
         w.raw(b",\"source\":");
@@ -500,22 +511,20 @@ struct JsonObject<'w, 'o> {
 }
 
 impl JsonObject<'_, '_> {
+    /// `k` is the key as written, quoted and with its colon (`key!`, `str_key!`).
     #[inline(always)]
     fn key(&mut self, k: &[u8]) {
         if !self.first {
             self.w.raw(b",");
         }
         self.first = false;
-        self.w.raw(b"\"");
         self.w.raw(k);
-        self.w.raw(b"\":");
     }
 
     #[inline(always)]
     fn str_nonempty(&mut self, k: &[u8], v: &str) {
         if !v.is_empty() {
             self.key(k);
-            self.w.raw(b"\"");
             self.w.value(v);
             self.w.raw(b"\"");
         }
@@ -525,7 +534,6 @@ impl JsonObject<'_, '_> {
     fn valid_nonempty(&mut self, k: &[u8], v: &str) {
         if !v.is_empty() {
             self.key(k);
-            self.w.raw(b"\"");
             self.w.valid(v);
             self.w.raw(b"\"");
         }
