@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use http::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
-use super::record::{Action, Addr, Descriptor, Draft, RequestRecord, Str, Target, Url, BLOB_MEDIA_TYPE};
+use super::record::{Action, Addr, Descriptor, Draft, DraftRequest, DraftTarget, Url, BLOB_MEDIA_TYPE};
 use crate::registry::{Digest, Reference, Registry, RepoName};
 
 /// What a request that may cause an event is about (references borrowed from its path).
@@ -310,17 +310,16 @@ impl<'a> Observed<'a> {
     }
 
     /// The event of this request: `action` on `target`, at `url`.
-    fn draft(&'a self, action: Action, target: Target<'a>, url: Option<Url<'a>>, actor: &'a str) -> Draft<'a> {
+    fn draft(&'a self, action: Action, target: DraftTarget<'a>, url: Option<Url<'a>>, actor: &'a str) -> Draft<'a> {
         Draft {
             action,
             target,
             url,
-            request: RequestRecord {
-                id: Cow::Borrowed(self.id),
-                addr: Cow::Borrowed(""),
-                host: Cow::Borrowed(self.headers.get(Headers::HOST)),
-                method: Cow::Borrowed(self.method.as_str()),
-                useragent: Cow::Borrowed(self.headers.get(Headers::USER_AGENT)),
+            request: DraftRequest {
+                id: self.id,
+                host: self.headers.get(Headers::HOST),
+                method: self.method.as_str(),
+                useragent: self.headers.get(Headers::USER_AGENT),
             },
             addr: remote_addr(&self.headers, self.peer),
             actor,
@@ -376,17 +375,17 @@ pub enum Pending<'a> {
 }
 
 /// What an event is made of besides the request: its action, its target, the target's URL.
-type Made<'a> = (Action, Target<'a>, Option<Url<'a>>);
+type Made<'a> = (Action, DraftTarget<'a>, Option<Url<'a>>);
 
 /// A blob's event.
 fn blob<'a>(o: &'a Observed<'a>, action: Action, digest: &'a str, size: u64, from: &'a str) -> Made<'a> {
-    let target = Target {
-        media_type: Cow::Borrowed(BLOB_MEDIA_TYPE),
+    let target = DraftTarget {
+        media_type: BLOB_MEDIA_TYPE,
         size,
-        digest: Cow::Borrowed(digest),
+        digest,
         length: size,
-        repository: Cow::Borrowed(o.repository),
-        from_repository: Cow::Borrowed(from),
+        repository: o.repository,
+        from_repository: from,
         ..Default::default()
     };
     (action, target, Some(o.url("blobs", digest)))
@@ -398,17 +397,17 @@ fn manifest<'a>(
     action: Action,
     reference: &'a str,
     digest: &'a str,
-    media_type: Str<'a>,
+    media_type: &'a str,
     size: u64,
-    references: Vec<Descriptor<'static>>,
+    references: &'a [Descriptor<'a>],
 ) -> Made<'a> {
-    let target = Target {
+    let target = DraftTarget {
         media_type,
         size,
-        digest: Cow::Borrowed(digest),
+        digest,
         length: size,
-        repository: Cow::Borrowed(o.repository),
-        tag: Cow::Borrowed(tag_of(reference)),
+        repository: o.repository,
+        tag: tag_of(reference),
         references,
         ..Default::default()
     };
@@ -429,17 +428,16 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
             }
             // A pull's answer says all an event needs.
             let size = answered.content_length.parse().unwrap_or(0);
-            let media_type = Cow::Borrowed(answered.content_type);
-            Shape::Ready(manifest(o, Action::Pull, reference, digest, media_type, size, Vec::new()))
+            Shape::Ready(manifest(o, Action::Pull, reference, digest, answered.content_type, size, &[]))
         }
         About::ManifestDelete(reference, _) => {
             if status != StatusCode::ACCEPTED {
                 return Shape::Nothing;
             }
-            let mut t = Target { repository: Cow::Borrowed(o.repository), ..Default::default() };
+            let mut t = DraftTarget { repository: o.repository, ..Default::default() };
             match tag_of(reference) {
-                "" => t.digest = Cow::Borrowed(reference),
-                tag => t.tag = Cow::Borrowed(tag),
+                "" => t.digest = reference,
+                tag => t.tag = tag,
             }
             Shape::Ready((Action::Delete, t, None))
         }
@@ -447,8 +445,7 @@ fn shape<'a>(o: &'a Observed<'a>, status: StatusCode, answered: &Answered<'a>, i
             if status != StatusCode::ACCEPTED {
                 return Shape::Nothing;
             }
-            let t =
-                Target { digest: Cow::Borrowed(digest), repository: Cow::Borrowed(o.repository), ..Default::default() };
+            let t = DraftTarget { digest, repository: o.repository, ..Default::default() };
             Shape::Ready((Action::Delete, t, None))
         }
         About::BlobGet(digest) => {
@@ -491,7 +488,7 @@ fn with_tag_deletes<'a, R>(
     let About::ManifestDelete(_, tags) = &o.about else { return emit(std::slice::from_ref(&first)) };
     let mut all = vec![first];
     for tag in tags {
-        let t = Target { repository: Cow::Borrowed(o.repository), tag: Cow::Borrowed(tag), ..Default::default() };
+        let t = DraftTarget { repository: o.repository, tag, ..Default::default() };
         all.push(o.draft(Action::Delete, t, None, actor));
     }
     emit(&all)
@@ -527,27 +524,27 @@ pub async fn events_after_read<'a, R>(
     emit: impl FnOnce(&[Draft<'_>]) -> R,
 ) -> R {
     let repo = || RepoName::parse(o.repository).ok();
-    let first = match pending {
+    match pending {
         Pending::StatBlob { action, digest, from } => {
             let size = match (Digest::parse(digest).ok(), repo()) {
                 (Some(d), Some(repo)) => cx.registry.stat_blob(&repo, &d).await.unwrap_or(0),
                 _ => 0,
             };
-            Some(blob(o, action, digest, size, from))
+            with_tag_deletes(o, Some(blob(o, action, digest, size, from)), actor, emit)
         }
         Pending::ReadManifest { put, reference, digest } => {
-            async {
+            // What the events borrow is kept here until they are handed on.
+            let read = async {
                 let d = Digest::parse(digest).ok()?;
-                let m = cx.registry.get_manifest(&repo()?, &Reference::Digest(d)).await.ok()?;
-                let refs = if cx.include_references { references(&m.content) } else { Vec::new() };
-                let media_type = Cow::Owned(m.media_type.clone());
-                let action = if put { Action::Push } else { Action::Pull };
-                Some(manifest(o, action, reference, digest, media_type, m.content.len() as u64, refs))
-            }
-            .await
+                cx.registry.get_manifest(&repo()?, &Reference::Digest(d)).await.ok()
+            };
+            let Some(m) = read.await else { return with_tag_deletes(o, None, actor, emit) };
+            let refs = if cx.include_references { references(&m.content) } else { Vec::new() };
+            let action = if put { Action::Push } else { Action::Pull };
+            let made = manifest(o, action, reference, digest, &m.media_type, m.content.len() as u64, &refs);
+            with_tag_deletes(o, Some(made), actor, emit)
         }
-    };
-    with_tag_deletes(o, first, actor, emit)
+    }
 }
 
 /// A manifest reference that is a tag (the request succeeded, so it is a valid tag or

@@ -275,25 +275,66 @@ macro_rules! str_key {
 /// written straight into the JSON the outbox keeps ([`Draft::write_json`]), with no copy of
 /// its strings, no URL or address built first, and no allocation. `target.url` and
 /// `request.addr` are left empty: `url` and `addr` are written in their places.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Draft<'a> {
     pub action: Action,
-    pub target: Target<'a>,
+    pub target: DraftTarget<'a>,
     pub url: Option<Url<'a>>,
-    pub request: RequestRecord<'a>,
+    pub request: DraftRequest<'a>,
     pub addr: Addr<'a>,
     pub actor: &'a str,
+}
+
+/// A [`Target`] as a request drafts it: borrowed only (no drop glue, and a third smaller).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DraftTarget<'a> {
+    pub media_type: &'a str,
+    pub size: u64,
+    pub digest: &'a str,
+    pub length: u64,
+    pub repository: &'a str,
+    pub from_repository: &'a str,
+    /// The target's URL when there is no [`Url`] to write in its place.
+    pub url: &'a str,
+    pub tag: &'a str,
+    pub references: &'a [Descriptor<'a>],
+}
+
+/// A [`RequestRecord`] as a request drafts it (its `addr` is [`Draft::addr`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DraftRequest<'a> {
+    pub id: &'a str,
+    pub host: &'a str,
+    pub method: &'a str,
+    pub useragent: &'a str,
 }
 
 impl<'a> Draft<'a> {
     /// The event it becomes with `stamp` and `source` (what its JSON says).
     pub fn to_event(&self, stamp: &'a Stamp, source: &'a Source) -> Event<'a> {
-        let mut target = self.target.clone();
-        if let Some(u) = &self.url {
-            target.url = Cow::Owned(u.to_text());
-        }
-        let mut request = self.request.clone();
-        request.addr = Cow::Owned(self.addr.to_text().into_owned());
+        let t = &self.target;
+        let target = Target {
+            media_type: Cow::Borrowed(t.media_type),
+            size: t.size,
+            digest: Cow::Borrowed(t.digest),
+            length: t.length,
+            repository: Cow::Borrowed(t.repository),
+            from_repository: Cow::Borrowed(t.from_repository),
+            url: match &self.url {
+                Some(u) => Cow::Owned(u.to_text()),
+                None => Cow::Borrowed(t.url),
+            },
+            tag: Cow::Borrowed(t.tag),
+            references: t.references.to_vec(),
+        };
+        let r = &self.request;
+        let request = RequestRecord {
+            id: Cow::Borrowed(r.id),
+            addr: Cow::Owned(self.addr.to_text().into_owned()),
+            host: Cow::Borrowed(r.host),
+            method: Cow::Borrowed(r.method),
+            useragent: Cow::Borrowed(r.useragent),
+        };
         Event {
             id: Cow::Borrowed(stamp.id()),
             timestamp: Cow::Borrowed(stamp.time()),
@@ -311,16 +352,16 @@ impl<'a> Draft<'a> {
         let t = &self.target;
         let r = &self.request;
         let strings = [
-            &*t.media_type,
-            &t.digest,
-            &t.repository,
-            &t.from_repository,
-            &t.url,
-            &t.tag,
-            &r.id,
-            &r.host,
-            &r.method,
-            &r.useragent,
+            t.media_type,
+            t.digest,
+            t.repository,
+            t.from_repository,
+            t.url,
+            t.tag,
+            r.id,
+            r.host,
+            r.method,
+            r.useragent,
             self.actor,
         ];
         let url = self.url.map_or(0, |u| {
@@ -357,12 +398,12 @@ impl<'a> Draft<'a> {
         w.raw(b"\",\"target\":");
         {
             let mut o = w.object();
-            o.str_nonempty(str_key!("mediaType"), &t.media_type);
+            o.str_nonempty(str_key!("mediaType"), t.media_type);
             o.u64_nonzero(key!("size"), t.size);
-            o.valid_nonempty(str_key!("digest"), &t.digest);
+            o.valid_nonempty(str_key!("digest"), t.digest);
             o.u64_nonzero(key!("length"), t.length);
-            o.valid_nonempty(str_key!("repository"), &t.repository);
-            o.str_nonempty(str_key!("fromRepository"), &t.from_repository);
+            o.valid_nonempty(str_key!("repository"), t.repository);
+            o.str_nonempty(str_key!("fromRepository"), t.from_repository);
             match &self.url {
                 Some(u) => {
                     o.key(str_key!("url"));
@@ -379,9 +420,9 @@ impl<'a> Draft<'a> {
                     o.w.valid(u.digest);
                     o.w.raw(b"\"");
                 }
-                None => o.str_nonempty(str_key!("url"), &t.url),
+                None => o.str_nonempty(str_key!("url"), t.url),
             }
-            o.valid_nonempty(str_key!("tag"), &t.tag);
+            o.valid_nonempty(str_key!("tag"), t.tag);
             if !t.references.is_empty() {
                 o.key(b"\"references\":[");
                 for (i, d) in t.references.iter().enumerate() {
@@ -399,7 +440,7 @@ impl<'a> Draft<'a> {
             o.close();
         }
         w.raw(b",\"request\":{\"id\":\"");
-        w.valid(&r.id);
+        w.valid(r.id);
         w.raw(b"\"");
         match self.addr {
             Addr::Text("") => {}
@@ -416,13 +457,13 @@ impl<'a> Draft<'a> {
         }
         if !r.host.is_empty() {
             w.raw(b",\"host\":\"");
-            w.value(&r.host);
+            w.value(r.host);
             w.raw(b"\"");
         }
         w.raw(b",\"method\":\"");
-        w.valid(&r.method);
+        w.valid(r.method);
         w.raw(b"\",\"useragent\":\"");
-        w.value(&r.useragent);
+        w.value(r.useragent);
         w.raw(b"\"},\"actor\":");
         {
             let mut o = w.object();
@@ -765,9 +806,9 @@ mod tests {
     fn draft<'a>() -> Draft<'a> {
         Draft {
             action: Action::Delete,
-            target: Target { digest: "sha256:x".into(), repository: "r".into(), ..Default::default() },
+            target: DraftTarget { digest: "sha256:x", repository: "r", ..Default::default() },
             url: None,
-            request: RequestRecord { id: "q".into(), method: "DELETE".into(), ..Default::default() },
+            request: DraftRequest { id: "q", method: "DELETE", ..Default::default() },
             addr: Addr::Text(""),
             actor: "",
         }
@@ -777,21 +818,20 @@ mod tests {
     fn the_hand_written_json_is_serdes_byte_for_byte() {
         let source = SourceJson::new(Source { addr: "h:5000".into(), instance_id: "u\"\n".into() });
         let no_source = SourceJson::new(Source::default());
+        let references =
+            [Descriptor { media_type: "c".into(), size: 2, digest: "sha256:c".into() }, Descriptor::default()];
         let bare = draft();
         let mut full = draft();
         full.action = Action::Mount;
-        full.target = Target {
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        full.target = DraftTarget {
+            media_type: "application/vnd.oci.image.manifest.v1+json",
             size: 7,
-            digest: "sha256:abc".into(),
+            digest: "sha256:abc",
             length: 7,
-            repository: "team/app".into(),
-            from_repository: "base/img".into(),
-            tag: "v1.0".into(),
-            references: vec![
-                Descriptor { media_type: "c".into(), size: 2, digest: "sha256:c".into() },
-                Descriptor::default(),
-            ],
+            repository: "team/app",
+            from_repository: "base/img",
+            tag: "v1.0",
+            references: &references,
             ..Default::default()
         };
         full.url = Some(Url {
@@ -800,20 +840,14 @@ mod tests {
             kind: "manifests",
             digest: "sha256:abc",
         });
-        full.request = RequestRecord {
-            id: "id-1".into(),
-            host: "r.example".into(),
-            method: "GET".into(),
-            useragent: "skopeo/1.0 é ☃".into(),
-            ..Default::default()
-        };
+        full.request = DraftRequest { id: "id-1", host: "r.example", method: "GET", useragent: "skopeo/1.0 é ☃" };
         full.addr = Addr::Peer("10.0.0.1:4000".parse().unwrap());
         full.actor = "alice";
         let mut path_only = full.clone();
         path_only.url = Some(Url { origin: None, ..path_only.url.unwrap() });
         path_only.addr = Addr::Text("1.2.3.4");
         let mut escaped = full.clone();
-        escaped.request.useragent = "skopeo/1.0 \"quoted\" \\ tab\t nul\u{0} é ☃".into();
+        escaped.request.useragent = "skopeo/1.0 \"quoted\" \\ tab\t nul\u{0} é ☃";
         escaped.actor = "alice\n";
         let mut escaped_host = full.clone();
         escaped_host.url = Some(Url { origin: Some(("http", "h\"ost")), ..full.url.unwrap() });
