@@ -486,19 +486,16 @@ impl Outbox {
                 records.push(record(e));
             }
             let mut t = lock(&self.tail);
-            let mut fresh: smallvec::SmallVec<[Fresh; 2]> = smallvec::SmallVec::with_capacity(entries.len());
-            for ((n, entry), (record, json_at)) in (t.last + 1..).zip(entries).zip(records) {
-                fresh.push(Fresh { seq: n, mask: entry.mask(), record, json_at, due });
-            }
+            let first = t.last + 1;
             // In the journal before anyone can take them from the tail, in sequence order
             // (under the tail's lock).
             if sync != Flush::Lazy {
-                self.journal.write(fresh.iter().map(|f| (f.seq, &f.record[..])))?;
+                self.journal.write((first..).zip(&records).map(|(seq, (record, _))| (seq, &record[..])))?;
+            }
+            for ((seq, entry), (record, json_at)) in (first..).zip(entries).zip(records) {
+                t.fresh.push_back(Fresh { seq, mask: entry.mask(), record, json_at, due });
             }
             t.last += entries.len() as u64;
-            for f in fresh {
-                t.fresh.push_back(f);
-            }
             let mut tell = (t.told & bit == 0).then_some(within);
             t.told |= bit;
             if t.fresh.len() >= TAIL_COMMIT_EVENTS && t.told & TOLD_FULL == 0 {
