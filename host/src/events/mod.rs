@@ -79,7 +79,7 @@ impl outbox::Append for Drafted<'_> {
     }
 
     fn media_type(&self) -> &str {
-        &self.draft.target.media_type
+        self.draft.target.media_type
     }
 
     fn mask(&self) -> u64 {
@@ -253,7 +253,7 @@ impl Notifier {
     fn append(&self, events: &[record::Draft<'_>], flush: Flush) -> Result<outbox::Appended, OutboxError> {
         let mut wanted: SmallVec<[Drafted<'_>; 1]> = SmallVec::new();
         for draft in events {
-            let mask = self.outbox.wanted_by(draft.action, &draft.target.media_type);
+            let mask = self.outbox.wanted_by(draft.action, draft.target.media_type);
             if mask != 0 {
                 wanted.push(Drafted { draft, mask, source: &self.source, json_len: draft.json_len(&self.source) });
             }
