@@ -263,7 +263,8 @@ def test_health_reports_a_failing_storage_plugin(tmp_path):
     dport = free_port()
     srv = start_berth(tmp_path, config=hostile(tmp_path, "list-loop", dport))
     try:
-        # Something to list: the registry root exists once a blob is stored.
+        # Something stored; the plugin's listing loops whether or not its fresh instance kept it
+        # (it says it is stateless: the host may start one at any time).
         push_blob(srv.url, REPO, b"listed")
         r = requests.get(f"http://127.0.0.1:{dport}/debug/health", timeout=15)
         assert r.status_code == 503, r.text

@@ -245,7 +245,14 @@ impl Driver for Hostile {
     }
 
     fn list_page(&self, path: &Path, start_after: Option<&str>, limit: u32) -> Result<ListPage, StorageError> {
-        let mut page = self.inner.list_page(path, start_after, limit)?;
+        let mut page = match self.inner.list_page(path, start_after, limit) {
+            // The listing misbehaves whatever is stored: the host may have started this
+            // instance afresh (the plugin says it is stateless) since anything was written.
+            Err(StorageError::PathNotFound(_)) if matches!(self.mode, Mode::ListLoop | Mode::ListEndless) => {
+                ListPage { entries: Vec::new(), next: None }
+            }
+            other => other?,
+        };
         match self.mode {
             // Always "more", always the same token.
             Mode::ListLoop => page.next = Some(format!("{path}/loop")),
