@@ -286,10 +286,11 @@ macro_rules! str_key {
         concat!("\"", $k, "\":\"").as_bytes()
     };
 }
+
 /// An event as a request makes it, borrowing everything from the request and its answer:
 /// written straight into the JSON the outbox keeps ([`Draft::write_json`]), with no copy of
-/// its strings, no URL or address built first, and no allocation. `target.url` and
-/// `request.addr` are left empty: `url` and `addr` are written in their places.
+/// its strings, no URL or address built first, and no allocation. The target's URL (none for
+/// a delete) and the request's address are `url` and `addr`, written only into the JSON.
 #[derive(Debug, Clone, Copy)]
 pub struct Draft<'a> {
     pub action: Action,
@@ -309,8 +310,6 @@ pub struct DraftTarget<'a> {
     pub length: u64,
     pub repository: &'a str,
     pub from_repository: &'a str,
-    /// The target's URL when there is no [`Url`] to write in its place.
-    pub url: &'a str,
     pub tag: &'a str,
     pub references: &'a [Descriptor<'a>],
 }
@@ -335,10 +334,7 @@ impl<'a> Draft<'a> {
             length: t.length,
             repository: Cow::Borrowed(t.repository),
             from_repository: Cow::Borrowed(t.from_repository),
-            url: match &self.url {
-                Some(u) => Cow::Owned(u.to_text()),
-                None => Cow::Borrowed(t.url),
-            },
+            url: self.url.map_or(Cow::Borrowed(""), |u| Cow::Owned(u.to_text())),
             tag: Cow::Borrowed(t.tag),
             references: t.references.to_vec(),
         };
@@ -371,7 +367,6 @@ impl<'a> Draft<'a> {
             t.digest,
             t.repository,
             t.from_repository,
-            t.url,
             t.tag,
             r.id,
             r.host,
@@ -419,23 +414,20 @@ impl<'a> Draft<'a> {
             o.u64_nonzero(key!("length"), t.length);
             o.valid_nonempty(str_key!("repository"), t.repository);
             o.str_nonempty(str_key!("fromRepository"), t.from_repository);
-            match &self.url {
-                Some(u) => {
-                    o.key(str_key!("url"));
-                    if let Some((scheme, host)) = u.origin {
-                        o.w.value(scheme);
-                        o.w.raw(b"://");
-                        o.w.value(host);
-                    }
-                    o.w.raw(b"/v2/");
-                    o.w.valid(u.repository);
-                    o.w.raw(b"/");
-                    o.w.raw(u.kind.as_bytes());
-                    o.w.raw(b"/");
-                    o.w.valid(u.digest);
-                    o.w.raw(b"\"");
+            if let Some(u) = &self.url {
+                o.key(str_key!("url"));
+                if let Some((scheme, host)) = u.origin {
+                    o.w.value(scheme);
+                    o.w.raw(b"://");
+                    o.w.value(host);
                 }
-                None => o.str_nonempty(str_key!("url"), t.url),
+                o.w.raw(b"/v2/");
+                o.w.valid(u.repository);
+                o.w.raw(b"/");
+                o.w.raw(u.kind.as_bytes());
+                o.w.raw(b"/");
+                o.w.valid(u.digest);
+                o.w.raw(b"\"");
             }
             o.valid_nonempty(str_key!("tag"), t.tag);
             if !t.references.is_empty() {
