@@ -22,7 +22,17 @@ pub enum Action {
     Mount,
 }
 
+const _: () = {
+    let mut i = 0;
+    while i < Action::ALL.len() {
+        assert!(Action::ALL[i] as usize == i, "Action::ALL out of discriminant order");
+        i += 1;
+    }
+};
+
 impl Action {
+    /// Each action at its own discriminant: tables built from it are indexed by `action as usize`
+    /// (checked at compile time).
     pub const ALL: [Action; 4] = [Action::Push, Action::Pull, Action::Delete, Action::Mount];
 
     pub fn as_str(self) -> &'static str {
