@@ -9,7 +9,7 @@
   ratios: on this 2-CPU VM the whole machine slows and speeds up by 20-30% over tens of seconds
   (the load generator's own CPU per request moves with it), and a ratio taken within a pair
   cancels that where a ratio of two medians of separate runs does not. Each pair starts both
-  servers afresh: two processes of one binary and configuration measured up to 4% apart, the
+  servers afresh: two processes of one binary and configuration measured up to 5% apart, the
   same way in every round (a property of the process: where glibc's arenas and memory fell),
   so one process of each for all the pairs made the figure depend on that draw.
 - Outbox throughput: pull events written and delivered to a local receiver while the GET load

@@ -6,7 +6,7 @@ BENCH_INSTANCES (2) processes of its own, and each round measures every process 
 order that rotates, waiting for the receiver to drain after each. It prints each process's
 median ratio to the baseline's first process.
 
-Two processes of one binary and configuration measured up to 4% apart, the same way in every
+Two processes of one binary and configuration measured up to 5% apart, the same way in every
 round, so a difference between variants counts only when it holds across their processes.
 
     python3 bench/events_ab.py none=target/release/berth \\
