@@ -79,11 +79,11 @@ def endpoint(name: str, url: str) -> dict:
             "batch": 500}
 
 
-def server(work: Path, name: str, endpoints: list[dict]):
+def server(work: Path, name: str, endpoints: list[dict], env: dict | None = None):
     cfg: dict = {"log": {"level": "warn"}}
     if endpoints:
         cfg["notifications"] = {"endpoints": endpoints, "outbox": {"directory": str(work / name / "outbox")}}
-    return start_berth(work / name, config=cfg)
+    return start_berth(work / name, config=cfg, env=env)
 
 
 def pushes(url: str, repo: str) -> float:

@@ -57,12 +57,9 @@ def main() -> int:
         for name, binary, endpoint, env in map(parse, sys.argv[1:]):
             for i in range(INSTANCES):
                 key = f"{name}#{i + 1}"
+                # `start_berth` runs the binary the harness names.
                 harness.BERTH_BIN = binary
-                cfg: dict = {"log": {"level": "warn"}}
-                if endpoint:
-                    cfg["notifications"] = {"endpoints": [ev.endpoint("healthy", rc.url)],
-                                            "outbox": {"directory": str(work / key / "outbox")}}
-                servers[key] = harness.start_berth(work / key, config=cfg, env=env or None)
+                servers[key] = ev.server(work, key, [ev.endpoint("healthy", rc.url)] if endpoint else [], env or None)
                 oh.make_image(servers[key].url, "bench/m", "t")
         rates: dict[str, list[float]] = {k: [] for k in servers}
         keys = list(servers)
