@@ -22,7 +22,7 @@ from the registry under test. `BENCH_RECEIVER=parse` makes it parse every envelo
 
     python3 bench/events.py            # after cargo build --release -p berth -p berth-bench
 
-Writes bench/results/events.md. Pushes: medians of BENCH_RUNS (3) runs, configurations
+Writes bench/results/events.md. Pushes: medians of BENCH_RUNS (5) runs, configurations
 alternating; BENCH_PUSHES=0 measures the GET figures only.
 """
 
@@ -44,7 +44,7 @@ from eventreceiver import Receiver, refused_url  # noqa: E402
 from harness import start_berth  # noqa: E402
 
 BENCH_BIN = Path(os.environ.get("BENCH_BIN", ROOT / "target" / "release" / "berth-bench"))
-RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 GET_PAIRS = int(os.environ.get("BENCH_GET_PAIRS", "7"))
 PUSHES = int(os.environ.get("BENCH_PUSHES", "200"))
 SECS = int(os.environ.get("BENCH_RPS_SECS", "5"))
