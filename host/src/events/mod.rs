@@ -58,6 +58,10 @@ pub struct Notifier {
     include_references: bool,
     /// Per action (`Action as usize`): whether some endpoint does not ignore it.
     actions_wanted: [bool; 4],
+    /// Per action, the endpoints that want its events ([`Outbox::wanted_by`]) when no endpoint
+    /// ignores a media type, as nearly none does: every event's mask without asking each
+    /// endpoint's filter.
+    masks: Option<[u64; 4]>,
     dir: PathBuf,
     /// Whether the storage driver's sync flushes the outbox's journal (same filesystem), so
     /// that a push's event rides on the push's own sync (`attach_storage`).
@@ -112,6 +116,21 @@ fn source_addr(config: &Config) -> String {
 /// Whether `ignore.actions` names `a` (the one test for both `wants` and `may_want`).
 fn ignores_action(actions: &[String], a: Action) -> bool {
     actions.iter().any(|x| x == a.as_str())
+}
+
+/// Per action, the endpoints (bit `i`: `enabled[i]`) that want its events, when no endpoint
+/// ignores a media type (what `wants` answers then depends on the action alone); else none.
+fn masks_by_action(enabled: &[&Endpoint]) -> Option<[u64; 4]> {
+    if enabled.iter().any(|e| !e.ignoredmediatypes.is_empty() || !e.ignore.mediatypes.is_empty()) {
+        return None;
+    }
+    Some(Action::ALL.map(|a| {
+        enabled
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| !ignores_action(&e.ignore.actions, a))
+            .fold(0, |m, (i, _)| m | 1 << i)
+    }))
 }
 
 /// Whether an endpoint wants events like this one.
@@ -184,6 +203,7 @@ impl Notifier {
             }),
             include_references: config.notifications.events.includereferences,
             actions_wanted: Action::ALL.map(|a| enabled.iter().any(|e| !ignores_action(&e.ignore.actions, a))),
+            masks: masks_by_action(&enabled),
             dir,
             storage_syncs_journal: AtomicBool::new(false),
         })))
@@ -194,8 +214,16 @@ impl Notifier {
     /// endpoint ignores (distribution's example ignores pulls and blobs) costs nothing.
     pub fn may_want(&self, action: Action, media_type: Option<&str>) -> bool {
         match media_type {
-            Some(mt) => self.outbox.wanted_by(action, mt) != 0,
+            Some(mt) => self.wanted_by(action, mt) != 0,
             None => self.actions_wanted[action as usize],
+        }
+    }
+
+    /// The endpoints that want an event with `action` and `media_type` (bit `i`: endpoint `i`).
+    fn wanted_by(&self, action: Action, media_type: &str) -> u64 {
+        match &self.masks {
+            Some(m) => m[action as usize],
+            None => self.outbox.wanted_by(action, media_type),
         }
     }
 
@@ -253,7 +281,7 @@ impl Notifier {
     fn append(&self, events: &[record::Draft<'_>], flush: Flush) -> Result<outbox::Appended, OutboxError> {
         let mut wanted: SmallVec<[Drafted<'_>; 1]> = SmallVec::new();
         for draft in events {
-            let mask = self.outbox.wanted_by(draft.action, draft.target.media_type);
+            let mask = self.wanted_by(draft.action, draft.target.media_type);
             if mask != 0 {
                 wanted.push(Drafted { draft, mask, source: &self.source, json_len: draft.json_len(&self.source) });
             }
@@ -284,5 +312,38 @@ impl Notifier {
     /// Writes what waits for the next sync (pull events, cursors): at shutdown.
     pub fn close(&self) {
         self.outbox.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(actions: &[&str], media: &[&str], ignored: &[&str]) -> Endpoint {
+        let mut e = Endpoint::default();
+        e.ignore.actions = actions.iter().map(|s| s.to_string()).collect();
+        e.ignore.mediatypes = media.iter().map(|s| s.to_string()).collect();
+        e.ignoredmediatypes = ignored.iter().map(|s| s.to_string()).collect();
+        e
+    }
+
+    #[test]
+    fn masks_by_action_answer_as_each_endpoints_filter() {
+        let (a, b, c) =
+            (endpoint(&["pull"], &[], &[]), endpoint(&[], &[], &[]), endpoint(&["pull", "delete"], &[], &[]));
+        let enabled = [&a, &b, &c];
+        let masks = masks_by_action(&enabled).expect("no endpoint ignores a media type");
+        for action in Action::ALL {
+            for mt in ["", record::BLOB_MEDIA_TYPE, "application/vnd.oci.image.manifest.v1+json"] {
+                let by_filter =
+                    enabled.iter().enumerate().filter(|(_, e)| wants(e)(action, mt)).fold(0, |m, (i, _)| m | 1 << i);
+                assert_eq!(masks[action as usize], by_filter, "{action:?} {mt}");
+            }
+        }
+        assert_eq!(masks[Action::Pull as usize], 0b010);
+        assert_eq!(masks[Action::Push as usize], 0b111);
+        // A media type ignored, in either key: the filters must be asked.
+        assert!(masks_by_action(&[&a, &endpoint(&[], &["x"], &[])]).is_none());
+        assert!(masks_by_action(&[&endpoint(&[], &[], &["x"]), &b]).is_none());
     }
 }
