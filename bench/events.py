@@ -125,7 +125,7 @@ def main() -> int:
             target = ">= 90% of none" if k == "healthy+down" else "(reported)"
             ok = "PASS" if k != "healthy+down" or rel >= 0.9 else "FAIL"
             rows.append((f"{PUSHES} small pushes, {k}", f"{med[k]:.2f} s ({tput:.0f} images/s)",
-                         f"{rel * 100:.0f}% of none", target, ok if k == "healthy+down" else ""))
+                         f"{rel * 100:.1f}% of none", target, ok if k == "healthy+down" else ""))
         for s in servers.values():
             s.stop()
         servers.clear()
@@ -161,9 +161,9 @@ def main() -> int:
         rel = statistics.median(ratios)
         rn, rh = statistics.median(rates["none"]), statistics.median(rates["healthy"])
         rows.append(("manifest GET, none", f"{rn:.0f} req/s", "", "", ""))
-        rows.append(("manifest GET, one endpoint", f"{rh:.0f} req/s", f"{rel * 100:.0f}% of none",
+        rows.append(("manifest GET, one endpoint", f"{rh:.0f} req/s", f"{rel * 100:.1f}% of none",
                      ">= 90% of none", "PASS" if rel >= 0.9 else "FAIL"))
-        runs = "; ".join(f"{n:.0f} / {h:.0f} ({h / n * 100:.0f}%)" for n, h in zip(rates["none"], rates["healthy"]))
+        runs = "; ".join(f"{n:.0f} / {h:.0f} ({h / n * 100:.1f}%)" for n, h in zip(rates["none"], rates["healthy"]))
         notes.append(f"Manifest GET pairs, none / one endpoint in req/s (the ratio of each pair; its median is "
                      f"the figure): {runs}.")
         ob = statistics.median(outbox)
