@@ -17,7 +17,7 @@ fn main() {
     // order `host/link-order.txt` lists it. The kernel maps a binary's code in 64 KiB windows
     // around each page first touched; scattered over 27 MB of text, the 1.3 MB that serving
     // runs made 7 MiB resident at start. The GETs' busiest functions come first: packed into
-    // the fewest pages and cache lines, manifest GETs ran 3-7% faster than in first-run order.
+    // the fewest pages and cache lines, manifest GETs ran 3-8% faster than in first-run order.
     // Names not in the binary any more are skipped, so a stale list only costs locality;
     // `host/link-order.sh` writes it afresh. Only with LLD (Rust's default linker on x86_64
     // Linux), the linker that knows the option.

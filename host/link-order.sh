@@ -114,7 +114,7 @@ kill -TERM "$PID"
 wait "$PID" || true
 # Every function callgrind named that the binary defines: the steady state's first, the most
 # instructions first (what runs on every request shares the fewest pages and cache lines: GETs
-# measured 3-7% faster than with the same functions in first-run order); then the rest,
+# measured 3-8% faster than with the same functions in first-run order); then the rest,
 # first appearance first.
 python3 - "$W" "$BIN" host/link-order.txt <<'PY'
 import re
