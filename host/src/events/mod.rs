@@ -56,12 +56,13 @@ pub struct Notifier {
     endpoints: Vec<Arc<EndpointState>>,
     source: SourceJson,
     include_references: bool,
-    /// Per action (`Action as usize`): whether some endpoint does not ignore it.
-    actions_wanted: [bool; 4],
-    /// Per action, the endpoints that want its events ([`Outbox::wanted_by`]) when no endpoint
-    /// ignores a media type, as nearly none does: every event's mask without asking each
-    /// endpoint's filter.
-    masks: Option<[u64; 4]>,
+    /// Per action (`Action as usize`), the endpoints that do not ignore it (bit `i`: endpoint
+    /// `i`): with no media type ignored (nearly always), every event's mask without asking each
+    /// endpoint's filter ([`Outbox::wanted_by`]); else what a request may cause, before its
+    /// media type is known.
+    action_masks: [u64; 4],
+    /// Some endpoint ignores a media type: an event's mask also depends on its media type.
+    media_filters: bool,
     dir: PathBuf,
     /// Whether the storage driver's sync flushes the outbox's journal (same filesystem), so
     /// that a push's event rides on the push's own sync (`attach_storage`).
@@ -118,19 +119,21 @@ fn ignores_action(actions: &[String], a: Action) -> bool {
     actions.iter().any(|x| x == a.as_str())
 }
 
-/// Per action, the endpoints (bit `i`: `enabled[i]`) that want its events, when no endpoint
-/// ignores a media type (what `wants` answers then depends on the action alone); else none.
-fn masks_by_action(enabled: &[&Endpoint]) -> Option<[u64; 4]> {
-    if enabled.iter().any(|e| !e.ignoredmediatypes.is_empty() || !e.ignore.mediatypes.is_empty()) {
-        return None;
-    }
-    Some(Action::ALL.map(|a| {
+/// Per action, the endpoints (bit `i`: `enabled[i]`) that do not ignore it: what `wants`
+/// answers for every media type when no endpoint ignores one ([`ignores_media_types`]).
+fn masks_by_action(enabled: &[&Endpoint]) -> [u64; 4] {
+    Action::ALL.map(|a| {
         enabled
             .iter()
             .enumerate()
             .filter(|(_, e)| !ignores_action(&e.ignore.actions, a))
             .fold(0, |m, (i, _)| m | 1 << i)
-    }))
+    })
+}
+
+/// Whether some endpoint ignores a media type (`ignoredmediatypes` or `ignore.mediatypes`).
+fn ignores_media_types(enabled: &[&Endpoint]) -> bool {
+    enabled.iter().any(|e| !e.ignoredmediatypes.is_empty() || !e.ignore.mediatypes.is_empty())
 }
 
 /// Whether an endpoint wants events like this one.
@@ -202,8 +205,8 @@ impl Notifier {
                 instance_id: uuid::Uuid::new_v4().to_string(),
             }),
             include_references: config.notifications.events.includereferences,
-            actions_wanted: Action::ALL.map(|a| enabled.iter().any(|e| !ignores_action(&e.ignore.actions, a))),
-            masks: masks_by_action(&enabled),
+            action_masks: masks_by_action(&enabled),
+            media_filters: ignores_media_types(&enabled),
             dir,
             storage_syncs_journal: AtomicBool::new(false),
         })))
@@ -215,15 +218,16 @@ impl Notifier {
     pub fn may_want(&self, action: Action, media_type: Option<&str>) -> bool {
         match media_type {
             Some(mt) => self.wanted_by(action, mt) != 0,
-            None => self.actions_wanted[action as usize],
+            None => self.action_masks[action as usize] != 0,
         }
     }
 
     /// The endpoints that want an event with `action` and `media_type` (bit `i`: endpoint `i`).
     fn wanted_by(&self, action: Action, media_type: &str) -> u64 {
-        match &self.masks {
-            Some(m) => m[action as usize],
-            None => self.outbox.wanted_by(action, media_type),
+        if self.media_filters {
+            self.outbox.wanted_by(action, media_type)
+        } else {
+            self.action_masks[action as usize]
         }
     }
 
@@ -332,7 +336,8 @@ mod tests {
         let (a, b, c) =
             (endpoint(&["pull"], &[], &[]), endpoint(&[], &[], &[]), endpoint(&["pull", "delete"], &[], &[]));
         let enabled = [&a, &b, &c];
-        let masks = masks_by_action(&enabled).expect("no endpoint ignores a media type");
+        assert!(!ignores_media_types(&enabled));
+        let masks = masks_by_action(&enabled);
         for action in Action::ALL {
             for mt in ["", record::BLOB_MEDIA_TYPE, "application/vnd.oci.image.manifest.v1+json"] {
                 let by_filter =
@@ -343,7 +348,7 @@ mod tests {
         assert_eq!(masks[Action::Pull as usize], 0b010);
         assert_eq!(masks[Action::Push as usize], 0b111);
         // A media type ignored, in either key: the filters must be asked.
-        assert!(masks_by_action(&[&a, &endpoint(&[], &["x"], &[])]).is_none());
-        assert!(masks_by_action(&[&endpoint(&[], &[], &["x"]), &b]).is_none());
+        assert!(ignores_media_types(&[&a, &endpoint(&[], &["x"], &[])]));
+        assert!(ignores_media_types(&[&endpoint(&[], &[], &["x"]), &b]));
     }
 }
