@@ -3,6 +3,7 @@
 //! task, at least once and in order.
 //!
 //! - `record`: the event and the envelope, field for field as distribution writes them;
+//! - `stamp`: an event's id and time;
 //! - `listener`: request → event, in one place at the API boundary;
 //! - `outbox`: the redb log, group commit, bounds, cursors;
 //! - `endpoint`: one endpoint's delivery task (batches, threshold, growing backoff);
@@ -20,6 +21,7 @@ pub mod outbox;
 pub mod plugin_sink;
 pub mod record;
 pub mod sink;
+pub mod stamp;
 pub mod webhook;
 
 use std::path::PathBuf;
@@ -96,7 +98,7 @@ impl outbox::Append for Drafted<'_> {
     }
 
     fn write_json(&self, out: &mut bytes::BytesMut) {
-        self.draft.write_json(&record::Stamp::now(), self.source, self.json_len, out)
+        self.draft.write_json(&stamp::Stamp::now(), self.source, self.json_len, out)
     }
 }
 
