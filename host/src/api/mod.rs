@@ -375,6 +375,8 @@ impl App {
             (self.run(admission, route, req).await, Vec::new())
         };
         let resp = match resp {
+            // Some refusals are answers of their own (a 416 carries the upload's state).
+            Ok(resp) if has_body && resp.status().as_u16() >= 400 => closing_response(resp),
             Ok(resp) => resp,
             Err(e) => {
                 if !owed.is_empty() {
@@ -512,6 +514,12 @@ fn closing(mut e: ApiError, has_body: bool) -> ApiError {
         e.headers.push(("connection", HeaderValue::from_static("close")));
     }
     e
+}
+
+/// [`closing`] for a refusal the handler answered itself.
+fn closing_response(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// `scheme://host` as the client reached the registry: the request's `Host`, unless a proxy in
