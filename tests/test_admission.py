@@ -24,8 +24,9 @@ import pytest
 import requests
 import yaml
 
+import authtokens as at
 import ocilayout as ol
-from authhelpers import skopeo, write_htpasswd
+from authhelpers import acl_plugin, skopeo, token_for, write_htpasswd
 from harness import BERTH_BIN, PLUGIN_DIR, ROOT, free_port, start_berth
 from ocihelpers import (OCI_MANIFEST, build_manifest, error_codes, get_manifest, image_config, push_blob,
                         push_manifest, sha256, to_bytes)
@@ -195,6 +196,97 @@ def test_immutable_tags_with_skopeo_and_http(immutable, tmp_path):
     bot_other = image(srv.url, "prod/app", "http-other", auth=BOT)
     assert put(srv.url, "prod/app", "v1.0.0", bot_other, BOT).status_code == 201
     assert tag_target(srv.url, "prod/app", "v1.0.0", BOT) == sha256(to_bytes(other))
+
+
+class Bearer(requests.auth.AuthBase):
+    def __init__(self, token: str):
+        self.token = token
+
+    def __call__(self, r):
+        r.headers["Authorization"] = f"Bearer {self.token}"
+        return r
+
+
+def immutable_for_group(components) -> dict:
+    """The immutable-tags plugin protecting `v*` on prod/**, except to members of `releasers`."""
+    return {"path": str(components["admission-immutable-tags"]),
+            "config": {"protect.prod/**": "v*", "maygroups": "releasers"}}
+
+
+def assert_group_decides(url: str, repo: str, outsider, member) -> None:
+    """A protected tag pushed by `outsider` is theirs to keep but not to move; `member`, in the
+    exempt group, moves it and deletes it."""
+    first = image(url, repo, f"{repo}-first", auth=outsider)
+    second = image(url, repo, f"{repo}-second", auth=outsider)
+    assert put(url, repo, "v1", first, outsider).status_code == 201
+    assert_denied(put(url, repo, "v1", second, outsider), "immutable")
+    assert tag_target(url, repo, "v1", outsider) == sha256(to_bytes(first))
+    r = put(url, repo, "v1", second, member)
+    assert r.status_code == 201, r.text
+    assert tag_target(url, repo, "v1", member) == sha256(to_bytes(second))
+    assert_denied(requests.delete(f"{url}/v2/{repo}/manifests/v1", auth=outsider, timeout=10), "cannot be deleted")
+    r = requests.delete(f"{url}/v2/{repo}/manifests/v1", auth=member, timeout=10)
+    assert r.status_code == 202, r.text
+    assert tag_target(url, repo, "v1", member) is None
+
+
+GROUP_USERS = {"alice": "alice-pw-1", "carol": "carol-pw-3"}
+
+
+@pytest.fixture(scope="module")
+def group_issuer(components, tmp_path_factory):
+    """Berth's own token server deciding with auth-acl (carol is in `releasers`), and immutable
+    tags on prod/** that `releasers` may still move."""
+    tmp = tmp_path_factory.mktemp("group-issuer")
+    d = tmp / "auth"
+    write_htpasswd(d / "htpasswd", GROUP_USERS)
+    plugins = acl_plugin(d, "authenticated prod/** pull,push,delete\n", "releasers=carol")
+    plugins["immutable"] = immutable_for_group(components)
+    cfg = admission_config(plugins, [("prod/**", ["immutable"])])
+    cfg["auth"] = {"issuer": {"policy": "auth-acl"}}
+    srv = start_berth(tmp, config=cfg)
+    yield srv
+    srv.stop()
+
+
+def test_groups_the_auth_policy_names_reach_admission_through_issued_tokens(group_issuer):
+    srv = group_issuer
+    scope = ["repository:prod/app:pull,push,delete"]
+    alice = token_for(srv, scope, "alice", GROUP_USERS["alice"])
+    carol = token_for(srv, scope, "carol", GROUP_USERS["carol"])
+    # The issuer writes the policy's groups into the token (none: no claim).
+    assert "groups" not in at.unverified_claims(alice)
+    assert at.unverified_claims(carol)["groups"] == ["releasers"]
+    assert_group_decides(srv.url, "prod/app", Bearer(alice), Bearer(carol))
+    # alice's token with the group written in, the signature kept: refused before admission.
+    first = image(srv.url, "prod/app", "forged-first", auth=Bearer(alice))
+    assert put(srv.url, "prod/app", "v2", first, Bearer(alice)).status_code == 201
+    second = image(srv.url, "prod/app", "forged-second", auth=Bearer(alice))
+    forged = at.tampered(alice, groups=["releasers"])
+    assert put(srv.url, "prod/app", "v2", second, Bearer(forged)).status_code == 401
+    # ... and so is one signed by a key the registry does not trust.
+    stranger = at.Issuer([at.SigningKey("P-256", name="not the issuer")], "berth", "berth")
+    own = stranger.mint([at.repo("prod/app", "pull", "push")], sub="alice", groups=["releasers"])
+    assert put(srv.url, "prod/app", "v2", second, Bearer(own)).status_code == 401
+    assert tag_target(srv.url, "prod/app", "v2", Bearer(alice)) == sha256(to_bytes(first))
+
+
+def test_groups_claim_of_an_external_issuer_s_token_reaches_admission(components, tmp_path):
+    """No policy: a trusted issuer's token is the whole answer, its `groups` claim included."""
+    key = at.SigningKey("P-256", name="external issuer")
+    issuer = at.Issuer([key], "test-issuer", "berth")
+    bundle = at.write_bundle(tmp_path / "bundle.pem", [key])
+    cfg = admission_config({"immutable": immutable_for_group(components)}, [("prod/**", ["immutable"])])
+    cfg["auth"] = {"token": {"realm": "https://issuer.example.test/auth", "service": "berth",
+                             "issuer": "test-issuer", "rootcertbundle": str(bundle)}}
+    srv = start_berth(tmp_path, config=cfg)
+    try:
+        access = [at.repo("prod/ext", "pull", "push", "delete")]
+        outsider = Bearer(issuer.mint(access, sub="dave"))
+        member = Bearer(issuer.mint(access, sub="erin", groups=["builders", "releasers"]))
+        assert_group_decides(srv.url, "prod/ext", outsider, member)
+    finally:
+        srv.stop()
 
 
 def test_racing_pushes_to_a_protected_tag_exactly_one_wins(immutable):

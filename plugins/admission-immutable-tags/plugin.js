@@ -8,6 +8,8 @@
 //       across segments (`prod/**`, `*`, `library/alpine`).
 //   "may": subjects (verified identities) that may still move or delete protected tags,
 //       comma-separated, e.g. a release bot.
+//   "maygroups": groups whose members may too, comma-separated (the groups the auth policy
+//       named for the identity, e.g. auth-acl's `groups`).
 //
 // Pushing the same manifest to a protected tag again is allowed (it moves nothing).
 
@@ -17,6 +19,7 @@ const SEMVER = /^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+
 
 let rules = []; // [{ glob, patterns: [string] }]
 let may = new Set();
+let mayGroups = new Set();
 
 function list(v) {
   return v.split(',').map((s) => s.trim()).filter((s) => s.length > 0);
@@ -65,6 +68,7 @@ export const lifecycle = {
   init(config) {
     const next = [];
     let nextMay = new Set();
+    let nextGroups = new Set();
     for (const [key, value] of config) {
       if (key.startsWith('protect.')) {
         const glob = key.slice('protect.'.length);
@@ -75,19 +79,24 @@ export const lifecycle = {
         next.push({ glob, patterns });
       } else if (key === 'may') {
         nextMay = new Set(list(value));
+      } else if (key === 'maygroups') {
+        nextGroups = new Set(list(value));
       } else {
-        throw { tag: 'invalid-config', val: [key, 'unknown key (use protect.<glob> or may)'] };
+        throw { tag: 'invalid-config', val: [key, 'unknown key (use protect.<glob>, may or maygroups)'] };
       }
     }
     rules = next;
     may = nextMay;
-    log('info', `immutable tags: ${rules.length} rule(s), ${may.size} identit(ies) exempt`);
+    mayGroups = nextGroups;
+    log('info', `immutable tags: ${rules.length} rule(s), ${may.size} identit(ies) and ${mayGroups.size} group(s) exempt`);
   },
 };
 
 export const admissionPolicy = {
   check(write, identity, _request) {
-    if (identity && may.has(identity.subject)) return { tag: 'allow' };
+    if (identity && (may.has(identity.subject) || identity.groups.some((g) => mayGroups.has(g)))) {
+      return { tag: 'allow' };
+    }
     if (write.tag === 'manifest-put') {
       const w = write.val;
       if (w.tag != null && w.tagCurrent != null && w.tagCurrent !== w.manifest.digest

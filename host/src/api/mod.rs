@@ -336,7 +336,8 @@ impl App {
                 let access = auth.authorize(&caller, &needed).await.map_err(|e| closing(e, has_body))?;
                 if !access.subject.is_empty() {
                     tracing::Span::current().record("user", access.subject.as_str());
-                    identity = Some(crate::admission::Identity { subject: access.subject.clone(), groups: Vec::new() });
+                    identity =
+                        Some(crate::admission::Identity { subject: access.subject.clone(), groups: access.groups });
                 }
                 actor = access.subject;
             }

@@ -150,7 +150,7 @@ impl Issuer {
             verifier,
         };
         // A key that does not match its certificate would issue tokens no one accepts: prove it.
-        let probe = issuer.sign("", vec![], Duration::from_secs(60), false)?;
+        let probe = issuer.sign("", &[], vec![], Duration::from_secs(60), false)?;
         issuer.verifier.verify(&probe).map_err(|e| format!("the key does not match the certificate: {e}"))?;
         Ok(issuer)
     }
@@ -174,7 +174,14 @@ impl Issuer {
         format!("{origin}/auth/token")
     }
 
-    fn sign(&self, subject: &str, access: Vec<Scope>, lifetime: Duration, refresh: bool) -> Result<String, String> {
+    fn sign(
+        &self,
+        subject: &str,
+        groups: &[String],
+        access: Vec<Scope>,
+        lifetime: Duration,
+        refresh: bool,
+    ) -> Result<String, String> {
         let t = now();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -185,6 +192,7 @@ impl Issuer {
             iat: Some(t),
             jti: hex::encode(rand::random::<[u8; 16]>()),
             access,
+            groups: groups.to_vec(),
             berth_refresh: refresh,
         };
         jsonwebtoken::encode(&self.header, &claims, &self.key).map_err(|e| format!("signing failed: {e}"))
@@ -304,10 +312,11 @@ impl Auth {
         }
         let granted = narrow(&decision.granted, &requested);
         let subject = decision.subject.clone().unwrap_or_default();
-        let token = issuer.sign(&subject, granted.clone(), issuer.expiration, false).map_err(|e| {
-            tracing::error!(error = %e, "cannot sign a token");
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "cannot sign a token")
-        })?;
+        let token =
+            issuer.sign(&subject, &decision.groups, granted.clone(), issuer.expiration, false).map_err(|e| {
+                tracing::error!(error = %e, "cannot sign a token");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "cannot sign a token")
+            })?;
         crate::metrics::get().tokens_issued.inc();
         count("allowed");
         tracing::info!(subject = %subject, scopes = %super::scope::join(&granted), "token issued");
@@ -323,7 +332,7 @@ impl Auth {
         if offline && decision.subject.is_some() {
             let refresh = match grant {
                 Some("refresh_token") => req.get("refresh_token").unwrap_or_default().to_string(),
-                _ => issuer.sign(&subject, vec![], issuer.refresh_expiration, true).map_err(|e| {
+                _ => issuer.sign(&subject, &[], vec![], issuer.refresh_expiration, true).map_err(|e| {
                     tracing::error!(error = %e, "cannot sign a refresh token");
                     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "cannot sign a token")
                 })?,

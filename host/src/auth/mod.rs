@@ -91,6 +91,9 @@ pub fn check(config: &Config) -> Result<(), SetupError> {
 pub struct Access {
     /// The authenticated subject; empty for anonymous (or no auth configured).
     pub subject: String,
+    /// The subject's groups: the policy's answer when it decided this request, else the
+    /// token's `groups` claim (none for Basic without a policy).
+    pub groups: Vec<String>,
 }
 
 /// What the auth layer knows of a request.
@@ -283,23 +286,23 @@ impl Auth {
                 return Err(unauthorized(c, &refused(&e), needed));
             }
         };
-        let granted = match (&self.decisions, external) {
+        let (granted, groups) = match (&self.decisions, external) {
             // Berth's own tokens carry what its policy granted when they were issued.
             (Some(d), true) if !needed.is_empty() => {
                 let answer = d
                     .decide(Credentials::Bearer(&claims), Some(token), needed, caller.request_info())
                     .await
                     .map_err(|_| policy_failed())?;
-                answer.granted
+                (answer.granted, answer.groups)
             }
-            _ => claims.access.clone(),
+            _ => (claims.access.clone(), claims.groups.clone()),
         };
         if !covers(&granted, needed) {
             count("denied");
             let c = self.bearer_challenge(caller, needed, Some("insufficient_scope"));
             return Err(unauthorized(c, "the token does not grant this access", needed));
         }
-        Ok(Access { subject: claims.sub.clone() })
+        Ok(Access { subject: claims.sub.clone(), groups })
     }
 
     async fn authorize_basic(
@@ -331,6 +334,7 @@ impl Auth {
             return Err(unauthorized(challenge, "invalid username or password", needed));
         }
         self.throttle.succeeded(caller.ip(), Some(&user));
+        let mut groups = Vec::new();
         if let Some(d) = &self.decisions {
             if !needed.is_empty() {
                 let answer = d
@@ -346,9 +350,10 @@ impl Auth {
                     count("denied");
                     return Err(ApiError::new(StatusCode::FORBIDDEN, "DENIED", format!("{user} may not do this")));
                 }
+                groups = answer.groups;
             }
         }
-        Ok(Access { subject: user })
+        Ok(Access { subject: user, groups })
     }
 }
 

@@ -36,6 +36,10 @@ pub struct Claims {
     pub jti: String,
     #[serde(default)]
     pub access: Vec<Scope>,
+    /// The subject's groups, as the issuer's policy named them (Berth's issuer writes them; a
+    /// private claim other issuers may set too): what admission policies see of who asks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
     /// Set on Berth's refresh tokens, which are never access tokens.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub berth_refresh: bool,
