@@ -10,6 +10,7 @@ import requests
 import yaml
 
 from harness import free_port, start_berth
+from ocihelpers import make_image
 
 
 def with_debug(tmp_path, port: int | None = None):
@@ -51,6 +52,28 @@ def test_reload_on_the_debug_listener_rereads_the_configuration(tmp_path):
         assert body["reloaded"] is False
         assert "invalid configuration" in body["error"] and "storage.delete.enabled" in body["error"], body
         assert requests.get(f"{srv.url}/v2/", timeout=10).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_reload_names_the_changes_it_leaves_for_a_restart(tmp_path):
+    srv = with_debug(tmp_path)
+    try:
+        cfg = yaml.safe_load(srv.config_path.read_text())
+        cfg.setdefault("catalog", {})["maxentries"] = 7
+        cfg["storage"]["delete"]["enabled"] = not cfg["storage"]["delete"].get("enabled", False)
+        srv.config_path.write_text(yaml.safe_dump(cfg))
+        r = requests.post(srv.debug_url + "/admin/reload", timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"reloaded": True, "serving": "no plugins in use; nothing reloaded; "
+                                                         "not applied until a restart: storage, catalog"}
+        assert "apply at the next restart" in srv.log()
+        # Still running as it started: a catalog page is not cut at the new maxentries.
+        for i in range(8):
+            make_image(srv.url, f"reload/r{i}", "t")
+        r = requests.get(f"{srv.url}/v2/_catalog", timeout=10)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["repositories"]) == 8, r.text
     finally:
         srv.stop()
 

@@ -155,8 +155,13 @@ pub async fn build_with_plugins(config: &Config, config_path: Option<PathBuf>) -
         app.set_events(n);
     }
     app.set_plugins(plugins.clone());
-    let reloader =
-        Arc::new(Reloader { config_path, plugins, app: Arc::downgrade(&app), lock: tokio::sync::Mutex::new(()) });
+    let reloader = Arc::new(Reloader {
+        config_path,
+        running: config.clone(),
+        plugins,
+        app: Arc::downgrade(&app),
+        lock: tokio::sync::Mutex::new(()),
+    });
     app.set_reload(Arc::new(move || {
         let r = reloader.clone();
         Box::pin(async move { r.reload().await })
@@ -243,6 +248,8 @@ impl AsRef<Registry> for App {
 /// Re-reads the configuration and the plugin files; swaps in what loads, keeps the rest.
 struct Reloader {
     config_path: Option<PathBuf>,
+    /// The configuration the server started with: what is not reloaded still runs as it says.
+    running: Config,
     plugins: PluginSet,
     app: std::sync::Weak<App>,
     lock: tokio::sync::Mutex<()>,
@@ -262,17 +269,26 @@ impl Reloader {
     async fn reload_inner(&self) -> Result<String, String> {
         let loaded = Config::load(self.config_path.as_deref(), std::env::vars())
             .map_err(|e| format!("invalid configuration: {e}"))?;
-        if self.plugins.is_empty() {
-            return Ok("no plugins in use; nothing reloaded".into());
-        }
-        let (worlds, serving) = self.plugins.reload(&loaded.config).await.map_err(|e| e.to_string())?;
-        // Cached manifests came from the previous storage backend.
-        if worlds.contains(&World::StorageDriver) {
-            if let Some(app) = self.app.upgrade() {
-                app.registry.storage_changed();
+        let serving = if self.plugins.is_empty() {
+            "no plugins in use; nothing reloaded".to_string()
+        } else {
+            let (worlds, serving) = self.plugins.reload(&loaded.config).await.map_err(|e| e.to_string())?;
+            // Cached manifests came from the previous storage backend.
+            if worlds.contains(&World::StorageDriver) {
+                if let Some(app) = self.app.upgrade() {
+                    app.registry.storage_changed();
+                }
             }
+            serving
+        };
+        // Said, not silently ignored: an operator who edited them expects them to apply.
+        let stale = self.running.restart_needed_for(&loaded.config);
+        if stale.is_empty() {
+            return Ok(serving);
         }
-        Ok(serving)
+        let stale = stale.join(", ");
+        tracing::warn!(sections = %stale, "reload: these sections changed; they apply at the next restart");
+        Ok(format!("{serving}; not applied until a restart: {stale}"))
     }
 }
 

@@ -66,6 +66,12 @@ macro_rules! sections {
             fn each_problems(&self, out: &mut Vec<ConfigError>) {
                 $(self.$field.problems(out);)*
             }
+
+            /// Each section's name and settings as `Debug` writes them: no map in the
+            /// configuration iterates in a random order, so equal settings are equal text.
+            fn each_section(&self) -> Vec<(&'static str, String)> {
+                vec![$((stringify!($field), format!("{:?}", self.$field)),)*]
+            }
         }
     };
 }
@@ -116,6 +122,38 @@ pub struct Loaded {
 impl Config {
     pub fn driver(&self) -> Driver {
         self.storage.driver()
+    }
+
+    /// The sections where `next` differs from this configuration in what a reload does not
+    /// apply. A reload swaps plugins: their files and settings (`plugins`), and which plugin
+    /// serves the storage and auth roles; every other setting is read once, at start.
+    pub fn restart_needed_for(&self, next: &Config) -> Vec<&'static str> {
+        let sections = |c: &Config| {
+            let mut c = c.clone();
+            // Which plugin a role names is reloaded; whether there is the role is not.
+            if let Some(p) = &mut c.storage.plugin {
+                p.name.clear();
+            }
+            let a = &mut c.auth;
+            for policy in [a.token.as_mut().map(|t| &mut t.policy), a.htpasswd.as_mut().map(|h| &mut h.policy)]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(p) = policy {
+                    p.clear();
+                }
+            }
+            if let Some(i) = &mut a.issuer {
+                i.policy.clear();
+            }
+            c.each_section()
+        };
+        sections(self)
+            .into_iter()
+            .zip(sections(next))
+            .filter(|((name, before), (_, after))| *name != "plugins" && before != after)
+            .map(|((name, _), _)| name)
+            .collect()
     }
 
     /// For `berth config check`: the configuration and every problem in it. A file that does not
@@ -312,5 +350,26 @@ pub(crate) mod tests {
         let cwd = std::env::current_dir().unwrap();
         let c = Config::load(None, [("BERTH_STORAGE_FILESYSTEM_ROOTDIRECTORY".into(), "r".into())]).unwrap().config;
         assert_eq!(c.driver(), Driver::Filesystem(cwd.join("r")));
+    }
+
+    /// A reload applies plugins and which plugin serves a role; it names what else changed.
+    #[test]
+    fn what_a_reload_leaves_for_a_restart() {
+        let base = "plugins:\n  a: {path: a.wasm, config: {k: '1'}}\n  b: {path: b.wasm}\n  acl: {path: acl.wasm}\n\
+                    storage:\n  plugin: {name: a}\n";
+        let running = load(base, &[]).unwrap().config;
+        let next = |extra: &str, swap: bool| {
+            let mut y = base.replace("k: '1'", "k: '2'");
+            if swap {
+                y = y.replace("name: a", "name: b");
+            }
+            load(&format!("{y}{extra}"), &[]).unwrap().config
+        };
+        assert!(running.restart_needed_for(&load(base, &[]).unwrap().config).is_empty());
+        // A plugin's settings, and another plugin for the storage role: reloaded.
+        assert!(running.restart_needed_for(&next("", true)).is_empty());
+        assert_eq!(running.restart_needed_for(&next("http: {addr: '127.0.0.1:5001'}\n", false)), ["http"]);
+        let two = next("catalog: {maxentries: 7}\nauth:\n  htpasswd: {realm: r, path: /h, policy: acl}\n", true);
+        assert_eq!(running.restart_needed_for(&two), ["catalog", "auth"]);
     }
 }
