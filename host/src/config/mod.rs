@@ -135,13 +135,9 @@ impl Config {
                 p.name.clear();
             }
             let a = &mut c.auth;
-            for policy in [a.token.as_mut().map(|t| &mut t.policy), a.htpasswd.as_mut().map(|h| &mut h.policy)]
-                .into_iter()
-                .flatten()
-            {
-                if let Some(p) = policy {
-                    p.clear();
-                }
+            let policies = [a.token.as_mut().map(|t| &mut t.policy), a.htpasswd.as_mut().map(|h| &mut h.policy)];
+            for p in policies.into_iter().flatten().flatten() {
+                p.clear();
             }
             if let Some(i) = &mut a.issuer {
                 i.policy.clear();
