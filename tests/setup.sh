@@ -19,7 +19,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-python3 -c 'import pytest, xdist, requests, yaml, prometheus_client, moto.server, boto3, azure.storage.blob, cryptography, jwt, bcrypt' 2>/dev/null || python3 -m pip install -q -r tests/requirements.txt
+python3 -c 'import pytest, xdist, requests, yaml, prometheus_client, moto.server, boto3, azure.storage.blob, cryptography, jwt, bcrypt, h2' 2>/dev/null || python3 -m pip install -q -r tests/requirements.txt
 # Azurite (Azure Blob's emulator) from npm, kept out of the system prefix.
 AZURITE_PREFIX="${BERTH_AZURITE_PREFIX:-$HOME/.cache/berth/azurite}"
 [ -x "$AZURITE_PREFIX/node_modules/.bin/azurite-blob" ] ||

@@ -2,8 +2,9 @@
 openssl CLI; berth serves the registry over TLS, verified against that CA by requests and by
 skopeo (`--dest-cert-dir` / `--src-cert-dir`), and by curl over HTTP/2 (negotiated with ALPN, as
 distribution offers it) as well as HTTP/1.1; shrugs off plain HTTP and stalled handshakes on its
-TLS port, drains HTTP/2 downloads on shutdown, and refuses to start (naming the key) on a bad
-certificate or key file.
+TLS port, drains HTTP/2 downloads on shutdown, ends an HTTP/2 connection whose downloads no one
+reads (with the `h2` library as a client that grants no window), and refuses to start (naming the
+key) on a bad certificate or key file.
 """
 
 from __future__ import annotations
@@ -54,11 +55,11 @@ def pki(tmp_path_factory) -> Path:
     return d
 
 
-def write_config(workdir: Path, port: int, cert: Path, key: Path) -> Path:
+def write_config(workdir: Path, port: int, cert: Path, key: Path, http: dict | None = None) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = {
         "log": {"level": "debug"},
-        "http": {"addr": f"127.0.0.1:{port}", "tls": {"certificate": str(cert), "key": str(key)}},
+        "http": {"addr": f"127.0.0.1:{port}", "tls": {"certificate": str(cert), "key": str(key)}, **(http or {})},
         "storage": {"filesystem": {"rootdirectory": str(workdir / "data")}, "delete": {"enabled": True}},
     }
     path = workdir / f"berth-{port}.yml"
@@ -66,10 +67,11 @@ def write_config(workdir: Path, port: int, cert: Path, key: Path) -> Path:
     return path
 
 
-def start_tls_berth(workdir: Path, pki: Path) -> Server:
-    """berth on HTTPS with the test server certificate; ready once /v2/ answers over TLS."""
+def start_tls_berth(workdir: Path, pki: Path, http: dict | None = None) -> Server:
+    """berth on HTTPS with the test server certificate (and `http` settings); ready once /v2/
+    answers over TLS."""
     port = free_port()
-    config_path = write_config(workdir, port, pki / "server.crt", pki / "server.key")
+    config_path = write_config(workdir, port, pki / "server.crt", pki / "server.key", http)
     log_path = workdir / f"berth-{port}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([str(BERTH_BIN), "serve", "--config", str(config_path)],
@@ -290,3 +292,108 @@ def test_config_check_accepts_a_good_certificate_and_key(pki, tmp_path):
     checked = run_berth("config", "check", str(config))
     assert checked.returncode == 0, checked.stderr
     assert "ok" in checked.stdout
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+class StalledH2:
+    """An HTTP/2 client that asks for `streams` downloads and never reads them: it grants no
+    flow-control window (its initial stream window is 0), and pings so the connection is
+    never idle."""
+
+    def __init__(self, pki: Path, port: int, path: str, streams: int):
+        import ssl
+
+        import h2.config
+        import h2.connection
+        import h2.settings
+
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.set_alpn_protocols(["h2"])
+        self.sock = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                    server_hostname="localhost")
+        assert self.sock.selected_alpn_protocol() == "h2"
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        for i in range(streams):
+            self.conn.send_headers(self.conn.get_next_available_stream_id(),
+                                   [(":method", "GET"), (":scheme", "https"), (":authority", f"127.0.0.1:{port}"),
+                                    (":path", path)], end_stream=True)
+        self.flush()
+        self.closed = False
+
+    def flush(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
+
+    def pump(self, seconds: float) -> None:
+        """Reads what comes (acknowledging nothing) and pings, for `seconds` or until the server
+        closes the connection."""
+        import h2.events
+
+        end = time.monotonic() + seconds
+        pinged = 0.0
+        self.sock.settimeout(0.2)
+        while time.monotonic() < end and not self.closed:
+            if time.monotonic() - pinged >= 0.5:
+                self.conn.ping(b"stalling")
+                pinged = time.monotonic()
+            try:
+                self.flush()
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                self.closed = True
+                break
+            if not data:
+                self.closed = True
+                break
+            for e in self.conn.receive_data(data):
+                if isinstance(e, h2.events.ConnectionTerminated):
+                    self.closed = True
+
+
+def test_http2_downloads_no_one_reads_end_the_connection_after_bodystall(tmp_path, pki, https):
+    """A client that asks for a hundred downloads over one HTTP/2 connection and grants no window
+    writes nothing to stall and pings so it is never idle; every stream holds what it was handed
+    (about 1 MiB each: the storage reader's chunks and the stream's buffer). The connection is
+    closed once no stream has taken anything for `bodystall`, and that memory is given back;
+    a slow but steady HTTP/2 download on the same server runs to its end."""
+    stall = 3
+    srv = start_tls_berth(tmp_path / "srv", pki, {"timeouts": {"bodystall": f"{stall}s"}})
+    try:
+        data = os.urandom(4 << 20)
+        dgst = push_blob(srv.url, REPO, data, https)
+        base = rss_mib(srv.proc.pid)
+        c = StalledH2(pki, srv.port, f"/v2/{REPO}/blobs/{dgst}", 100)
+        c.pump(1.5)
+        held = rss_mib(srv.proc.pid) - base
+        assert not c.closed
+        assert held > 30, f"the stalled streams should hold memory to begin with: {held:.0f} MiB"
+        started = time.monotonic()
+        c.pump(stall * 3)
+        assert c.closed, "the server kept a connection whose streams took nothing"
+        # Checked four times per bodystall: closed after 3 s of no progress, within 3.75 s of it.
+        assert time.monotonic() - started < stall * 1.5 + 1
+        assert "HTTP/2 responses not read for http.timeouts.bodystall" in srv.log()
+        deadline = time.monotonic() + 10
+        while rss_mib(srv.proc.pid) - base > held / 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rss_mib(srv.proc.pid) - base <= held / 3, (base, held, rss_mib(srv.proc.pid))
+        # A reader that takes its download slowly but steadily is not a stalled one.
+        exe = shutil.which("curl")
+        assert exe, "curl is not installed"
+        out = tmp_path / "download"
+        p = subprocess.run([exe, "-sS", "--http2", "--fail", "--cacert", str(pki / "ca.crt"), "--limit-rate", "800K",
+                            "-o", str(out), "-w", "%{http_version}", f"{srv.url}/v2/{REPO}/blobs/{dgst}"],
+                           capture_output=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout == b"2" and out.read_bytes() == data
+    finally:
+        srv.stop()

@@ -1,8 +1,8 @@
 //! Open client connections: how many there are (`http.maxconnections`), what each is doing, and
 //! the watchdog that closes one whose client stopped making progress (`http.timeouts.header` and
-//! `.idle`). Request bodies that stall are cut where they are read (`api::request_body`);
-//! responses a client stops reading, and hyper's own bodyless error answers, are handled in the
-//! connection's IO (`guarded_io`).
+//! `.idle`, and `.bodystall` for HTTP/2 downloads no one reads). Request bodies that stall are
+//! cut where they are read (`api::request_body`); HTTP/1.1 responses a client stops reading, and
+//! hyper's own bodyless error answers, are handled in the connection's IO (`guarded_io`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -45,6 +45,11 @@ pub struct ConnState {
     /// HTTP/2: streams have no head to time here (frames such as PING or WINDOW_UPDATE arrive
     /// between requests), so only the idle timeout applies.
     http2: AtomicBool,
+    /// HTTP/2 response bodies that handed hyper a frame and were not asked for the next one yet:
+    /// hyper asks once the client's flow-control window lets what it holds go out.
+    waiting: AtomicU32,
+    /// When an HTTP/2 response body was last asked for a frame (0: never).
+    body_asked: AtomicU64,
 }
 
 impl ConnState {
@@ -80,10 +85,42 @@ impl ConnState {
     /// A request reached the service; the returned guard ends it when dropped (with the
     /// response body, or with the handler if the client went away).
     pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
-        self.busy.fetch_add(1, Ordering::Relaxed);
+        // HTTP/2's watchdog watches busy connections too (`stalled`): wake it to. HTTP/1.1's
+        // has nothing to do then, and is not woken on every request.
+        if self.busy.fetch_add(1, Ordering::Relaxed) == 0 && self.http2.load(Ordering::Relaxed) {
+            self.kick.notify_one();
+        }
         self.head_started.store(0, Ordering::Relaxed);
         self.last_activity.store(now_ms(), Ordering::Relaxed);
         RequestGuard(self.clone())
+    }
+
+    /// An HTTP/2 response body is asked for its next frame (`was_waiting`: it had handed one
+    /// out, which the client has now let go).
+    pub fn body_asked(&self, was_waiting: bool) {
+        self.body_asked.store(now_ms(), Ordering::Relaxed);
+        if was_waiting {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An HTTP/2 response handed out its head or a frame, and waits to be asked for the next.
+    pub fn body_handed(&self) {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An HTTP/2 response body that was waiting is gone (done, or its stream reset).
+    pub fn body_gone(&self) {
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// HTTP/2: some response waits on the client and no response body on the connection was
+    /// asked for anything for `stall`. The client grants no flow-control window: nothing is
+    /// written to the socket, so no write stalls there, and its PINGs keep the connection
+    /// active, while every stream holds what it was sent.
+    fn stalled(&self, stall: Duration) -> bool {
+        self.waiting.load(Ordering::Relaxed) > 0
+            && self.body_asked.load(Ordering::Relaxed) + stall.as_millis() as u64 <= now_ms()
     }
 
     /// Idle: no request in it and no request head arriving.
@@ -94,6 +131,62 @@ impl ConnState {
 
 /// Holds a connection busy while one request is served.
 pub struct RequestGuard(Arc<ConnState>);
+
+/// A response body on an HTTP/2 connection, keeping the connection busy until it is done and
+/// telling the watchdog whether the client takes what it is sent (`ConnState::stalled`).
+pub struct Http2Response<B> {
+    inner: B,
+    guard: RequestGuard,
+    /// The head or a frame was handed out and the next frame not asked for yet.
+    waiting: bool,
+}
+
+impl<B> Http2Response<B> {
+    /// A response whose head hyper sends now: it waits on the client from here, as hyper asks
+    /// for the first frame only once the client's window has room.
+    pub fn new(inner: B, guard: RequestGuard) -> Self {
+        guard.0.body_asked(false);
+        guard.0.body_handed();
+        Http2Response { inner, guard, waiting: true }
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Http2Response<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let was_waiting = std::mem::take(&mut self.waiting);
+        self.guard.0.body_asked(was_waiting);
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if let std::task::Poll::Ready(Some(Ok(f))) = &polled {
+            if f.is_data() {
+                self.waiting = true;
+                self.guard.0.body_handed();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Http2Response<B> {
+    fn drop(&mut self) {
+        if self.waiting {
+            self.guard.0.body_gone();
+        }
+    }
+}
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
@@ -113,6 +206,8 @@ pub enum Closed {
     Idle,
     /// Closed to make room for a new connection at `http.maxconnections`.
     Shed,
+    /// HTTP/2 downloads the client took nothing of for `http.timeouts.bodystall`.
+    Stalled,
 }
 
 impl Closed {
@@ -122,6 +217,7 @@ impl Closed {
             Closed::HeaderTimeout => "header_timeout",
             Closed::Idle => "idle",
             Closed::Shed => "shed",
+            Closed::Stalled => "body_stall",
         }
     }
 }
@@ -132,17 +228,22 @@ impl std::fmt::Display for Closed {
             Closed::HeaderTimeout => "request head not received within http.timeouts.header",
             Closed::Idle => "idle for http.timeouts.idle",
             Closed::Shed => "idle connection closed to make room (http.maxconnections)",
+            Closed::Stalled => "HTTP/2 responses not read for http.timeouts.bodystall",
         })
     }
 }
 
 /// Resolves when the connection should be closed: a head that took too long, a keep-alive
-/// connection idle too long, or the tracker shedding it. Never while a request is served (its
-/// body has its own stall timeout). A zero timeout is off.
-pub async fn watchdog(state: &ConnState, header: Duration, idle: Duration) -> Closed {
+/// connection idle too long, HTTP/2 downloads no one reads (`ConnState::stalled`), or the
+/// tracker shedding it. Otherwise never while a request is served (its request body has its
+/// own stall timeout, and an HTTP/1.1 response its write stall in `guarded_io`). A zero
+/// timeout is off.
+pub async fn watchdog(state: &ConnState, header: Duration, idle: Duration, stall: Duration) -> Closed {
     loop {
         let deadline = if state.busy.load(Ordering::Relaxed) > 0 {
-            None
+            // Looked at four times per `stall`: no counter moves per frame to time it exactly.
+            (state.http2.load(Ordering::Relaxed) && !stall.is_zero())
+                .then(|| (now_ms() + (stall.as_millis() as u64 / 4).max(1), Closed::Stalled))
         } else {
             match state.head_started.load(Ordering::Relaxed) {
                 0 => (!idle.is_zero())
@@ -164,6 +265,7 @@ pub async fn watchdog(state: &ConnState, header: Duration, idle: Duration) -> Cl
                 // Re-check: activity may have moved the deadline while we slept.
                 let still = match why {
                     Closed::Idle => state.idle() && state.last_activity.load(Ordering::Relaxed) + idle.as_millis() as u64 <= now_ms(),
+                    Closed::Stalled => state.stalled(stall),
                     _ => state.busy.load(Ordering::Relaxed) == 0 && state.head_started.load(Ordering::Relaxed) != 0,
                 };
                 if still {
@@ -294,6 +396,13 @@ pub struct Ticket {
     all: Arc<Connections>,
 }
 
+impl Ticket {
+    /// This connection held much (`HeapTrim::soon`).
+    pub fn held_much(&self) {
+        self.all.trim.soon();
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         self.all.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
@@ -326,7 +435,10 @@ mod tests {
         let _busy = b.state.begin_request();
         // At the cap: `a` is idle, so it is shed for the newcomer.
         let Admission::Admitted(n) = c.admit() else { panic!("a should have been shed") };
-        let closed = tokio::time::timeout(Duration::from_secs(1), watchdog(&a.state, Duration::ZERO, Duration::ZERO));
+        let closed = tokio::time::timeout(
+            Duration::from_secs(1),
+            watchdog(&a.state, Duration::ZERO, Duration::ZERO, Duration::ZERO),
+        );
         assert_eq!(closed.await.unwrap(), Closed::Shed);
         let _busy2 = n.state.begin_request();
         assert!(matches!(c.admit(), Admission::Refused));
@@ -338,20 +450,56 @@ mod tests {
     async fn watchdog_idle_and_header() {
         let s = ConnState::new();
         let t = Instant::now();
-        assert_eq!(watchdog(&s, Duration::from_secs(5), Duration::from_millis(50)).await, Closed::Idle);
+        assert_eq!(watchdog(&s, Duration::from_secs(5), Duration::from_millis(50), Duration::ZERO).await, Closed::Idle);
         assert!(t.elapsed() >= Duration::from_millis(45));
         let s = ConnState::new();
         s.on_read();
-        assert_eq!(watchdog(&s, Duration::from_millis(50), Duration::from_secs(5)).await, Closed::HeaderTimeout);
+        assert_eq!(
+            watchdog(&s, Duration::from_millis(50), Duration::from_secs(5), Duration::ZERO).await,
+            Closed::HeaderTimeout
+        );
         // A request in flight is never timed out here.
         let s = Arc::new(ConnState::new());
         let g = s.begin_request();
         let r = tokio::time::timeout(
             Duration::from_millis(100),
-            watchdog(&s, Duration::from_millis(10), Duration::from_millis(10)),
+            watchdog(&s, Duration::from_millis(10), Duration::from_millis(10), Duration::ZERO),
         );
         assert!(r.await.is_err());
         drop(g);
-        assert_eq!(watchdog(&s, Duration::from_millis(10), Duration::from_millis(10)).await, Closed::Idle);
+        assert_eq!(
+            watchdog(&s, Duration::from_millis(10), Duration::from_millis(10), Duration::ZERO).await,
+            Closed::Idle
+        );
+    }
+
+    /// HTTP/2: a response waiting on a client that takes nothing ends the connection after
+    /// `stall`; one that keeps being asked for frames, or that waits on its own source, never.
+    #[tokio::test]
+    async fn watchdog_http2_stalled_downloads() {
+        let stall = Duration::from_millis(80);
+        let c = Connections::new(4);
+        let Admission::Admitted(t) = c.admit() else { panic!() };
+        let s = &t.state;
+        s.set_http2();
+        let _busy = s.begin_request();
+        // Waiting on its source (asked, nothing handed out): not the client's doing.
+        s.body_asked(false);
+        let w = tokio::time::timeout(Duration::from_millis(300), watchdog(s, Duration::ZERO, Duration::ZERO, stall));
+        assert!(w.await.is_err());
+        // Handed a frame, and asked again in time: still fine.
+        s.body_handed();
+        for _ in 0..4 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            s.body_asked(true);
+            s.body_handed();
+        }
+        assert!(!s.stalled(stall));
+        // Not asked again: the client took nothing for `stall`.
+        let started = Instant::now();
+        assert_eq!(watchdog(s, Duration::ZERO, Duration::ZERO, stall).await, Closed::Stalled);
+        assert!(started.elapsed() < stall * 3, "{:?}", started.elapsed());
+        s.body_gone();
+        assert!(!s.stalled(stall));
     }
 }

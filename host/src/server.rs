@@ -21,7 +21,7 @@ use crate::accept_backoff::AcceptBackoff;
 use crate::api::{ApiOptions, App, RequestBody};
 use crate::auth::Auth;
 use crate::config::{Config, Driver};
-use crate::connections::{watchdog, Admission, Connections, Ticket};
+use crate::connections::{watchdog, Admission, Connections, Http2Response, Ticket};
 use crate::guarded_io::GuardedIo;
 use crate::plugins::auth::PolicyPlugin;
 use crate::plugins::{AuthKind, PluginSet, PluginSpec, Swap, World};
@@ -470,6 +470,17 @@ impl RefusalLog {
     }
 }
 
+/// The streams one HTTP/2 connection may have open at once (hyper's default is 200; RFC 9113
+/// asks for at least 100). With [`H2_SEND_BUFFER`] it bounds what a client that reads nothing
+/// makes one connection hold: each stream keeps at most its buffer and the storage chunk it
+/// was handed (256 KiB from the filesystem), about 32 MiB in all, where hyper's defaults let it
+/// reach 100 MiB (measured: `test_tls.py`).
+const H2_MAX_STREAMS: u32 = 100;
+
+/// The bytes of a response an HTTP/2 stream buffers beyond what the client's window lets out
+/// (hyper's default: 400 KiB). The socket's own buffer keeps a fast download fed.
+const H2_SEND_BUFFER: usize = 64 << 10;
+
 /// The HTTP version a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
@@ -514,18 +525,22 @@ where
             let resp = app.serve(req).await?;
             // The connection stays busy until the response body is done (or dropped).
             Ok::<_, std::convert::Infallible>(resp.map(|b| {
-                b.map_frame(move |f| {
-                    let _ = &busy;
-                    f
-                })
-                .boxed_unsync()
+                match protocol {
+                    Protocol::Http2 => Http2Response::new(b, busy).boxed_unsync(),
+                    Protocol::Http1 => b
+                        .map_frame(move |f| {
+                            let _ = &busy;
+                            f
+                        })
+                        .boxed_unsync(),
+                }
             }))
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Size flow-control windows to the measured bandwidth-delay product: a fixed window caps a
     // single blob push or pull over a long path.
-    builder.http2().adaptive_window(true);
+    builder.http2().adaptive_window(true).max_concurrent_streams(H2_MAX_STREAMS).max_send_buf_size(H2_SEND_BUFFER);
     // Header and idle timeouts are the watchdog's (hyper's own header timer also runs between
     // keep-alive requests, which would make it an idle timeout as well).
     builder.http1().max_headers(limits.max_headers).max_buf_size(MAX_READ_BUFFER);
@@ -538,10 +553,13 @@ where
     let t = &limits.timeouts;
     tokio::select! {
         r = conn => r,
-        why = watchdog(&state, t.header, t.idle) => {
+        why = watchdog(&state, t.header, t.idle, t.bodystall) => {
             tracing::debug!(%peer, reason = %why, "connection closed");
             let reason = crate::metrics::ConnectionClosedLabels { reason: why.label() };
             crate::metrics::get().connections_closed.get_or_create(&reason).inc();
+            if why == crate::connections::Closed::Stalled {
+                ticket.held_much();
+            }
             drop(ticket);
             Ok(())
         }
