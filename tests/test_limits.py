@@ -1,6 +1,8 @@
 """Clients that stall or send too much: header, idle and body-stall timeouts, the connection cap,
 413 before the body for a declared length over the manifest cap, JSON bodies on the parser's own
-431/414, many headers accepted, and the memory of 100 stalled 8 MiB manifest PUTs bounded.
+431/414, many headers accepted, the memory of 100 stalled 8 MiB manifest PUTs bounded, and
+downloads no one reads holding no thread (600 of them, past tokio's 512-thread blocking pool,
+while a fresh download is served at once).
 
 Timeouts are configured short here so each test runs in seconds; every loop is bounded."""
 
@@ -16,7 +18,7 @@ import pytest
 import requests
 
 from harness import free_port
-from ocihelpers import start_upload
+from ocihelpers import push_blob, start_upload
 
 REPO = "limits/app"
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -311,3 +313,30 @@ def test_stalled_8mib_manifest_puts_keep_memory_bounded(berth_factory):
         after = rss_mib(pid)
     print(f"RSS idle {idle:.1f} MiB, peak {peak:.1f} MiB, after {after:.1f} MiB")
     assert after <= 2 * idle, (idle, peak, after)
+
+
+def test_downloads_no_one_reads_hold_no_thread(berth_factory):
+    """A thread per stalled download (the filesystem reader waiting for room) let 512 stalled
+    clients take tokio's whole blocking pool: every filesystem operation of the registry then
+    waited for `bodystall` to cut them. 600 clients ask for a 4 MiB blob and read nothing; a
+    fresh download is served at once. (A reading parked and taken up again: the unit tests of
+    `storage::file_stream`.)"""
+    srv = berth_factory(config=limits(timeouts={"bodystall": "60s"}, maxconnections=1000))
+    data = bytes(range(256)) * (16 << 10)
+    digest = push_blob(srv.url, REPO, data)
+    request = f"GET /v2/{REPO}/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    stalled = []
+    try:
+        for _ in range(600):
+            s = connect(srv)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.sendall(request)
+            stalled.append(s)
+        time.sleep(1)
+        started = time.monotonic()
+        r = requests.get(f"{srv.url}/v2/{REPO}/blobs/{digest}", timeout=20)
+        assert r.status_code == 200 and r.content == data
+        assert time.monotonic() - started < 5, time.monotonic() - started
+    finally:
+        for s in stalled:
+            s.close()

@@ -1,7 +1,7 @@
 //! Local filesystem driver, confined to its root directory by `cap-std`: whatever path it is
 //! handed, it cannot open anything outside the root (no `..`, no absolute paths, no symlinks out).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,8 +15,6 @@ use super::sink::Sink;
 use super::sorted_dirs::SortedDirs;
 use super::{validate_path, ByteStream, FileInfo, FileWriter, ListPage, Result, StorageDriver, StorageError};
 
-/// Size of the chunks a reader sends: large, so a multi-GB/s download is a few thousand sends.
-const READ_CHUNK: usize = 256 << 10;
 /// Chunks queued for the writer thread: enough to keep the disk busy while the request task
 /// hashes, few enough that a slow disk holds little memory.
 const WRITE_QUEUE: usize = 3;
@@ -164,10 +162,7 @@ impl StorageDriver for FilesystemDriver {
                 Ok(f.into_std())
             })
             .await?;
-        let (tx, rx) = mpsc::channel::<Result<Bytes>>(2);
-        let path = path.to_string();
-        tokio::task::spawn_blocking(move || pump_file(file, offset, &path, tx));
-        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
+        Ok(super::file_stream::stream(file, offset, path))
     }
 
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
@@ -249,33 +244,6 @@ impl StorageDriver for FilesystemDriver {
             }
         })
         .await
-    }
-}
-
-/// Reads a file from `offset` in large chunks into the channel until EOF or the receiver leaves.
-fn pump_file(mut file: std::fs::File, offset: u64, path: &str, tx: mpsc::Sender<Result<Bytes>>) {
-    use std::io::Seek;
-    if offset > 0 {
-        if let Err(e) = file.seek(std::io::SeekFrom::Start(offset)) {
-            let _ = tx.blocking_send(Err(StorageError::io(path, e)));
-            return;
-        }
-    }
-    loop {
-        // `read_to_end` into reserved capacity fills the buffer without zeroing it first.
-        let mut buf = Vec::with_capacity(READ_CHUNK);
-        match (&mut file).take(READ_CHUNK as u64).read_to_end(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) => {
-                let _ = tx.blocking_send(Err(StorageError::io(path, e)));
-                return;
-            }
-        }
-        let short = buf.len() < READ_CHUNK;
-        if tx.blocking_send(Ok(Bytes::from(buf))).is_err() || short {
-            return;
-        }
     }
 }
 

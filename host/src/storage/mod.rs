@@ -3,6 +3,7 @@
 //! slash-separated paths such as `/docker/registry/v2/blobs/sha256/ab/<hex>/data`.
 
 mod component;
+mod file_stream;
 mod fs;
 mod metered;
 mod object;
