@@ -1,8 +1,9 @@
 """Clients that stall or send too much: header, idle and body-stall timeouts, the connection cap,
 413 before the body for a declared length over the manifest cap, JSON bodies on the parser's own
 431/414, many headers accepted, the memory of 100 stalled 8 MiB manifest PUTs bounded, and
-downloads no one reads holding no thread (600 of them, past tokio's 512-thread blocking pool,
-while a fresh download is served at once).
+downloads and uploads that stall holding no thread (600 of each, past tokio's 512-thread
+blocking pool, while fresh requests are served at once; an upload cut while parked keeps what
+arrived).
 
 Timeouts are configured short here so each test runs in seconds; every loop is bounded."""
 
@@ -126,7 +127,8 @@ def test_stalled_body_is_cut(berth_factory):
 
 
 def test_slow_steady_upload_succeeds(berth_factory):
-    """64 KiB/s for 6 s, with a 2 s stall timeout: no gap is long, so the upload completes."""
+    """64 KiB/s for 6 s, with a 2 s stall timeout: no gap is long, so the upload completes. (Each
+    pause parks the writing, and the next chunk takes it up again.)"""
     srv = berth_factory(config=limits(timeouts={"bodystall": "2s"}))
     data = bytes(range(256)) * (6 * 256)  # 384 KiB
     digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -340,3 +342,55 @@ def test_downloads_no_one_reads_hold_no_thread(berth_factory):
     finally:
         for s in stalled:
             s.close()
+
+
+def stalled_patch(srv, sent: int, length: int = 1_000_000) -> tuple[socket.socket, str]:
+    """A PATCH of an upload that declares `length` bytes and sends `sent`; its upload URL."""
+    loc = start_upload(srv.url, REPO, requests)
+    path = loc.split(str(srv.port), 1)[-1] if loc.startswith("http") else loc
+    s = connect(srv)
+    s.sendall(f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+              f"Content-Length: {length}\r\n\r\n".encode() + b"x" * sent)
+    return s, loc
+
+
+def test_uploads_that_stall_hold_no_thread(berth_factory):
+    """The writer thread of an upload waiting for bytes that do not come was held until
+    `bodystall`: 512 stalled uploads took tokio's whole blocking pool, and every filesystem
+    operation (a blob GET, a new upload) waited. With 600 stalled, both are served at once; an
+    upload whose client goes away while its writing is parked keeps what arrived."""
+    srv = berth_factory(config=limits(timeouts={"bodystall": "60s"}, maxconnections=1000))
+    data = bytes(range(256)) * 64
+    digest = push_blob(srv.url, REPO, data)
+    stalled = []
+    try:
+        for _ in range(600):
+            stalled.append(stalled_patch(srv, 1000)[0])
+        time.sleep(1)
+        started = time.monotonic()
+        r = requests.get(f"{srv.url}/v2/{REPO}/blobs/{digest}", timeout=20)
+        assert r.status_code == 200 and r.content == data
+        fresh = bytes(range(256)) * 65
+        assert push_blob(srv.url, REPO, fresh) == "sha256:" + hashlib.sha256(fresh).hexdigest()
+        assert time.monotonic() - started < 5, time.monotonic() - started
+    finally:
+        for s in stalled:
+            s.close()
+    # Cut while its writing is parked: the failed PATCH moved nothing (the upload is as it was,
+    # empty), and the upload carries on from there.
+    s, loc = stalled_patch(srv, 30_000)
+    time.sleep(0.5)
+    s.close()
+    time.sleep(0.5)
+    r = requests.get(loc, timeout=5)
+    assert r.status_code == 204 and r.headers.get("Range") == "0-0", (r.status_code, r.headers)
+    body = bytes(range(256)) * 66
+    r = requests.patch(loc, data=body, timeout=10, headers={"Content-Type": "application/octet-stream",
+                                                             "Content-Range": f"0-{len(body) - 1}"})
+    assert r.status_code == 202, r.text
+    done = r.headers["Location"]
+    done = done if done.startswith("http") else srv.url + done
+    sep = "&" if "?" in done else "?"
+    want = "sha256:" + hashlib.sha256(body).hexdigest()
+    assert requests.put(f"{done}{sep}digest={want}", timeout=10).status_code == 201
+    assert requests.get(f"{srv.url}/v2/{REPO}/blobs/{want}", timeout=5).content == body

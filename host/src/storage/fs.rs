@@ -9,15 +9,10 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use cap_std::ambient_authority;
 use cap_std::fs::{Dir, OpenOptions};
-use tokio::sync::{mpsc, oneshot};
 
-use super::sink::Sink;
+use super::file_writer::FsWriter;
 use super::sorted_dirs::SortedDirs;
 use super::{validate_path, ByteStream, FileInfo, FileWriter, ListPage, Result, StorageDriver, StorageError};
-
-/// Chunks queued for the writer thread: enough to keep the disk busy while the request task
-/// hashes, few enough that a slow disk holds little memory.
-const WRITE_QUEUE: usize = 3;
 
 pub struct FilesystemDriver {
     root: Arc<Dir>,
@@ -244,104 +239,6 @@ impl StorageDriver for FilesystemDriver {
             }
         })
         .await
-    }
-}
-
-enum WriteMsg {
-    Data(Bytes),
-    Commit,
-    Cancel,
-}
-
-/// A writer whose disk I/O runs on a blocking thread, so hashing (on the request task) and
-/// writing overlap.
-struct FsWriter {
-    tx: mpsc::Sender<WriteMsg>,
-    done: oneshot::Receiver<Result<()>>,
-    size: u64,
-}
-
-impl FsWriter {
-    /// Opens the file on the writer's own blocking thread (one hop instead of two), then
-    /// writes what arrives until commit or cancel.
-    async fn spawn<F>(open: F, path: String, warm: u64) -> Result<Self>
-    where
-        F: FnOnce() -> Result<(std::fs::File, u64)> + Send + 'static,
-    {
-        let (tx, mut rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
-        let (opened_tx, opened) = oneshot::channel();
-        let (done_tx, done) = oneshot::channel();
-        tokio::task::spawn_blocking(move || {
-            let (file, start) = match open() {
-                Ok(v) => {
-                    let _ = opened_tx.send(Ok(v.1));
-                    v
-                }
-                Err(e) => {
-                    let _ = opened_tx.send(Err(e));
-                    return;
-                }
-            };
-            let mut sink = Some(Sink::new(file, start, warm));
-            let mut prefetch = None;
-            let result = (|| -> std::io::Result<()> {
-                while let Some(msg) = rx.blocking_recv() {
-                    match msg {
-                        WriteMsg::Data(data) => sink.as_mut().expect("open sink").write(&data)?,
-                        WriteMsg::Commit => {
-                            prefetch = Some(sink.take().expect("open sink").commit()?);
-                            return Ok(());
-                        }
-                        WriteMsg::Cancel => return sink.take().expect("open sink").cancel(start),
-                    }
-                }
-                sink.take().map_or(Ok(()), Sink::abandon)
-            })();
-            let _ = done_tx.send(result.map_err(|e| StorageError::io(&path, e)));
-            if let Some(p) = prefetch {
-                p.run();
-            }
-        });
-        let start = opened.await.map_err(|_| StorageError::Backend("writer thread died".into()))??;
-        Ok(FsWriter { tx, done, size: start })
-    }
-
-    async fn finish(self, msg: WriteMsg) -> Result<()> {
-        let _ = self.tx.send(msg).await;
-        drop(self.tx);
-        self.done.await.map_err(|_| StorageError::Backend("writer thread died".into()))?
-    }
-}
-
-#[async_trait]
-impl FileWriter for FsWriter {
-    async fn write(&mut self, data: Bytes) -> Result<()> {
-        let len = data.len() as u64;
-        if self.tx.send(WriteMsg::Data(data)).await.is_err() {
-            // The thread stopped on an error; report it.
-            let (tx, _) = mpsc::channel(1);
-            let done = std::mem::replace(&mut self.done, oneshot::channel().1);
-            drop(std::mem::replace(&mut self.tx, tx));
-            return Err(done
-                .await
-                .map_err(|_| StorageError::Backend("writer thread died".into()))?
-                .err()
-                .unwrap_or_else(|| StorageError::Backend("writer closed".into())));
-        }
-        self.size += len;
-        Ok(())
-    }
-
-    fn size(&self) -> u64 {
-        self.size
-    }
-
-    async fn commit(self: Box<Self>) -> Result<()> {
-        self.finish(WriteMsg::Commit).await
-    }
-
-    async fn cancel(self: Box<Self>) -> Result<()> {
-        self.finish(WriteMsg::Cancel).await
     }
 }
 

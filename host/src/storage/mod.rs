@@ -4,6 +4,7 @@
 
 mod component;
 mod file_stream;
+mod file_writer;
 mod fs;
 mod metered;
 mod object;

@@ -1,0 +1,271 @@
+//! A filesystem writer whose disk I/O runs on a blocking thread, so hashing (on the request
+//! task) and writing overlap. When no data comes (a client that stopped sending its upload), the
+//! thread parks the open file with the writer and ends, instead of waiting in tokio's blocking
+//! pool; the writer starts a thread again with the next message. The pool has 512 threads: one
+//! held per stalled upload let 512 stalled clients stop every filesystem operation of the
+//! registry until `http.timeouts.bodystall` cut them.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+
+use super::sink::{Prefetch, Sink};
+use super::{FileWriter, Result, StorageError};
+
+/// Chunks queued for the writer thread: enough to keep the disk busy while the request task
+/// hashes, few enough that a slow disk holds little memory.
+const WRITE_QUEUE: usize = 3;
+
+/// How long a thread waits for the next message before it parks: longer than a steady upload
+/// ever makes it wait, short enough that stalled uploads do not pile up in the pool.
+const PARK_AFTER: Duration = Duration::from_millis(50);
+
+enum WriteMsg {
+    Data(Bytes),
+    Commit,
+    Cancel,
+}
+
+/// What the writer and its thread share: the writing, while no thread runs it.
+type Parked = Arc<Mutex<Option<Writing>>>;
+
+fn parked(p: &Parked) -> std::sync::MutexGuard<'_, Option<Writing>> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A writing in progress: the messages to come, the open file, and where to say how it ended.
+struct Writing {
+    rx: mpsc::Receiver<WriteMsg>,
+    sink: Sink,
+    start: u64,
+    path: String,
+    done: oneshot::Sender<Result<()>>,
+}
+
+impl Writing {
+    /// Writes what arrives until commit, cancel or the writer going away (then says how it
+    /// ended), or until nothing arrives for [`PARK_AFTER`] (then parks itself in `parked`).
+    fn run(mut self, parked_at: &Parked) {
+        let handle = tokio::runtime::Handle::current();
+        loop {
+            let msg = match self.rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match handle.block_on(tokio::time::timeout(PARK_AFTER, self.rx.recv())) {
+                        Ok(m) => m,
+                        Err(_waited) => match park(self, parked_at) {
+                            Some(resumed) => {
+                                self = resumed;
+                                continue;
+                            }
+                            None => return,
+                        },
+                    }
+                }
+            };
+            let (result, prefetch) = match msg {
+                Some(WriteMsg::Data(data)) => match self.sink.write(&data) {
+                    Ok(()) => continue,
+                    Err(e) => (Err(e), None),
+                },
+                Some(WriteMsg::Commit) => match self.sink.commit() {
+                    Ok(p) => (Ok(()), Some(p)),
+                    Err(e) => (Err(e), None),
+                },
+                Some(WriteMsg::Cancel) => (self.sink.cancel(self.start), None),
+                // The writer went away without commit or cancel (its request died).
+                None => (self.sink.abandon(), None),
+            };
+            let _ = self.done.send(result.map_err(|e| StorageError::io(&self.path, e)));
+            if let Some(p) = prefetch {
+                Prefetch::run(p);
+            }
+            return;
+        }
+    }
+}
+
+/// Parks `w` for the writer to resume. The writer looks for a parked writing after each message
+/// it sends: if it did so while this was parking, it found nothing, and its message is in the
+/// channel now, so the writing goes on here (unless the writer took it meanwhile).
+fn park(w: Writing, parked_at: &Parked) -> Option<Writing> {
+    let mut p = parked(parked_at);
+    *p = Some(w);
+    if p.as_ref().is_some_and(|w| !w.rx.is_empty() || w.rx.is_closed()) {
+        return p.take();
+    }
+    None
+}
+
+/// The request task's end of a writing.
+pub struct FsWriter {
+    tx: mpsc::Sender<WriteMsg>,
+    done: oneshot::Receiver<Result<()>>,
+    size: u64,
+    parked: Parked,
+}
+
+impl FsWriter {
+    /// Opens the file on the writer's own blocking thread (one hop instead of two), then
+    /// writes what arrives until commit or cancel.
+    pub async fn spawn<F>(open: F, path: String, warm: u64) -> Result<Self>
+    where
+        F: FnOnce() -> Result<(std::fs::File, u64)> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
+        let (opened_tx, opened) = oneshot::channel();
+        let (done_tx, done) = oneshot::channel();
+        let parked_at = Parked::default();
+        let p = parked_at.clone();
+        tokio::task::spawn_blocking(move || {
+            let (file, start) = match open() {
+                Ok(v) => {
+                    let _ = opened_tx.send(Ok(v.1));
+                    v
+                }
+                Err(e) => {
+                    let _ = opened_tx.send(Err(e));
+                    return;
+                }
+            };
+            Writing { rx, sink: Sink::new(file, start, warm), start, path, done: done_tx }.run(&p);
+        });
+        let start = opened.await.map_err(|_| StorageError::Backend("writer thread died".into()))??;
+        Ok(FsWriter { tx, done, size: start, parked: parked_at })
+    }
+
+    /// A thread for a parked writing, which has a message to take now (or sees the channel
+    /// close).
+    fn resume(&self) {
+        let Some(w) = parked(&self.parked).take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let p = self.parked.clone();
+                rt.spawn_blocking(move || w.run(&p));
+            }
+            // Dropped outside the runtime (at exit): keep what arrived, here.
+            Err(_) => {
+                let _ = w.sink.abandon();
+            }
+        }
+    }
+
+    async fn send(&self, msg: WriteMsg) -> bool {
+        let sent = self.tx.send(msg).await.is_ok();
+        self.resume();
+        sent
+    }
+
+    async fn finish(mut self, msg: WriteMsg) -> Result<()> {
+        let _ = self.send(msg).await;
+        let done = std::mem::replace(&mut self.done, oneshot::channel().1);
+        drop(self);
+        done.await.map_err(|_| StorageError::Backend("writer thread died".into()))?
+    }
+}
+
+impl Drop for FsWriter {
+    /// Going away without commit or cancel: a parked writing must still see the channel close
+    /// and keep what arrived (`Sink::abandon`).
+    fn drop(&mut self) {
+        self.resume();
+    }
+}
+
+#[async_trait]
+impl FileWriter for FsWriter {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let len = data.len() as u64;
+        if !self.send(WriteMsg::Data(data)).await {
+            // The thread stopped on an error; report it.
+            let (tx, _) = mpsc::channel(1);
+            let done = std::mem::replace(&mut self.done, oneshot::channel().1);
+            drop(std::mem::replace(&mut self.tx, tx));
+            return Err(done
+                .await
+                .map_err(|_| StorageError::Backend("writer thread died".into()))?
+                .err()
+                .unwrap_or_else(|| StorageError::Backend("writer closed".into())));
+        }
+        self.size += len;
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.finish(WriteMsg::Commit).await
+    }
+
+    async fn cancel(self: Box<Self>) -> Result<()> {
+        self.finish(WriteMsg::Cancel).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn writer(path: &std::path::Path) -> FsWriter {
+        let p = path.to_path_buf();
+        let open = move || {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&p)
+                .map_err(|e| StorageError::io("/f", e))?;
+            let len = f.metadata().map_err(|e| StorageError::io("/f", e))?.len();
+            Ok((f, len))
+        };
+        FsWriter::spawn(open, "/f".into(), u64::MAX).await.unwrap()
+    }
+
+    /// Pauses longer than [`PARK_AFTER`] park the writing; the next message takes it up again,
+    /// and the file is whole at commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_that_pauses_parks_and_commits_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut w = writer(&path).await;
+        let mut want = Vec::new();
+        let mut parks = 0;
+        for i in 0..5u8 {
+            let chunk = vec![i; 10_000];
+            want.extend_from_slice(&chunk);
+            w.write(Bytes::from(chunk)).await.unwrap();
+            tokio::time::sleep(PARK_AFTER * 3).await;
+            parks += usize::from(parked(&w.parked).is_some());
+        }
+        assert!(parks >= 4, "parked at {parks} pauses");
+        Box::new(w).commit().await.unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+    }
+
+    /// A writer dropped while its writing is parked (its request died): the writing still ends,
+    /// keeping what arrived.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_writer_dropped_while_parked_keeps_what_arrived() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut w = writer(&path).await;
+        w.write(Bytes::from(vec![7u8; 12_345])).await.unwrap();
+        tokio::time::sleep(PARK_AFTER * 3).await;
+        let parked_at = Arc::downgrade(&w.parked);
+        assert!(parked(&w.parked).is_some());
+        drop(w);
+        for _ in 0..100 {
+            if parked_at.upgrade().is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(parked_at.upgrade().is_none(), "the writing outlived its writer");
+        assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 12_345]);
+    }
+}
