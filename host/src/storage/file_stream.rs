@@ -27,12 +27,13 @@ const AHEAD: usize = 2;
 /// wait, short enough that stalled downloads do not pile up in the pool.
 const PARK_AFTER: Duration = Duration::from_millis(50);
 
-/// The file as a stream of chunks from `offset` (already checked to be within it).
-pub fn stream(file: std::fs::File, offset: u64, path: &str) -> ByteStream {
+/// The file as a stream of chunks from `offset` (already checked to be within it). An `Arc`, as
+/// a storage plugin hands its file over; reads go through `&File`.
+pub fn stream(file: Arc<std::fs::File>, offset: u64, path: &str) -> ByteStream {
     Box::pin(file_stream(file, offset, path))
 }
 
-fn file_stream(file: std::fs::File, offset: u64, path: &str) -> FileStream {
+fn file_stream(file: Arc<std::fs::File>, offset: u64, path: &str) -> FileStream {
     let (tx, rx) = mpsc::channel(AHEAD);
     let shared = Arc::new(Shared { parked: Mutex::new(None) });
     let pump = Pump { file, seek_to: offset, path: path.to_string(), in_hand: None, tx };
@@ -55,7 +56,7 @@ impl Shared {
 
 /// A reading in progress: the file, where it is, and a chunk read but not yet sent.
 struct Pump {
-    file: std::fs::File,
+    file: Arc<std::fs::File>,
     /// Where to seek before the first read (0: nothing to seek).
     seek_to: u64,
     path: String,
@@ -73,13 +74,13 @@ impl Pump {
         }
         if self.seek_to > 0 {
             let at = std::mem::take(&mut self.seek_to);
-            if let Err(e) = self.file.seek(std::io::SeekFrom::Start(at)) {
+            if let Err(e) = (&*self.file).seek(std::io::SeekFrom::Start(at)) {
                 return Some((Err(StorageError::io(&self.path, e)), true));
             }
         }
         // `read_to_end` into reserved capacity fills the buffer without zeroing it first.
         let mut buf = Vec::with_capacity(READ_CHUNK);
-        match (&mut self.file).take(READ_CHUNK as u64).read_to_end(&mut buf) {
+        match (&*self.file).take(READ_CHUNK as u64).read_to_end(&mut buf) {
             Ok(0) => None,
             Ok(n) => Some((Ok(Bytes::from(buf)), n < READ_CHUNK)),
             Err(e) => Some((Err(StorageError::io(&self.path, e)), true)),
@@ -171,12 +172,12 @@ mod tests {
     use super::*;
     use futures_util::StreamExt;
 
-    fn file_of(len: usize) -> (tempfile::TempDir, std::fs::File, Vec<u8>) {
+    fn file_of(len: usize) -> (tempfile::TempDir, Arc<std::fs::File>, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         let path = dir.path().join("f");
         std::fs::write(&path, &data).unwrap();
-        (dir, std::fs::File::open(&path).unwrap(), data)
+        (dir, Arc::new(std::fs::File::open(&path).unwrap()), data)
     }
 
     /// A reader that stops taking chunks: the reading parks (no thread waits for it) and goes

@@ -21,7 +21,25 @@ const WRITE_QUEUE: usize = 3;
 
 /// How long a thread waits for the next message before it parks: longer than a steady upload
 /// ever makes it wait, short enough that stalled uploads do not pile up in the pool.
-const PARK_AFTER: Duration = Duration::from_millis(50);
+pub(super) const PARK_AFTER: Duration = Duration::from_millis(50);
+
+/// Parks `job` in `slot` for the sender to resume. The sender looks for a parked job after
+/// each message it sends: if it did so while this was parking, it found nothing, and its
+/// message is in the channel now (`has_news`), so the job goes on here (unless the sender took
+/// it meanwhile).
+pub(super) fn park<T>(job: T, slot: &Mutex<Option<T>>, has_news: impl Fn(&T) -> bool) -> Option<T> {
+    let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+    *p = Some(job);
+    if p.as_ref().is_some_and(has_news) {
+        return p.take();
+    }
+    None
+}
+
+/// The job parked in `slot`, if any, for the sender to give a thread again.
+pub(super) fn take_parked<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
 
 enum WriteMsg {
     Data(Bytes),
@@ -31,10 +49,6 @@ enum WriteMsg {
 
 /// What the writer and its thread share: the writing, while no thread runs it.
 type Parked = Arc<Mutex<Option<Writing>>>;
-
-fn parked(p: &Parked) -> std::sync::MutexGuard<'_, Option<Writing>> {
-    p.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// A writing in progress: the messages to come, the open file, and where to say how it ended.
 struct Writing {
@@ -57,7 +71,7 @@ impl Writing {
                 Err(mpsc::error::TryRecvError::Empty) => {
                     match handle.block_on(tokio::time::timeout(PARK_AFTER, self.rx.recv())) {
                         Ok(m) => m,
-                        Err(_waited) => match park(self, parked_at) {
+                        Err(_waited) => match park(self, parked_at, |w| !w.rx.is_empty() || w.rx.is_closed()) {
                             Some(resumed) => {
                                 self = resumed;
                                 continue;
@@ -87,18 +101,6 @@ impl Writing {
             return;
         }
     }
-}
-
-/// Parks `w` for the writer to resume. The writer looks for a parked writing after each message
-/// it sends: if it did so while this was parking, it found nothing, and its message is in the
-/// channel now, so the writing goes on here (unless the writer took it meanwhile).
-fn park(w: Writing, parked_at: &Parked) -> Option<Writing> {
-    let mut p = parked(parked_at);
-    *p = Some(w);
-    if p.as_ref().is_some_and(|w| !w.rx.is_empty() || w.rx.is_closed()) {
-        return p.take();
-    }
-    None
 }
 
 /// The request task's end of a writing.
@@ -141,7 +143,7 @@ impl FsWriter {
     /// A thread for a parked writing, which has a message to take now (or sees the channel
     /// close).
     fn resume(&self) {
-        let Some(w) = parked(&self.parked).take() else { return };
+        let Some(w) = take_parked(&self.parked) else { return };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
                 let p = self.parked.clone();
@@ -240,7 +242,7 @@ mod tests {
             want.extend_from_slice(&chunk);
             w.write(Bytes::from(chunk)).await.unwrap();
             tokio::time::sleep(PARK_AFTER * 3).await;
-            parks += usize::from(parked(&w.parked).is_some());
+            parks += usize::from(w.parked.lock().unwrap().is_some());
         }
         assert!(parks >= 4, "parked at {parks} pauses");
         Box::new(w).commit().await.unwrap();
@@ -257,7 +259,7 @@ mod tests {
         w.write(Bytes::from(vec![7u8; 12_345])).await.unwrap();
         tokio::time::sleep(PARK_AFTER * 3).await;
         let parked_at = Arc::downgrade(&w.parked);
-        assert!(parked(&w.parked).is_some());
+        assert!(w.parked.lock().unwrap().is_some());
         drop(w);
         for _ in 0..100 {
             if parked_at.upgrade().is_none() {

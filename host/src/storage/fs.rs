@@ -157,7 +157,7 @@ impl StorageDriver for FilesystemDriver {
                 Ok(f.into_std())
             })
             .await?;
-        Ok(super::file_stream::stream(file, offset, path))
+        Ok(super::file_stream::stream(Arc::new(file), offset, path))
     }
 
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {

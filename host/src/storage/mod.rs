@@ -3,8 +3,8 @@
 //! slash-separated paths such as `/docker/registry/v2/blobs/sha256/ab/<hex>/data`.
 
 mod component;
-mod file_stream;
-mod file_writer;
+pub(crate) mod file_stream;
+pub(crate) mod file_writer;
 mod fs;
 mod metered;
 mod object;

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 use wasmtime_wasi::p2::{DynInputStream, StreamError};
 use wasmtime_wasi::OpenMode;
@@ -82,40 +81,15 @@ pub(super) async fn open_file(p: &StoragePlugin, path: &str) -> Result<Option<Ar
     }
 }
 
-/// Streams a plugin's file from `offset` from a blocking thread of its own, as the native
-/// filesystem driver streams its files: no plugin code and no instance lock per chunk.
+/// Streams a plugin's file from `offset` as the native filesystem driver streams its files
+/// (`file_stream`: no thread held while the client does not read): no plugin code and no
+/// instance lock per chunk.
 pub(super) fn read_file(file: Arc<std::fs::File>, path: &str, offset: u64) -> Result<ByteStream> {
-    use std::io::{Read, Seek, SeekFrom};
     let len = file.metadata().map_err(|e| StorageError::io(path, e))?.len();
     if offset > len {
         return Err(StorageError::InvalidOffset { path: path.to_string(), offset });
     }
-    let (tx, rx) = mpsc::channel::<Result<Bytes>>(2);
-    let path = path.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut f: &std::fs::File = &file;
-        if let Err(e) = f.seek(SeekFrom::Start(offset)) {
-            let _ = tx.blocking_send(Err(StorageError::io(&path, e)));
-            return;
-        }
-        loop {
-            // `read_to_end` into reserved capacity fills the buffer without zeroing it first.
-            let mut buf = Vec::with_capacity(READ_CHUNK);
-            match f.take(READ_CHUNK as u64).read_to_end(&mut buf) {
-                Ok(0) => return,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(StorageError::io(&path, e)));
-                    return;
-                }
-            }
-            let short = buf.len() < READ_CHUNK;
-            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() || short {
-                return;
-            }
-        }
-    });
-    Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })))
+    Ok(crate::storage::file_stream::stream(file, offset, path))
 }
 
 /// An open reader: the plugin's input stream, in the table of the instance that opened it.

@@ -1,12 +1,12 @@
 //! Writing through a storage plugin: into the file it hands over (direct I/O by the host), else
 //! into its output stream, else by 1 MiB `write` calls; each commit verified (`verify`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use wasmtime::component::ResourceAny;
 use wasmtime_wasi::p2::DynOutputStream;
 use wasmtime_wasi::OpenMode;
@@ -16,6 +16,7 @@ use super::handover::{direct_sink, regular_file, take_resource};
 use super::verify::{verify_same_file, verify_stored, FileState};
 use super::{plugin_error, sd, stream_error, StoragePlugin, PUMP_QUEUE, WRITE_CHUNK};
 use crate::plugins::{Failure, Held, Slot, StorageKind};
+use crate::storage::file_writer::{park, take_parked, PARK_AFTER};
 use crate::storage::sink::{prefetch, Sink};
 use crate::storage::{FileWriter, Result, StorageError};
 
@@ -129,34 +130,87 @@ pub(super) enum Body {
 /// A file or stream the host owns and a blocking thread that writes it: chunks go through a
 /// bounded queue, so the request task receives and hashes the next chunk while the previous
 /// one is written, and the instance stays free for other calls. For a stream, the thread also
-/// feeds the writer's `check::Hasher`, off the request task.
+/// feeds the writer's `check::Hasher`, off the request task. When no chunk comes for
+/// `PARK_AFTER` (a client that stopped sending), the thread parks the job and ends, as the
+/// native driver's writer does (`storage::file_writer`): a stalled upload holds no thread.
 pub(super) struct Pump {
     tx: mpsc::Sender<Bytes>,
-    task: tokio::task::JoinHandle<std::result::Result<Option<check::Hasher>, String>>,
+    done: oneshot::Receiver<PumpResult>,
+    parked: Arc<Mutex<Option<PumpJob>>>,
     /// The file written, for `Target::File`.
     file: Option<Arc<std::fs::File>>,
 }
 
-impl Pump {
-    fn start(mut target: Target, mut check: Option<check::Hasher>, file: Option<Arc<std::fs::File>>) -> Pump {
-        let (tx, mut rx) = mpsc::channel::<Bytes>(PUMP_QUEUE);
+type PumpResult = std::result::Result<Option<check::Hasher>, String>;
+
+/// What the pump's thread works on, parked between threads while no chunk comes.
+struct PumpJob {
+    rx: mpsc::Receiver<Bytes>,
+    target: Target,
+    check: Option<check::Hasher>,
+    done: oneshot::Sender<PumpResult>,
+}
+
+impl PumpJob {
+    fn run(mut self, parked: &Mutex<Option<PumpJob>>) {
         let rt = tokio::runtime::Handle::current();
-        let task = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = rx.blocking_recv() {
-                if let Some(c) = check.as_mut() {
-                    c.update(&chunk);
+        loop {
+            let chunk = match self.rx.try_recv() {
+                Ok(c) => Some(c),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match rt.block_on(tokio::time::timeout(PARK_AFTER, self.rx.recv())) {
+                        Ok(c) => c,
+                        Err(_waited) => match park(self, parked, |j| !j.rx.is_empty() || j.rx.is_closed()) {
+                            Some(resumed) => {
+                                self = resumed;
+                                continue;
+                            }
+                            None => return,
+                        },
+                    }
                 }
-                target.write(&rt, chunk)?;
+            };
+            let Some(chunk) = chunk else {
+                let result = self.target.close().map(|()| self.check);
+                let _ = self.done.send(result);
+                return;
+            };
+            if let Some(c) = self.check.as_mut() {
+                c.update(&chunk);
             }
-            target.close()?;
-            Ok(check)
-        });
-        Pump { tx, task, file }
+            if let Err(e) = self.target.write(&rt, chunk) {
+                let _ = self.done.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+impl Pump {
+    fn start(target: Target, check: Option<check::Hasher>, file: Option<Arc<std::fs::File>>) -> Pump {
+        let (tx, rx) = mpsc::channel::<Bytes>(PUMP_QUEUE);
+        let (done_tx, done) = oneshot::channel();
+        let parked = Arc::new(Mutex::new(None));
+        let job = PumpJob { rx, target, check, done: done_tx };
+        let p = parked.clone();
+        tokio::task::spawn_blocking(move || job.run(&p));
+        Pump { tx, done, parked, file }
+    }
+
+    /// A thread for a parked job, which has a chunk (or the channel's end) to take now.
+    fn resume(&self) {
+        if let Some(job) = take_parked(&self.parked) {
+            let p = self.parked.clone();
+            tokio::task::spawn_blocking(move || job.run(&p));
+        }
     }
 
     /// Queues a chunk; `Err(None)` if the thread has stopped (its error comes from `finish`).
     async fn send(&self, chunk: Bytes, deadline: Duration) -> std::result::Result<(), Option<String>> {
-        match tokio::time::timeout(deadline, self.tx.send(chunk)).await {
+        let sent = tokio::time::timeout(deadline, self.tx.send(chunk)).await;
+        self.resume();
+        match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(None),
             Err(_) => Err(Some(format!("deadline of {} ms exceeded", deadline.as_millis()))),
@@ -164,11 +218,15 @@ impl Pump {
     }
 
     /// Waits until everything queued is written and the file or stream is released.
-    async fn finish(self, deadline: Duration) -> std::result::Result<Option<check::Hasher>, String> {
-        drop(self.tx);
-        match tokio::time::timeout(deadline, self.task).await {
+    async fn finish(self, deadline: Duration) -> PumpResult {
+        let Pump { tx, done, parked, .. } = self;
+        drop(tx);
+        if let Some(job) = take_parked(&parked) {
+            tokio::task::spawn_blocking(move || job.run(&parked));
+        }
+        match tokio::time::timeout(deadline, done).await {
             Ok(Ok(r)) => r,
-            Ok(Err(e)) => Err(format!("pump thread failed: {e}")),
+            Ok(Err(_)) => Err("pump thread failed".to_string()),
             Err(_) => Err(format!("deadline of {} ms exceeded", deadline.as_millis())),
         }
     }
