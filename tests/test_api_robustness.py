@@ -43,6 +43,9 @@ def test_upload_session_survives_restart(berth_factory, tmp_path, client):
     assert r.status_code == 202
     path = r.headers["Location"]
     assert srv.stop() == 0
+    # The session's pooled connection was to the stopped process: start afresh, as a client of
+    # a restarted registry does (reusing it raced the old process's close, and failed once).
+    client.close()
     srv2 = berth_factory(root=root, port=srv.port)
     loc2 = absolute(srv2.url, path)
     s = client.get(loc2)
