@@ -21,19 +21,42 @@ const WRITE_QUEUE: usize = 3;
 
 /// How long a thread waits for the next message before it parks: longer than a steady upload
 /// ever makes it wait, short enough that stalled uploads do not pile up in the pool.
-pub(super) const PARK_AFTER: Duration = Duration::from_millis(50);
+const PARK_AFTER: Duration = Duration::from_millis(50);
 
-/// Parks `job` in `slot` for the sender to resume. The sender looks for a parked job after
-/// each message it sends: if it did so while this was parking, it found nothing, and its
-/// message is in the channel now (`has_news`), so the job goes on here (unless the sender took
-/// it meanwhile).
-pub(super) fn park<T>(job: T, slot: &Mutex<Option<T>>, has_news: impl Fn(&T) -> bool) -> Option<T> {
-    let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
-    *p = Some(job);
-    if p.as_ref().is_some_and(has_news) {
-        return p.take();
+/// A job a blocking thread runs on the messages of its channel, parked between threads while
+/// none come.
+pub(super) trait Parkable: Sized {
+    type Msg;
+    fn rx(&mut self) -> &mut mpsc::Receiver<Self::Msg>;
+}
+
+/// The next message for `job` (`None` inside: the channel ended), waiting at most
+/// [`PARK_AFTER`]; or `None` when nothing came and the job was parked in `slot` (its thread
+/// then ends). The sender looks for a parked job after each message it sends: if it did so
+/// while this was parking, it found nothing, and its message is in the channel now, so the job
+/// goes on here (unless the sender took it meanwhile).
+pub(super) fn next_or_park<J: Parkable>(
+    mut job: J,
+    slot: &Mutex<Option<J>>,
+    rt: &tokio::runtime::Handle,
+) -> Option<(J, Option<J::Msg>)> {
+    loop {
+        match job.rx().try_recv() {
+            Ok(m) => return Some((job, Some(m))),
+            Err(mpsc::error::TryRecvError::Disconnected) => return Some((job, None)),
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        if let Ok(m) = rt.block_on(tokio::time::timeout(PARK_AFTER, job.rx().recv())) {
+            return Some((job, m));
+        }
+        let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
+        *p = Some(job);
+        let news = p.as_mut().is_some_and(|j| !j.rx().is_empty() || j.rx().is_closed());
+        if !news {
+            return None;
+        }
+        job = p.take()?;
     }
-    None
 }
 
 /// The job parked in `slot`, if any, for the sender to give a thread again.
@@ -59,28 +82,21 @@ struct Writing {
     done: oneshot::Sender<Result<()>>,
 }
 
+impl Parkable for Writing {
+    type Msg = WriteMsg;
+    fn rx(&mut self) -> &mut mpsc::Receiver<WriteMsg> {
+        &mut self.rx
+    }
+}
+
 impl Writing {
     /// Writes what arrives until commit, cancel or the writer going away (then says how it
     /// ended), or until nothing arrives for [`PARK_AFTER`] (then parks itself in `parked`).
     fn run(mut self, parked_at: &Parked) {
         let handle = tokio::runtime::Handle::current();
         loop {
-            let msg = match self.rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    match handle.block_on(tokio::time::timeout(PARK_AFTER, self.rx.recv())) {
-                        Ok(m) => m,
-                        Err(_waited) => match park(self, parked_at, |w| !w.rx.is_empty() || w.rx.is_closed()) {
-                            Some(resumed) => {
-                                self = resumed;
-                                continue;
-                            }
-                            None => return,
-                        },
-                    }
-                }
-            };
+            let Some((w, msg)) = next_or_park(self, parked_at, &handle) else { return };
+            self = w;
             let (result, prefetch) = match msg {
                 Some(WriteMsg::Data(data)) => match self.sink.write(&data) {
                     Ok(()) => continue,

@@ -16,7 +16,7 @@ use super::handover::{direct_sink, regular_file, take_resource};
 use super::verify::{verify_same_file, verify_stored, FileState};
 use super::{plugin_error, sd, stream_error, StoragePlugin, PUMP_QUEUE, WRITE_CHUNK};
 use crate::plugins::{Failure, Held, Slot, StorageKind};
-use crate::storage::file_writer::{park, take_parked, PARK_AFTER};
+use crate::storage::file_writer::{next_or_park, take_parked, Parkable};
 use crate::storage::sink::{prefetch, Sink};
 use crate::storage::{FileWriter, Result, StorageError};
 
@@ -151,26 +151,19 @@ struct PumpJob {
     done: oneshot::Sender<PumpResult>,
 }
 
+impl Parkable for PumpJob {
+    type Msg = Bytes;
+    fn rx(&mut self) -> &mut mpsc::Receiver<Bytes> {
+        &mut self.rx
+    }
+}
+
 impl PumpJob {
     fn run(mut self, parked: &Mutex<Option<PumpJob>>) {
         let rt = tokio::runtime::Handle::current();
         loop {
-            let chunk = match self.rx.try_recv() {
-                Ok(c) => Some(c),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    match rt.block_on(tokio::time::timeout(PARK_AFTER, self.rx.recv())) {
-                        Ok(c) => c,
-                        Err(_waited) => match park(self, parked, |j| !j.rx.is_empty() || j.rx.is_closed()) {
-                            Some(resumed) => {
-                                self = resumed;
-                                continue;
-                            }
-                            None => return,
-                        },
-                    }
-                }
-            };
+            let Some((job, chunk)) = next_or_park(self, parked, &rt) else { return };
+            self = job;
             let Some(chunk) = chunk else {
                 let result = self.target.close().map(|()| self.check);
                 let _ = self.done.send(result);
