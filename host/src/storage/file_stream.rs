@@ -1,20 +1,18 @@
 //! A file streamed to an async reader from a blocking thread, in large chunks through a small
 //! channel. When the reader stops taking chunks (a client that stopped reading its download),
-//! the thread parks the file and the chunk in hand with the stream and ends, instead of waiting
-//! in tokio's blocking pool; the reader starts a thread again when it wants more. The pool has
-//! 512 threads: one held per stalled download let 512 stalled clients stop every filesystem
-//! operation of the registry until `http.timeouts.bodystall` cut them.
+//! the thread parks the file and the chunk in hand (`parking`) and ends, instead of waiting in
+//! tokio's blocking pool; the reader starts a thread again when it wants more.
 
 use std::io::{Read, Seek};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
+use super::parking::{Job, Parking, PARK_AFTER};
 use super::{ByteStream, Result, StorageError};
 
 /// Size of the chunks a reader sends: large, so a multi-GB/s download is a few thousand sends.
@@ -22,10 +20,6 @@ const READ_CHUNK: usize = 256 << 10;
 
 /// Chunks read ahead of the reader: the disk works while the network sends.
 const AHEAD: usize = 2;
-
-/// How long a thread waits for room before it parks: longer than a fast reader ever makes it
-/// wait, short enough that stalled downloads do not pile up in the pool.
-const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// The file as a stream of chunks from `offset` (already checked to be within it). An `Arc`, as
 /// a storage plugin hands its file over; reads go through `&File`.
@@ -35,23 +29,8 @@ pub fn stream(file: Arc<std::fs::File>, offset: u64, path: &str) -> ByteStream {
 
 fn file_stream(file: Arc<std::fs::File>, offset: u64, path: &str) -> FileStream {
     let (tx, rx) = mpsc::channel(AHEAD);
-    let shared = Arc::new(Shared { parked: Mutex::new(None) });
     let pump = Pump { file, seek_to: offset, path: path.to_string(), in_hand: None, tx };
-    let s = shared.clone();
-    tokio::task::spawn_blocking(move || pump.run(&s));
-    FileStream { rx, shared }
-}
-
-/// What the stream and its reading thread share.
-struct Shared {
-    /// The reading, while no thread runs it (the reader was not taking chunks).
-    parked: Mutex<Option<Pump>>,
-}
-
-impl Shared {
-    fn parked(&self) -> std::sync::MutexGuard<'_, Option<Pump>> {
-        self.parked.lock().unwrap_or_else(|p| p.into_inner())
-    }
+    FileStream { rx, parking: Parking::start(pump) }
 }
 
 /// A reading in progress: the file, where it is, and a chunk read but not yet sent.
@@ -86,10 +65,13 @@ impl Pump {
             Err(e) => Some((Err(StorageError::io(&self.path, e)), true)),
         }
     }
+}
 
+impl Job for Pump {
     /// Reads and sends until the file ends, the reader leaves, or the reader stops taking
-    /// chunks for [`PARK_AFTER`] (then the reading is parked in `shared`).
-    fn run(mut self, shared: &Shared) {
+    /// chunks for [`PARK_AFTER`] (then the reading parks; the reader looks for it once it has
+    /// taken every chunk, so room in the channel is news).
+    fn run(mut self, parking: &Arc<Parking<Self>>) {
         let handle = tokio::runtime::Handle::current();
         loop {
             let Some((item, last)) = self.next() else { return };
@@ -116,7 +98,7 @@ impl Pump {
                 Sent::Yes => {}
                 Sent::NoRoom(item) => {
                     self.in_hand = Some(item);
-                    match park(self, shared) {
+                    match parking.park(self, |p| p.tx.capacity() > 0) {
                         Some(resumed) => self = resumed,
                         None => return,
                     }
@@ -133,22 +115,10 @@ enum Sent {
     NoRoom(Result<Bytes>),
 }
 
-/// Parks `pump` for the reader to resume. The reader looks for a parked reading only once it
-/// has taken every chunk: if it did so while this was parking, it found nothing, and the
-/// channel has room now, so the reading goes on here (unless the reader took it meanwhile).
-fn park(pump: Pump, shared: &Shared) -> Option<Pump> {
-    let mut parked = shared.parked();
-    *parked = Some(pump);
-    if parked.as_ref().is_some_and(|p| p.tx.capacity() > 0) {
-        return parked.take();
-    }
-    None
-}
-
 /// The reader's end.
 struct FileStream {
     rx: mpsc::Receiver<Result<Bytes>>,
-    shared: Arc<Shared>,
+    parking: Arc<Parking<Pump>>,
 }
 
 impl Stream for FileStream {
@@ -158,10 +128,7 @@ impl Stream for FileStream {
         let polled = self.rx.poll_recv(cx);
         if polled.is_pending() {
             // Every chunk taken: a reading parked while the reader was away goes on now.
-            if let Some(pump) = self.shared.parked().take() {
-                let shared = self.shared.clone();
-                tokio::task::spawn_blocking(move || pump.run(&shared));
-            }
+            self.parking.resume();
         }
         polled
     }
@@ -192,7 +159,7 @@ mod tests {
         while let Some(chunk) = s.next().await {
             got.extend_from_slice(&chunk.unwrap());
             tokio::time::sleep(PARK_AFTER * 3).await;
-            parked += usize::from(s.shared.parked().is_some());
+            parked += usize::from(s.parking.is_parked());
         }
         assert_eq!(got, &data[100..]);
         assert!(parked >= 2, "parked at {parked} pauses");
@@ -207,7 +174,7 @@ mod tests {
         let mut got = Vec::new();
         while let Some(chunk) = s.next().await {
             got.extend_from_slice(&chunk.unwrap());
-            assert!(s.shared.parked().is_none());
+            assert!(!s.parking.is_parked());
         }
         assert_eq!(got, data);
     }
@@ -220,9 +187,9 @@ mod tests {
         let mut s = file_stream(file, 0, "/f");
         s.next().await.unwrap().unwrap();
         tokio::time::sleep(PARK_AFTER * 3).await;
-        let shared = Arc::downgrade(&s.shared);
-        assert!(s.shared.parked().is_some());
+        let parking = Arc::downgrade(&s.parking);
+        assert!(s.parking.is_parked());
         drop(s);
-        assert!(shared.upgrade().is_none(), "the parked reading outlived its reader");
+        assert!(parking.upgrade().is_none(), "the parked reading outlived its reader");
     }
 }

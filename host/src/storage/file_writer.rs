@@ -5,13 +5,13 @@
 //! held per stalled upload let 512 stalled clients stop every filesystem operation of the
 //! registry until `http.timeouts.bodystall` cut them.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
+use super::parking::{next_or_park, Job, Parking};
 use super::sink::{Prefetch, Sink};
 use super::{FileWriter, Result, StorageError};
 
@@ -19,59 +19,11 @@ use super::{FileWriter, Result, StorageError};
 /// hashes, few enough that a slow disk holds little memory.
 const WRITE_QUEUE: usize = 3;
 
-/// How long a thread waits for the next message before it parks: longer than a steady upload
-/// ever makes it wait, short enough that stalled uploads do not pile up in the pool.
-const PARK_AFTER: Duration = Duration::from_millis(50);
-
-/// A job a blocking thread runs on the messages of its channel, parked between threads while
-/// none come.
-pub(super) trait Parkable: Sized {
-    type Msg;
-    fn rx(&mut self) -> &mut mpsc::Receiver<Self::Msg>;
-}
-
-/// The next message for `job` (`None` inside: the channel ended), waiting at most
-/// [`PARK_AFTER`]; or `None` when nothing came and the job was parked in `slot` (its thread
-/// then ends). The sender looks for a parked job after each message it sends: if it did so
-/// while this was parking, it found nothing, and its message is in the channel now, so the job
-/// goes on here (unless the sender took it meanwhile).
-pub(super) fn next_or_park<J: Parkable>(
-    mut job: J,
-    slot: &Mutex<Option<J>>,
-    rt: &tokio::runtime::Handle,
-) -> Option<(J, Option<J::Msg>)> {
-    loop {
-        match job.rx().try_recv() {
-            Ok(m) => return Some((job, Some(m))),
-            Err(mpsc::error::TryRecvError::Disconnected) => return Some((job, None)),
-            Err(mpsc::error::TryRecvError::Empty) => {}
-        }
-        if let Ok(m) = rt.block_on(tokio::time::timeout(PARK_AFTER, job.rx().recv())) {
-            return Some((job, m));
-        }
-        let mut p = slot.lock().unwrap_or_else(|e| e.into_inner());
-        *p = Some(job);
-        let news = p.as_mut().is_some_and(|j| !j.rx().is_empty() || j.rx().is_closed());
-        if !news {
-            return None;
-        }
-        job = p.take()?;
-    }
-}
-
-/// The job parked in `slot`, if any, for the sender to give a thread again.
-pub(super) fn take_parked<T>(slot: &Mutex<Option<T>>) -> Option<T> {
-    slot.lock().unwrap_or_else(|e| e.into_inner()).take()
-}
-
 enum WriteMsg {
     Data(Bytes),
     Commit,
     Cancel,
 }
-
-/// What the writer and its thread share: the writing, while no thread runs it.
-type Parked = Arc<Mutex<Option<Writing>>>;
 
 /// A writing in progress: the messages to come, the open file, and where to say how it ended.
 struct Writing {
@@ -82,20 +34,13 @@ struct Writing {
     done: oneshot::Sender<Result<()>>,
 }
 
-impl Parkable for Writing {
-    type Msg = WriteMsg;
-    fn rx(&mut self) -> &mut mpsc::Receiver<WriteMsg> {
-        &mut self.rx
-    }
-}
-
-impl Writing {
+impl Job for Writing {
     /// Writes what arrives until commit, cancel or the writer going away (then says how it
-    /// ended), or until nothing arrives for [`PARK_AFTER`] (then parks itself in `parked`).
-    fn run(mut self, parked_at: &Parked) {
+    /// ended), or until nothing arrives for `PARK_AFTER` (then parks itself).
+    fn run(mut self, parking: &Arc<Parking<Self>>) {
         let handle = tokio::runtime::Handle::current();
         loop {
-            let Some((w, msg)) = next_or_park(self, parked_at, &handle) else { return };
+            let Some((w, msg)) = next_or_park(self, parking, &handle, |w| &mut w.rx) else { return };
             self = w;
             let (result, prefetch) = match msg {
                 Some(WriteMsg::Data(data)) => match self.sink.write(&data) {
@@ -124,7 +69,7 @@ pub struct FsWriter {
     tx: mpsc::Sender<WriteMsg>,
     done: oneshot::Receiver<Result<()>>,
     size: u64,
-    parked: Parked,
+    parking: Arc<Parking<Writing>>,
 }
 
 impl FsWriter {
@@ -137,8 +82,8 @@ impl FsWriter {
         let (tx, rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
         let (opened_tx, opened) = oneshot::channel();
         let (done_tx, done) = oneshot::channel();
-        let parked_at = Parked::default();
-        let p = parked_at.clone();
+        let parking = Parking::empty();
+        let p = parking.clone();
         tokio::task::spawn_blocking(move || {
             let (file, start) = match open() {
                 Ok(v) => {
@@ -153,22 +98,17 @@ impl FsWriter {
             Writing { rx, sink: Sink::new(file, start, warm), start, path, done: done_tx }.run(&p);
         });
         let start = opened.await.map_err(|_| StorageError::Backend("writer thread died".into()))??;
-        Ok(FsWriter { tx, done, size: start, parked: parked_at })
+        Ok(FsWriter { tx, done, size: start, parking })
     }
 
     /// A thread for a parked writing, which has a message to take now (or sees the channel
     /// close).
     fn resume(&self) {
-        let Some(w) = take_parked(&self.parked) else { return };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                let p = self.parked.clone();
-                rt.spawn_blocking(move || w.run(&p));
-            }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.parking.resume();
+        } else if let Some(w) = self.parking.take() {
             // Dropped outside the runtime (at exit): keep what arrived, here.
-            Err(_) => {
-                let _ = w.sink.abandon();
-            }
+            let _ = w.sink.abandon();
         }
     }
 
@@ -229,6 +169,8 @@ impl FileWriter for FsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::parking::PARK_AFTER;
+    use std::time::Duration;
 
     async fn writer(path: &std::path::Path) -> FsWriter {
         let p = path.to_path_buf();
@@ -258,7 +200,7 @@ mod tests {
             want.extend_from_slice(&chunk);
             w.write(Bytes::from(chunk)).await.unwrap();
             tokio::time::sleep(PARK_AFTER * 3).await;
-            parks += usize::from(w.parked.lock().unwrap().is_some());
+            parks += usize::from(w.parking.is_parked());
         }
         assert!(parks >= 4, "parked at {parks} pauses");
         Box::new(w).commit().await.unwrap();
@@ -274,8 +216,8 @@ mod tests {
         let mut w = writer(&path).await;
         w.write(Bytes::from(vec![7u8; 12_345])).await.unwrap();
         tokio::time::sleep(PARK_AFTER * 3).await;
-        let parked_at = Arc::downgrade(&w.parked);
-        assert!(w.parked.lock().unwrap().is_some());
+        let parked_at = Arc::downgrade(&w.parking);
+        assert!(w.parking.is_parked());
         drop(w);
         for _ in 0..100 {
             if parked_at.upgrade().is_none() {

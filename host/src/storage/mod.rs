@@ -3,12 +3,13 @@
 //! slash-separated paths such as `/docker/registry/v2/blobs/sha256/ab/<hex>/data`.
 
 mod component;
-pub(crate) mod file_stream;
-pub(crate) mod file_writer;
+mod file_stream;
+mod file_writer;
 mod fs;
 mod metered;
 mod object;
 mod page;
+mod parking;
 mod sink;
 mod sorted_dirs;
 pub mod suite;

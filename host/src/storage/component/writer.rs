@@ -1,7 +1,7 @@
 //! Writing through a storage plugin: into the file it hands over (direct I/O by the host), else
 //! into its output stream, else by 1 MiB `write` calls; each commit verified (`verify`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,7 +16,7 @@ use super::handover::{direct_sink, regular_file, take_resource};
 use super::verify::{verify_same_file, verify_stored, FileState};
 use super::{plugin_error, sd, stream_error, StoragePlugin, PUMP_QUEUE, WRITE_CHUNK};
 use crate::plugins::{Failure, Held, Slot, StorageKind};
-use crate::storage::file_writer::{next_or_park, take_parked, Parkable};
+use crate::storage::parking::{next_or_park, Job, Parking};
 use crate::storage::sink::{prefetch, Sink};
 use crate::storage::{FileWriter, Result, StorageError};
 
@@ -132,11 +132,11 @@ pub(super) enum Body {
 /// one is written, and the instance stays free for other calls. For a stream, the thread also
 /// feeds the writer's `check::Hasher`, off the request task. When no chunk comes for
 /// `PARK_AFTER` (a client that stopped sending), the thread parks the job and ends, as the
-/// native driver's writer does (`storage::file_writer`): a stalled upload holds no thread.
+/// native driver's writer does (`storage::parking`): a stalled upload holds no thread.
 pub(super) struct Pump {
     tx: mpsc::Sender<Bytes>,
     done: oneshot::Receiver<PumpResult>,
-    parked: Arc<Mutex<Option<PumpJob>>>,
+    parking: Arc<Parking<PumpJob>>,
     /// The file written, for `Target::File`.
     file: Option<Arc<std::fs::File>>,
 }
@@ -151,18 +151,11 @@ struct PumpJob {
     done: oneshot::Sender<PumpResult>,
 }
 
-impl Parkable for PumpJob {
-    type Msg = Bytes;
-    fn rx(&mut self) -> &mut mpsc::Receiver<Bytes> {
-        &mut self.rx
-    }
-}
-
-impl PumpJob {
-    fn run(mut self, parked: &Mutex<Option<PumpJob>>) {
+impl Job for PumpJob {
+    fn run(mut self, parking: &Arc<Parking<Self>>) {
         let rt = tokio::runtime::Handle::current();
         loop {
-            let Some((job, chunk)) = next_or_park(self, parked, &rt) else { return };
+            let Some((job, chunk)) = next_or_park(self, parking, &rt, |j| &mut j.rx) else { return };
             self = job;
             let Some(chunk) = chunk else {
                 let result = self.target.close().map(|()| self.check);
@@ -184,25 +177,14 @@ impl Pump {
     fn start(target: Target, check: Option<check::Hasher>, file: Option<Arc<std::fs::File>>) -> Pump {
         let (tx, rx) = mpsc::channel::<Bytes>(PUMP_QUEUE);
         let (done_tx, done) = oneshot::channel();
-        let parked = Arc::new(Mutex::new(None));
-        let job = PumpJob { rx, target, check, done: done_tx };
-        let p = parked.clone();
-        tokio::task::spawn_blocking(move || job.run(&p));
-        Pump { tx, done, parked, file }
-    }
-
-    /// A thread for a parked job, which has a chunk (or the channel's end) to take now.
-    fn resume(&self) {
-        if let Some(job) = take_parked(&self.parked) {
-            let p = self.parked.clone();
-            tokio::task::spawn_blocking(move || job.run(&p));
-        }
+        let parking = Parking::start(PumpJob { rx, target, check, done: done_tx });
+        Pump { tx, done, parking, file }
     }
 
     /// Queues a chunk; `Err(None)` if the thread has stopped (its error comes from `finish`).
     async fn send(&self, chunk: Bytes, deadline: Duration) -> std::result::Result<(), Option<String>> {
         let sent = tokio::time::timeout(deadline, self.tx.send(chunk)).await;
-        self.resume();
+        self.parking.resume();
         match sent {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(None),
@@ -212,11 +194,9 @@ impl Pump {
 
     /// Waits until everything queued is written and the file or stream is released.
     async fn finish(self, deadline: Duration) -> PumpResult {
-        let Pump { tx, done, parked, .. } = self;
+        let Pump { tx, done, parking, .. } = self;
         drop(tx);
-        if let Some(job) = take_parked(&parked) {
-            tokio::task::spawn_blocking(move || job.run(&parked));
-        }
+        parking.resume();
         match tokio::time::timeout(deadline, done).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err("pump thread failed".to_string()),
