@@ -472,9 +472,10 @@ impl RefusalLog {
 
 /// The streams one HTTP/2 connection may have open at once (hyper's default is 200; RFC 9113
 /// asks for at least 100). With [`H2_SEND_BUFFER`] it bounds what a client that reads nothing
-/// makes one connection hold: each stream keeps at most its buffer and the storage chunk it
-/// was handed (256 KiB from the filesystem), about 32 MiB in all, where hyper's defaults let it
-/// reach 100 MiB (measured: `test_tls.py`).
+/// makes one connection hold: each stream keeps its buffer and the storage reader's chunks (up
+/// to three of 256 KiB from the filesystem), about 1 MiB; 100 MiB for the connection (measured:
+/// `test_tls.py`), where hyper's 200 streams let it reach twice that. How long is bounded by
+/// the watchdog (`Closed::Stalled`).
 const H2_MAX_STREAMS: u32 = 100;
 
 /// The bytes of a response an HTTP/2 stream buffers beyond what the client's window lets out
