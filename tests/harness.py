@@ -106,6 +106,14 @@ class Server:
             self.proc.wait()
 
 
+def rss_mib(pid: int) -> float:
+    """A process's resident memory (VmRSS), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
 def wait_until_ready(proc: subprocess.Popen, ready, log_path: Path, what: str = "server",
                      deadline_s: float = 30, poll_s: float = 0.05) -> None:
     """Poll `ready()` (connection errors count as not yet) until it is true; fail with the log

@@ -18,7 +18,7 @@ import time
 import pytest
 import requests
 
-from harness import free_port
+from harness import free_port, rss_mib
 from ocihelpers import push_blob, start_upload
 
 REPO = "limits/app"
@@ -106,13 +106,19 @@ def test_idle_keepalive_closed(berth_factory):
     assert out == b"" and 0.8 <= t <= 2.5, (out, t)
 
 
-def test_stalled_body_is_cut(berth_factory):
-    srv = berth_factory(config=limits())
+def stalled_patch(srv, sent: int, length: int = 1_000_000) -> tuple[socket.socket, str]:
+    """A PATCH of an upload that declares `length` bytes and sends `sent`; its upload URL."""
     loc = start_upload(srv.url, REPO, requests)
     path = loc.split(str(srv.port), 1)[-1] if loc.startswith("http") else loc
     s = connect(srv)
     s.sendall(f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-              f"Content-Length: 100000\r\n\r\n".encode() + b"x" * 1000)
+              f"Content-Length: {length}\r\n\r\n".encode() + b"x" * sent)
+    return s, loc
+
+
+def test_stalled_body_is_cut(berth_factory):
+    srv = berth_factory(config=limits())
+    s, _ = stalled_patch(srv, 1000, 100_000)
     out, t = read_until_closed(s, 6)
     assert t <= 3, t
     if out:
@@ -247,13 +253,6 @@ def test_parser_errors_have_json_bodies_and_many_headers_pass(berth_factory):
         assert json.loads(body)["errors"][0]["code"] == "SIZE_INVALID"
 
 
-def rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
 # The manifest budget (64 MiB by default) plus the process's own growth under 100 connections.
 STALL_BOUND_MIB = 64 + 48
 
@@ -342,16 +341,6 @@ def test_downloads_no_one_reads_hold_no_thread(berth_factory):
     finally:
         for s in stalled:
             s.close()
-
-
-def stalled_patch(srv, sent: int, length: int = 1_000_000) -> tuple[socket.socket, str]:
-    """A PATCH of an upload that declares `length` bytes and sends `sent`; its upload URL."""
-    loc = start_upload(srv.url, REPO, requests)
-    path = loc.split(str(srv.port), 1)[-1] if loc.startswith("http") else loc
-    s = connect(srv)
-    s.sendall(f"PATCH {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
-              f"Content-Length: {length}\r\n\r\n".encode() + b"x" * sent)
-    return s, loc
 
 
 def test_uploads_that_stall_hold_no_thread(berth_factory):

@@ -22,7 +22,7 @@ import requests
 import yaml
 
 import ocilayout as ol
-from harness import BERTH_BIN, Server, free_port, wait_until_ready
+from harness import BERTH_BIN, Server, free_port, rss_mib, wait_until_ready
 from ocihelpers import push_blob, sha256
 
 REPO = "secure/app"
@@ -292,13 +292,6 @@ def test_config_check_accepts_a_good_certificate_and_key(pki, tmp_path):
     checked = run_berth("config", "check", str(config))
     assert checked.returncode == 0, checked.stderr
     assert "ok" in checked.stdout
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 class StalledH2:
