@@ -368,7 +368,7 @@ def test_http2_downloads_no_one_reads_end_the_connection_after_bodystall(tmp_pat
         c.pump(1.5)
         held = rss_mib(srv.proc.pid) - base
         assert not c.closed
-        assert held > 30, f"the stalled streams should hold memory to begin with: {held:.0f} MiB"
+        assert held > 15, f"the stalled streams should hold memory to begin with: {held:.0f} MiB"
         started = time.monotonic()
         c.pump(stall * 3)
         assert c.closed, "the server kept a connection whose streams took nothing"

@@ -472,8 +472,9 @@ impl RefusalLog {
 
 /// The streams one HTTP/2 connection may have open at once (hyper's default is 200; RFC 9113
 /// asks for at least 100). With [`H2_SEND_BUFFER`] it bounds what a client that reads nothing
-/// makes one connection hold: each stream keeps its buffer and the storage reader's chunks (up
-/// to three of 256 KiB from the filesystem), about 1 MiB; 100 MiB for the connection (measured:
+/// makes one connection hold: each stream keeps its buffer and the chunk it is sending (at
+/// most 128 KiB from the filesystem, whose reader lets go of what it read ahead once the
+/// stream stalls), about 370 KiB of RSS a stream; 36 MiB for the connection (measured:
 /// `test_tls.py`), where hyper's 200 streams let it reach twice that. How long is bounded by
 /// the watchdog (`Closed::Stalled`).
 const H2_MAX_STREAMS: u32 = 100;

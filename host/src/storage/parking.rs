@@ -1,9 +1,10 @@
-//! Blocking-thread jobs that park instead of waiting: a filesystem read or write whose client
-//! stalls parks its state here and ends its thread, and the other side (the stream taking
-//! chunks, the writer sending them) gives it a thread again when it can go on. tokio's blocking
-//! pool has 512 threads, which every filesystem operation shares: a thread held per stalled
-//! download or upload let 512 stalled clients stop all of them until `http.timeouts.bodystall`
-//! cut them.
+//! Blocking-thread jobs that park instead of waiting: an upload whose client stalls (the
+//! filesystem writer, the storage component's writer pump) parks its state here and ends its
+//! thread, and the writer sending chunks gives it a thread again when the next one comes.
+//! tokio's blocking pool has 512 threads, which every filesystem operation shares: a thread held
+//! per stalled download or upload let 512 stalled clients stop all of them until
+//! `http.timeouts.bodystall` cut them. (Downloads park too, in `file_stream`, which also lets go
+//! of what it read ahead, so it keeps its state with its chunks rather than here.)
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
