@@ -83,6 +83,7 @@ suite() { # name storage pytest-arguments...
 # native driver's do.
 suite storage-fs storage-fs test_api_*.py test_interop.py test_skopeo.py \
   test_limits.py::test_downloads_no_one_reads_hold_no_thread_and_little_memory test_limits.py::test_uploads_that_stall_hold_no_thread \
+  test_limits.py::test_a_download_that_pauses_goes_on_where_it_stood \
   "$@" & fs=$!
 # The S3 suite is the longest of the three, and most of its time is moto's (one Python process,
 # one core): two workers, each starting a moto server of its own (no shared endpoint).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
 import threading
 import time
@@ -357,6 +358,36 @@ def test_downloads_no_one_reads_hold_no_thread_and_little_memory(berth_factory):
     finally:
         for s in stalled:
             s.close()
+
+
+def test_a_download_that_pauses_goes_on_where_it_stood(berth_factory):
+    """A client that stops reading its download for a while and then reads on gets every byte
+    once, in order: the filesystem reading let go of what it read ahead while it waited, and
+    went on from the first byte the client had not taken."""
+    srv = berth_factory(config=limits(timeouts={"bodystall": "60s"}))
+    data = os.urandom(4 << 20)
+    digest = push_blob(srv.url, REPO, data)
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(20)
+    s.connect(("127.0.0.1", srv.port))
+    try:
+        s.sendall(f"GET /v2/{REPO}/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = b""
+        while b"\r\n\r\n" not in got or len(got) < 200_000:
+            got += s.recv(65536)
+        head, body = got.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert f"content-length: {len(data)}".encode() in head.lower(), head
+        # Far longer than the filesystem reader waits before it parks (50 ms).
+        time.sleep(1)
+        while len(body) < len(data):
+            chunk = s.recv(1 << 20)
+            assert chunk, f"closed after {len(body)} of {len(data)} bytes"
+            body += chunk
+        assert len(body) == len(data) and hashlib.sha256(body).hexdigest() == digest.split(":")[1]
+    finally:
+        s.close()
 
 
 def test_uploads_that_stall_hold_no_thread(berth_factory):
