@@ -14,7 +14,6 @@
 //! a client that reads slowly or not at all holds about one small chunk.
 
 use std::collections::VecDeque;
-use std::io::{Read, Seek};
 use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -100,15 +99,32 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Reads `len` bytes at `at`, fewer only where the file ends.
-    fn read(&self, at: u64, len: usize, seek: bool) -> Result<Bytes> {
-        let mut f = &*self.file;
-        if seek {
-            f.seek(std::io::SeekFrom::Start(at)).map_err(|e| StorageError::io(&self.path, e))?;
+    /// Reads `len` bytes at `at`, fewer only where the file ends. Positioned reads (`pread`):
+    /// the file's own position is never used, so readings that share an open file (a plugin
+    /// may hand over one description twice) cannot move each other's.
+    fn read(&self, at: u64, len: usize) -> Result<Bytes> {
+        use std::os::fd::AsRawFd;
+        let fd = self.file.as_raw_fd();
+        let mut buf = Vec::<u8>::with_capacity(len);
+        while buf.len() < len {
+            let filled = buf.len();
+            let Ok(offset) = libc::off_t::try_from(at + filled as u64) else { break };
+            // Into the buffer's spare capacity, so it is never zeroed first.
+            // SAFETY: `pread` writes at most `len - filled` bytes, all within the capacity
+            // reserved above, and only the bytes it reports written are counted as initialised.
+            let n = unsafe { libc::pread(fd, buf.as_mut_ptr().add(filled).cast(), len - filled, offset) };
+            match n {
+                0 => break,
+                // SAFETY: `pread` initialised these `n` bytes.
+                n if n > 0 => unsafe { buf.set_len(filled + n as usize) },
+                _ => {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() != std::io::ErrorKind::Interrupted {
+                        return Err(StorageError::io(&self.path, e));
+                    }
+                }
+            }
         }
-        // `read_to_end` into reserved capacity fills the buffer without zeroing it first.
-        let mut buf = Vec::with_capacity(len);
-        f.take(len as u64).read_to_end(&mut buf).map_err(|e| StorageError::io(&self.path, e))?;
         Ok(Bytes::from(buf))
     }
 }
@@ -117,9 +133,6 @@ impl Shared {
 /// taken them all, the reader leaves, or the reader takes nothing for [`PARK_AFTER`] while
 /// `AHEAD` chunks wait, or while the last ones do (then it parks).
 fn pump(shared: &Shared) {
-    // A thread starts where the reading stands; the file's own position is wherever the last
-    // thread left it.
-    let mut seek = true;
     loop {
         let (at, len) = {
             let st = shared.lock();
@@ -128,7 +141,7 @@ fn pump(shared: &Shared) {
             }
             (st.read_to, st.chunk)
         };
-        let read = shared.read(at, len, std::mem::take(&mut seek));
+        let read = shared.read(at, len);
         let Some(mut st) = taken_down_to(shared, AHEAD - 1) else { return };
         let failed = match read {
             Ok(b) => {
@@ -309,6 +322,36 @@ mod tests {
         }
         assert_eq!(got, data);
         assert!(s.next().await.is_none());
+    }
+
+    /// Many readers at once, each pausing now and then around the time a reading parks (so
+    /// parking and going on race with taking): every one gets every byte, in order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn readers_pausing_at_random_all_get_every_byte() {
+        let (_dir, file, data) = file_of(3 * READ_CHUNK + 1234);
+        let data = Arc::new(data);
+        let readers: Vec<_> = (0..48u64)
+            .map(|r| {
+                let (file, data) = (file.clone(), data.clone());
+                tokio::spawn(async move {
+                    let offset = r * 1000;
+                    let mut s = file_stream(file, offset, "/f");
+                    let mut got = Vec::new();
+                    let mut step = r;
+                    while let Some(b) = s.next().await {
+                        got.extend_from_slice(&b.unwrap());
+                        // A pause of 0 to 2 x PARK_AFTER, different for each reader and chunk.
+                        step = step.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        let pause = PARK_AFTER.mul_f64((step >> 33) as f64 / (1u64 << 31) as f64 * 2.0);
+                        tokio::time::sleep(pause).await;
+                    }
+                    assert!(got == data[offset as usize..], "reader {r} got {} bytes, not its part", got.len());
+                })
+            })
+            .collect();
+        for r in readers {
+            r.await.unwrap();
+        }
     }
 
     /// A reader that stops taking chunks: the reading parks (no thread waits for it) and goes
