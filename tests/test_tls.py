@@ -296,10 +296,10 @@ def test_config_check_accepts_a_good_certificate_and_key(pki, tmp_path):
 
 class StalledH2:
     """An HTTP/2 client that asks for `streams` downloads and never reads them: it grants no
-    flow-control window (its initial stream window is 0), and pings so the connection is
-    never idle."""
+    flow-control window beyond `window` bytes a stream (0 by default) and never acknowledges
+    what it receives, and pings all the while."""
 
-    def __init__(self, pki: Path, port: int, path: str, streams: int):
+    def __init__(self, pki: Path, port: int, path: str, streams: int, window: int = 0):
         import ssl
 
         import h2.config
@@ -313,7 +313,9 @@ class StalledH2:
         assert self.sock.selected_alpn_protocol() == "h2"
         self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self.conn.initiate_connection()
-        self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+        self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        if window:
+            self.conn.increment_flow_control_window(window * streams)
         for i in range(streams):
             self.conn.send_headers(self.conn.get_next_available_stream_id(),
                                    [(":method", "GET"), (":scheme", "https"), (":authority", f"127.0.0.1:{port}"),
@@ -352,10 +354,33 @@ class StalledH2:
                     self.closed = f"GOAWAY {e.error_code}"
 
 
+def test_http2_connection_that_only_pings_is_closed_when_idle(tmp_path, pki, https):
+    """Downloads handed out whole (the registry is done with them) that the client never lets
+    out: it granted windows just short of them, and then only pings. No request is left in the
+    connection, but each stream keeps its last frame. PINGs are not activity (as Go's HTTP/2
+    server has it): the connection is closed `http.timeouts.idle` after its last request, where
+    the PINGs kept it, and what its streams held, for ever."""
+    idle = 2
+    srv = start_tls_berth(tmp_path / "srv", pki, {"timeouts": {"idle": f"{idle}s", "bodystall": "60s"}})
+    try:
+        data = os.urandom(40 << 10)
+        dgst = push_blob(srv.url, REPO, data, https)
+        started = time.monotonic()
+        c = StalledH2(pki, srv.port, f"/v2/{REPO}/blobs/{dgst}", 20, window=len(data) - 1000)
+        c.pump(idle * 0.75)
+        assert not c.closed, "closed before it was idle"
+        c.pump(idle * 4)
+        assert c.closed, "a connection with no request in it was kept open by PINGs"
+        assert c.closed == "closed by the server" or c.closed.startswith("ConnectionResetError"), c.closed
+        assert time.monotonic() - started < idle * 2 + 1, time.monotonic() - started
+    finally:
+        srv.stop()
+
+
 def test_http2_downloads_no_one_reads_end_the_connection_after_bodystall(tmp_path, pki, https):
     """A client that asks for a hundred downloads over one HTTP/2 connection and grants no window
     writes nothing to stall and pings so it is never idle; every stream holds what it was handed
-    (about 1 MiB each: the storage reader's chunks and the stream's buffer). The connection is
+    (a few hundred KiB each: the chunk it is sending and the stream's buffer). The connection is
     closed once no stream has taken anything for `bodystall`, and that memory is given back;
     a slow but steady HTTP/2 download on the same server runs to its end."""
     stall = 3

@@ -64,22 +64,28 @@ impl ConnState {
         self.http2.store(true, Ordering::Relaxed);
     }
 
-    /// Bytes arrived from the client.
+    /// Bytes arrived from the client. On an HTTP/2 connection bytes are not activity, only
+    /// requests are (as Go's `http2.Server.IdleTimeout`: PINGs are not): a client's PINGs kept
+    /// a connection with no request in it open for ever, and with it the last frames its
+    /// finished streams were handed but never let out (no window granted), up to 128 KiB a
+    /// stream.
     pub fn on_read(&self) {
+        if self.http2.load(Ordering::Relaxed) {
+            return;
+        }
         let now = now_ms();
         self.last_activity.store(now, Ordering::Relaxed);
-        if self.busy.load(Ordering::Relaxed) == 0
-            && self.head_started.load(Ordering::Relaxed) == 0
-            && !self.http2.load(Ordering::Relaxed)
-        {
+        if self.busy.load(Ordering::Relaxed) == 0 && self.head_started.load(Ordering::Relaxed) == 0 {
             self.head_started.store(now, Ordering::Relaxed);
             self.kick.notify_one();
         }
     }
 
-    /// Bytes went out to the client.
+    /// Bytes went out to the client (not activity on HTTP/2: `on_read`).
     pub fn on_write(&self) {
-        self.last_activity.store(now_ms(), Ordering::Relaxed);
+        if !self.http2.load(Ordering::Relaxed) {
+            self.last_activity.store(now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// A request reached the service; the returned guard ends it when dropped (with the
@@ -501,5 +507,32 @@ mod tests {
         assert!(started.elapsed() < stall * 3, "{:?}", started.elapsed());
         s.body_gone();
         assert!(!s.stalled(stall));
+    }
+
+    /// HTTP/2: bytes (a client's PINGs) do not keep a connection with no request in it open;
+    /// its idle time runs from its last request's end. HTTP/1.1: they start a head's timer.
+    #[tokio::test]
+    async fn watchdog_http2_idle_counts_requests_not_bytes() {
+        let idle = Duration::from_millis(150);
+        let s = Arc::new(ConnState::new());
+        s.set_http2();
+        drop(s.begin_request());
+        let pings = {
+            let s = s.clone();
+            tokio::spawn(async move {
+                loop {
+                    s.on_read();
+                    s.on_write();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        assert_eq!(watchdog(&s, Duration::ZERO, idle, Duration::ZERO).await, Closed::Idle);
+        assert!(started.elapsed() < idle * 2, "{:?}", started.elapsed());
+        pings.abort();
+        let s = ConnState::new();
+        s.on_read();
+        assert_ne!(s.head_started.load(Ordering::Relaxed), 0);
     }
 }
