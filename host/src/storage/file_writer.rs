@@ -228,4 +228,34 @@ mod tests {
         assert!(parked_at.upgrade().is_none(), "the writing outlived its writer");
         assert_eq!(std::fs::read(&path).unwrap(), vec![7u8; 12_345]);
     }
+
+    /// Many writers at once, each pausing now and then around the time a writing parks (so
+    /// parking and going on race with sending): every file is whole, in order, at commit.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn writers_pausing_at_random_all_commit_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let writers: Vec<_> = (0..32u64)
+            .map(|n| {
+                let path = dir.path().join(format!("f{n}"));
+                tokio::spawn(async move {
+                    let mut w = writer(&path).await;
+                    let mut want = Vec::new();
+                    let mut step = n;
+                    for i in 0..12u64 {
+                        let chunk: Vec<u8> = (0..5_000 + n * 37 + i).map(|b| (b * 7 + n + i) as u8).collect();
+                        want.extend_from_slice(&chunk);
+                        w.write(Bytes::from(chunk)).await.unwrap();
+                        // A pause of 0 to 2 x PARK_AFTER, different for each writer and chunk.
+                        step = step.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                        tokio::time::sleep(PARK_AFTER.mul_f64((step >> 33) as f64 / (1u64 << 31) as f64 * 2.0)).await;
+                    }
+                    Box::new(w).commit().await.unwrap();
+                    assert!(std::fs::read(&path).unwrap() == want, "writer {n}: the file is not what was sent");
+                })
+            })
+            .collect();
+        for w in writers {
+            w.await.unwrap();
+        }
+    }
 }
