@@ -352,9 +352,11 @@ def test_downloads_no_one_reads_hold_no_thread_and_little_memory(berth_factory):
         assert r.status_code == 200 and r.content == data
         assert time.monotonic() - started < 5, time.monotonic() - started
         # Measured: 750-1,060 KiB each before, about 180 KiB now (mostly the chunk its
-        # connection is writing).
+        # connection is writing, the socket's buffers having taken the rest). At most, where the
+        # socket takes less: hyper's write queue (128 KiB) and one more chunk (128 KiB) besides
+        # the connection's own few tens of KiB.
         per_download = (heap_in_use(debug_url) - before) / len(stalled)
-        assert per_download < 256 << 10, f"{per_download / 1024:.0f} KiB per stalled download"
+        assert per_download < 384 << 10, f"{per_download / 1024:.0f} KiB per stalled download"
     finally:
         for s in stalled:
             s.close()
