@@ -5,8 +5,10 @@
 //!
 //! The trait has no compare-and-swap, so taking the lock is write-then-read-back after a short
 //! pause: of two runs racing for a free lock, the later writer wins and the other sees a name
-//! that is not its own and stops. Servers read the same object to learn that a run is on (and
-//! its id, which names its journal).
+//! that is not its own and stops. A write still in flight at the read-back escapes that; the run
+//! reads the lock again (`renew`) before it marks and before it deletes, and its sweep stops at
+//! the first renewal that finds another name. Servers read the same object to learn that a run
+//! is on (and its id, which names its journal).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

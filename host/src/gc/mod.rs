@@ -125,25 +125,34 @@ async fn run_inner(
     let held = lock.map(|l| Mutex::new((l, Instant::now())));
     let lost = std::sync::atomic::AtomicBool::new(false);
     let pacer = pace::Pacer::new(opts.pace);
+    // Reads the lock and pushes its expiry on; false (and `lost` set) once it names another run.
+    let renew = || {
+        async {
+            let Some(h) = &held else { return true };
+            let mut l = {
+                let mut g = h.lock().unwrap();
+                g.1 = Instant::now();
+                lock::Lock { record: g.0.record.clone() }
+            };
+            let kept = l.renew(driver).await.is_ok();
+            h.lock().unwrap().0.record = l.record;
+            if !kept {
+                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            kept
+        }
+        .boxed()
+    };
+    // Between two steps of the scan or the sweep: paces them and renews the lock when due; false
+    // once the lock is lost, so the sweep stops deleting.
     let tick = || {
         async {
             pacer.breathe().await;
-            let Some(h) = &held else { return };
-            let due = {
-                let g = h.lock().unwrap();
-                g.1.elapsed() >= lock::RENEW
-            };
+            let due = held.as_ref().is_some_and(|h| h.lock().unwrap().1.elapsed() >= lock::RENEW);
             if due {
-                let mut l = {
-                    let mut g = h.lock().unwrap();
-                    g.1 = Instant::now();
-                    lock::Lock { record: g.0.record.clone() }
-                };
-                if l.renew(driver).await.is_err() {
-                    lost.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                h.lock().unwrap().0.record = l.record;
+                renew().await;
             }
+            !lost.load(std::sync::atomic::Ordering::SeqCst)
         }
         .boxed()
     };
@@ -152,6 +161,12 @@ async fn run_inner(
             // Mark only once every server has read the lock and records its writes: a write the
             // scan misses is then in the journal by the time the sweep looks.
             tokio::time::sleep(journal::SETTLE).await;
+            // And only if the lock is still ours. Taking it is write-then-read-back: a rival's
+            // write still in flight when this run read its own back lands after, and names the
+            // rival, whose journal the servers now write to. Found here, it costs nothing.
+            if !renew().await {
+                return Err(GcError::LockLost);
+            }
         }
         let mark_start = Instant::now();
         let scan = scan::scan(reg, cutoff, opts.concurrency.max(1), &tick, progress).await?;
@@ -163,6 +178,10 @@ async fn run_inner(
         let existing: std::collections::HashSet<_> = scan.blobs.iter().collect();
         report.blobs_marked = plan.marked.iter().filter(|d| existing.contains(d)).count();
         report.mark_seconds = mark_start.elapsed().as_secs_f64();
+        // The last look before anything is deleted.
+        if !renew().await {
+            return Err(GcError::LockLost);
+        }
         let sweep_start = Instant::now();
         let sweep = sweep::Sweep {
             driver,
@@ -220,7 +239,7 @@ pub async fn estimate_freed(
     pretend_untagged: &[(RepoName, Tag)],
     delete_untagged: bool,
 ) -> Result<u64, GcError> {
-    let scan = scan::scan(reg, SystemTime::now(), scan::CONCURRENCY, &|| async {}.boxed(), &Quiet).await?;
+    let scan = scan::scan(reg, SystemTime::now(), scan::CONCURRENCY, &|| async { true }.boxed(), &Quiet).await?;
     let plan = mark::mark(&scan, delete_untagged, pretend_untagged);
     let mut bytes = 0;
     for d in &plan.candidates {

@@ -219,7 +219,7 @@ pub async fn scan<'a>(
     reg: &'a Registry,
     cutoff: SystemTime,
     n: usize,
-    tick: &'a (dyn Fn() -> futures_util::future::BoxFuture<'a, ()> + Send + Sync),
+    tick: &'a (dyn Fn() -> futures_util::future::BoxFuture<'a, bool> + Send + Sync),
     progress: &'a dyn Progress,
 ) -> std::result::Result<Scan, super::GcError> {
     let driver = reg.driver();

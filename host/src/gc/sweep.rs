@@ -37,8 +37,9 @@ pub struct Sweep<'a> {
     pub local: Option<&'a Journal>,
     pub concurrency: usize,
     pub progress: &'a dyn Progress,
-    /// Renews the lock now and then.
-    pub tick: &'a (dyn Fn() -> futures_util::future::BoxFuture<'a, ()> + Send + Sync),
+    /// Renews the lock now and then; false once it is lost (another run holds it): then
+    /// nothing more is deleted.
+    pub tick: &'a (dyn Fn() -> futures_util::future::BoxFuture<'a, bool> + Send + Sync),
 }
 
 /// Counts shared by the concurrent deletions.
@@ -76,6 +77,7 @@ impl Sweep<'_> {
             scan.repos.iter().zip(&plan.repos).map(|(repo, rp)| self.repo(repo, rp, tally_ref).boxed()).collect();
         stream::iter(repos).buffer_unordered(self.concurrency).collect::<Vec<()>>().await;
         let deleted = std::mem::take(&mut *tally.deleted.lock().unwrap());
+        let held = (self.tick)().await;
         if !deleted.is_empty() {
             if let Err(e) = self.driver.sync(&deleted).await {
                 // Not durable: deleting blobs now could outlive the manifests after a crash.
@@ -85,6 +87,10 @@ impl Sweep<'_> {
                 return;
             }
         }
+        if !held {
+            self.finish(tally, report);
+            return;
+        }
         let spared = tally.spared.lock().unwrap().clone();
         let candidates: Vec<&Digest> = plan.candidates.iter().filter(|d| !spared.contains(*d)).collect();
         self.progress.inc((plan.candidates.len() - candidates.len()) as u64);
@@ -93,7 +99,9 @@ impl Sweep<'_> {
                 tracing::warn!(error = %e, "garbage collection: a batch of blobs failed");
                 tally.add(|r| r.errors += 1);
             }
-            (self.tick)().await;
+            if !(self.tick)().await {
+                break;
+            }
         }
         self.finish(tally, report);
     }
@@ -103,7 +111,9 @@ impl Sweep<'_> {
         for d in &rp.manifests {
             self.manifest(repo, d, tally).await;
             self.progress.inc(1);
-            (self.tick)().await;
+            if !(self.tick)().await {
+                return;
+            }
         }
         for (subject, referrer, link) in &rp.referrers {
             if tally.spared.lock().unwrap().contains(referrer) {

@@ -137,6 +137,31 @@ async fn a_second_run_is_refused_while_the_lock_is_held() {
     run(&reg, &now(), None, &Quiet).await.unwrap();
 }
 
+/// Taking the lock is write-then-read-back: a rival's write still in flight when a run read its
+/// own back lands after it, and both runs believe they hold the lock (the servers follow the
+/// rival's journal). The run looks again before it marks and before it deletes: it finds the
+/// rival's name and stops, with nothing deleted.
+#[tokio::test]
+async fn a_run_whose_lock_a_rival_overwrote_deletes_nothing() {
+    let (reg, driver) = registry();
+    let r = repo("r");
+    let (untagged, _) = image(&reg, &r, None, "u", &[b"untagged layer"]).await;
+    let d = driver.clone();
+    // Lands after the run's read-back (150 ms) and within its wait for the servers (2 s).
+    let rival = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let expires = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+        let record = lock::LockRecord { run: "rival".into(), host: "elsewhere".into(), pid: 1, expires };
+        d.put_content(&paths::lock(), Bytes::from(serde_json::to_vec(&record).unwrap())).await.unwrap();
+    });
+    let e = run(&reg, &Options { delete_untagged: true, ..now() }, None, &Quiet).await.unwrap_err();
+    rival.await.unwrap();
+    assert!(matches!(e, GcError::LockLost), "{e}");
+    assert!(reg.get_manifest(&r, &Reference::Digest(untagged)).await.is_ok(), "deleted under a rival's lock");
+    // The rival's lock is left as it is.
+    assert_eq!(lock::read(&*driver).await.unwrap().unwrap().run, "rival");
+}
+
 #[tokio::test]
 async fn the_handshake_spares_a_recorded_digest_and_fails_a_write_to_a_doomed_one() {
     let (_, driver) = registry();
