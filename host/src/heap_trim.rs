@@ -29,7 +29,7 @@ impl HeapTrim {
     }
 
     /// One connection that held as much as a wave of them closed (stalled HTTP/2 downloads,
-    /// about 1 MiB a stream): trim at the next look.
+    /// about 370 KiB a stream, up to 100 streams): trim at the next look.
     pub fn soon(&self) {
         self.closed.fetch_max(CLOSED_BEFORE_TRIM, Ordering::Relaxed);
     }

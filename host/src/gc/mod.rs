@@ -170,7 +170,8 @@ async fn run_inner(
         }
         let mark_start = Instant::now();
         let scan = scan::scan(reg, cutoff, opts.concurrency.max(1), &tick, progress).await?;
-        tick().await;
+        // Paced as a step; the lock is looked at just below, before the sweep.
+        pacer.breathe().await;
         let plan = mark::mark(&scan, opts.delete_untagged, &[]);
         report.repositories = scan.repos.len();
         report.uploads_in_progress = scan.repos.iter().map(|r| r.uploads).sum();
