@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
+import socket
+import threading
 import time
 import uuid
 
@@ -282,5 +285,116 @@ def test_upload_purging(tmp_path, client, dryrun, backend, prefix):
                 assert not [k for k in keys_under(prefix.strip("/")) if "/_uploads/" in k]
             else:
                 assert not list((srv.root / "docker/registry/v2/repositories/team/app/_uploads").iterdir())
+    finally:
+        srv.stop()
+
+
+def read_paced(sock: socket.socket, want: int, pause_after: int, pause_s: float, rate: float,
+               during_pause=lambda: None) -> bytes:
+    """The body of the answer on `sock` (`want` bytes, or what came before it ended): read at
+    once up to `pause_after`, then nothing for `pause_s` (running `during_pause` first), then at
+    about `rate` bytes a second."""
+    sock.settimeout(30)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        assert chunk, head
+        head += chunk
+    head, body = head.split(b"\r\n\r\n", 1)
+    assert head.split(b"\r\n")[0] in (b"HTTP/1.1 200 OK", b"HTTP/1.1 206 Partial Content"), head
+    paused = False
+    started = time.monotonic()
+    while len(body) < want:
+        if not paused and len(body) >= pause_after:
+            paused = True
+            t0 = time.monotonic()
+            during_pause()
+            time.sleep(max(0.0, pause_s - (time.monotonic() - t0)))
+            started, base = time.monotonic(), len(body)
+        try:
+            chunk = sock.recv(min(65536, want - len(body)))
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        body += chunk
+        if paused:
+            ahead = (len(body) - base) / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    return body
+
+
+@pytest.mark.parametrize("backend", ["s3", "azure"])
+def test_a_download_longer_than_the_service_request_timeout_arrives_whole(tmp_path, client, backend, prefix):
+    """The HTTP client under the object store ends each request at its timeout (30 s by default,
+    1 s here), and the store's own retries of a failed body stop after three: a download that
+    pauses past the timeout and then takes about nine times as long still gets every byte,
+    whole or ranged, because Berth asks for the rest again from where it stood."""
+    storage = s3_storage(prefix) if backend == "s3" else {"azure": objectstores.azure_config(prefix)}
+    storage["redirect"] = {"disable": True}
+    # Big enough that socket buffers cannot take the rest of it while the client pauses; pushed
+    # with the default timeout, so that only the downloads run into the short one.
+    data = os.urandom(24 << 20)
+    pusher = start_berth(tmp_path / "push", config={"storage": storage})
+    try:
+        dgst = push_blob(pusher.url, REPO, data, client)
+    finally:
+        pusher.stop()
+    env = {"AWS_TIMEOUT": "1s"} if backend == "s3" else {"AZURE_TIMEOUT": "1s"}
+    debug = free_port()
+    srv = start_berth(tmp_path / "pull", config={"storage": storage, "http": {"debug": {"addr": f"127.0.0.1:{debug}"}}},
+                      env=env)
+
+    def resumed() -> int:
+        metrics = requests.get(f"http://127.0.0.1:{debug}/metrics", timeout=10).text
+        found = re.search(r"^berth_storage_reads_resumed_total (\d+)", metrics, re.M)
+        assert found, metrics
+        return int(found.group(1))
+
+    try:
+        for first, last in ((None, None), (100_000, 20_000_000)):
+            before = resumed()
+            ranged = first is not None
+            want = data[first:last + 1] if ranged else data
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            s.connect(("127.0.0.1", srv.port))
+            try:
+                extra = f"Range: bytes={first}-{last}\r\n" if ranged else ""
+                s.sendall(f"GET /v2/{REPO}/blobs/{dgst} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+                # A 2 s pause, then about 9 s of reading: past the 1 s timeout several times.
+                body = read_paced(s, len(want), 1 << 20, 2.0, len(want) / 9)
+            finally:
+                s.close()
+            assert len(body) == len(want) and body == want, (ranged, len(body), len(want))
+            # The store's own retries took the first three cuts; Berth went on after the rest.
+            assert resumed() > before
+        if backend == "s3":
+            # The object changed under a download (written behind the registry's back), once
+            # Berth is the one going on with it: the download ends short, with the old bytes
+            # only; nothing of the new is spliced in.
+            before = resumed()
+
+            def overwrite_once_resumed():
+                deadline = time.monotonic() + 20
+                while resumed() == before and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                objectstores.s3_client().put_object(Bucket=objectstores.S3_BUCKET, Key=blob_key(prefix, dgst),
+                                                    Body=os.urandom(len(data)))
+
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+            s.connect(("127.0.0.1", srv.port))
+            writer = threading.Thread(target=overwrite_once_resumed)
+            try:
+                s.sendall(f"GET /v2/{REPO}/blobs/{dgst} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                body = read_paced(s, len(data), 1 << 20, 2.0, len(data) / 9, during_pause=writer.start)
+            finally:
+                s.close()
+                writer.join()
+            assert resumed() > before
+            assert len(body) < len(data) and body == data[:len(body)], len(body)
+            assert "going on from byte" in srv.log()
     finally:
         srv.stop()

@@ -152,6 +152,9 @@ pub struct Metrics {
     pub connections_closed: Family<ConnectionClosedLabels, Counter>,
     pub storage_duration: Histograms<StorageLabels>,
     pub storage_errors: Family<StorageLabels, Counter>,
+    /// Object store downloads that went on with a new request after the service's answer failed
+    /// or ended early (`storage::resume`).
+    pub storage_reads_resumed: Counter,
     pub plugin_duration: Histograms<PluginLabels>,
     pub plugin_failures: Family<PluginFailureLabels, Counter>,
     pub auth_outcomes: Family<AuthLabels, Counter>,
@@ -194,6 +197,7 @@ impl Metrics {
             connections_closed: Family::default(),
             storage_duration: Family::new_with_constructor(operation_histogram),
             storage_errors: Family::default(),
+            storage_reads_resumed: Counter::default(),
             plugin_duration: Family::new_with_constructor(operation_histogram),
             plugin_failures: Family::default(),
             auth_outcomes: Family::default(),
@@ -259,6 +263,11 @@ impl Metrics {
             "storage_operation_errors",
             "Storage driver operations that failed (not counting not-found answers)",
             m.storage_errors.clone(),
+        );
+        registry.register(
+            "storage_reads_resumed",
+            "Object store downloads that went on with a ranged request after the service's answer failed or ended early",
+            m.storage_reads_resumed.clone(),
         );
         registry.register_with_unit(
             "plugin_call_duration",

@@ -80,8 +80,14 @@ pub(crate) fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
+/// A body streamed from storage. A storage failure after the answer's head went out can only
+/// cut the body short (the client sees fewer bytes than `Content-Length`), so it is logged here.
 pub(crate) fn stream(s: ByteStream) -> Body {
-    StreamBody::new(s.map_ok(Frame::data).map_err(std::io::Error::other)).boxed_unsync()
+    let failed = |e: crate::storage::StorageError| {
+        tracing::warn!(error = %e, "response body cut short: storage failed while it streamed");
+        std::io::Error::other(e)
+    };
+    StreamBody::new(s.map_ok(Frame::data).map_err(failed)).boxed_unsync()
 }
 
 /// Counts a request's body bytes as a handler streams them (uploads); a body read otherwise is

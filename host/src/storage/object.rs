@@ -23,6 +23,7 @@ use object_store::signer::Signer;
 use object_store::{GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload};
 
 use super::page::{settled, FlatPage, ListPage, Selection};
+use super::resume;
 use super::{validate_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 use crate::config;
 
@@ -307,10 +308,33 @@ impl StorageDriver for ObjectStoreDriver {
             opts.range = Some(GetRange::Offset(offset));
         }
         let got = self.store.get_opts(&k, opts).await.map_err(self.map_err(path))?;
-        let (name, owned) = (self.name, path.to_string());
-        Ok(Box::pin(
-            got.into_stream().map(move |r| r.map_err(|e| StorageError::Backend(format!("{name}: {owned}: {e}")))),
-        ))
+        let (start, end) = (got.range.start, got.range.end);
+        let if_match = got.meta.e_tag.clone();
+        let (name, owned) = (self.name, Arc::<str>::from(path));
+        let chunks = move |got: object_store::GetResult, owned: Arc<str>| -> ByteStream {
+            Box::pin(
+                got.into_stream().map(move |r| r.map_err(|e| StorageError::Backend(format!("{name}: {owned}: {e}")))),
+            )
+        };
+        let first = chunks(got, owned.clone());
+        let store = self.store.clone();
+        // The rest of the same object, from the first byte not handed out (`storage::resume`).
+        let reopen: resume::Reopen = Box::new(move |at| {
+            let (store, k, owned) = (store.clone(), k.clone(), owned.clone());
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(at..end)),
+                if_match: if_match.clone(),
+                ..Default::default()
+            };
+            Box::pin(async move {
+                let got = store
+                    .get_opts(&k, opts)
+                    .await
+                    .map_err(|e| StorageError::Backend(format!("{name}: {owned}: going on from byte {at}: {e}")))?;
+                Ok(chunks(got, owned))
+            })
+        });
+        Ok(resume::resuming(first, start, end, reopen))
     }
 
     /// Object stores cannot append: an appending writer re-streams the existing object into a
