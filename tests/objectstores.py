@@ -112,6 +112,73 @@ def s3_config(rootdirectory: str, **extra) -> dict:
     return cfg
 
 
+class SlowS3:
+    """A proxy in front of the test S3 server that answers the requests `slow` picks (method,
+    path and query, headers) only after `delay` seconds, as a real service does with a server-
+    side copy or the completion of a large multipart upload. Everything else passes at once."""
+
+    def __init__(self, delay: float, slow):
+        import http.client
+        import http.server
+        import threading
+        import urllib.parse
+
+        upstream = urllib.parse.urlsplit(s3_endpoint())
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def forward(self):
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    body = b""
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    del self.headers["Transfer-Encoding"]
+                    self.headers["Content-Length"] = str(len(body))
+                else:
+                    n = int(self.headers.get("Content-Length") or 0)
+                    body = self.rfile.read(n) if n else None
+                if slow(self.command, self.path, self.headers):
+                    proxy.delayed += 1
+                    time.sleep(delay)
+                conn = http.client.HTTPConnection(upstream.hostname, upstream.port, timeout=60)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=dict(self.headers))
+                    r = conn.getresponse()
+                    data = r.read()
+                finally:
+                    conn.close()
+                self.send_response(r.status)
+                for k, v in r.getheaders():
+                    if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                # A HEAD answer's length is the object's, not its (empty) body's.
+                length = r.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = forward
+
+        self.delayed = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def azure_url() -> str:
     """Blob service URL of an Azurite holding container AZURE_CONTAINER."""
     if "azure" not in _started:

@@ -398,3 +398,38 @@ def test_a_download_longer_than_the_service_request_timeout_arrives_whole(tmp_pa
             assert "going on from byte" in srv.log()
     finally:
         srv.stop()
+
+
+def test_copies_and_completions_longer_than_the_request_timeout_succeed(tmp_path, client, prefix):
+    """A server-side copy or the completion of a multipart upload can take a service minutes
+    (S3 keeps the connection alive meanwhile). Berth gives those requests a long timeout of
+    their own; the rest keep the short one. Here the short one is 1 s, and a proxy answers
+    copies and completions only after 2 s."""
+
+    def slow(method: str, path: str, headers) -> bool:
+        copy = method == "PUT" and any(k.lower() == "x-amz-copy-source" for k in headers)
+        return copy or (method == "POST" and "uploadId=" in path)
+
+    proxy = objectstores.SlowS3(2.0, slow)
+    storage = s3_storage(prefix, chunksize=5 << 20, regionendpoint=proxy.url)
+    storage["redirect"] = {"disable": True}
+    srv = start_berth(tmp_path, config={"storage": storage}, env={"AWS_TIMEOUT": "1s"})
+    try:
+        # A chunked upload: its parts complete under _uploads/, then a copy moves the blob.
+        chunked = os.urandom(12 << 20)
+        loc = start_upload(srv.url, REPO, client)
+        r = client.patch(loc, data=chunked, headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 202, r.text
+        loc = requests.compat.urljoin(srv.url, r.headers["Location"])
+        r = client.put(loc, params={"digest": sha256(chunked)})
+        assert r.status_code == 201, r.text
+        # A monolithic upload: streamed to its final key, one completion.
+        whole = os.urandom(11 << 20)
+        r = client.post(f"{srv.url}/v2/{REPO}/blobs/uploads/", params={"digest": sha256(whole)}, data=whole)
+        assert r.status_code == 201, r.text
+        assert proxy.delayed >= 3, proxy.delayed
+        for data in (chunked, whole):
+            assert get_blob(srv.url, REPO, sha256(data), client) == data
+    finally:
+        srv.stop()
+        proxy.close()

@@ -13,14 +13,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
-use object_store::azure::MicrosoftAzureBuilder;
-use object_store::gcp::GoogleCloudStorageBuilder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjPath;
 use object_store::signer::Signer;
-use object_store::{GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload};
+use object_store::{ClientConfigKey, GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload};
 
 use super::page::{settled, FlatPage, ListPage, Selection};
 use super::resume;
@@ -35,10 +35,19 @@ const PARTS_IN_FLIGHT: usize = 4;
 const COPY_LIMIT: u64 = 5 << 30;
 /// Lifetime of a redirect URL: long enough to start the download (distribution uses 20 min).
 const REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
+/// The timeout of a request that moves a whole object, or a part of one, within or into the
+/// service: a server-side copy (up to [`COPY_LIMIT`]), completing a multipart upload, a part
+/// sent over a slow link. The HTTP client's default, 30 s for every request, cut them: S3 may
+/// take minutes to copy or complete a large object (it keeps the connection alive meanwhile),
+/// and a completion retried after it went through fails. Every other request keeps the
+/// default, so that a service that stops answering is noticed soon.
+const LONG_REQUEST_TIMEOUT: &str = "15m";
 
 pub struct ObjectStoreDriver {
     name: &'static str,
     store: Arc<dyn ObjectStore>,
+    /// The same service with [`LONG_REQUEST_TIMEOUT`]: copies and multipart uploads.
+    long: Arc<dyn ObjectStore>,
     /// Signs redirect URLs; `None` when redirects are off or the store cannot sign.
     signer: Option<Arc<dyn Signer>>,
     /// `rootdirectory` as a key prefix, without slashes at its ends.
@@ -68,7 +77,8 @@ pub struct InMemoryDriver;
 impl InMemoryDriver {
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> ObjectStoreDriver {
-        ObjectStoreDriver::new("inmemory", Arc::new(InMemory::new()), None, None, 5 << 20)
+        let store = Arc::new(InMemory::new());
+        ObjectStoreDriver::new("inmemory", store.clone(), store, None, None, 5 << 20)
     }
 }
 
@@ -90,12 +100,13 @@ impl ObjectStoreDriver {
     fn new(
         name: &'static str,
         store: Arc<dyn ObjectStore>,
+        long: Arc<dyn ObjectStore>,
         signer: Option<Arc<dyn Signer>>,
         root: Option<&str>,
         part_size: usize,
     ) -> Self {
         let root = root.unwrap_or("").trim_matches('/').to_string();
-        ObjectStoreDriver { name, store, signer, root, part_size, copy_limit: COPY_LIMIT, pager: None }
+        ObjectStoreDriver { name, store, long, signer, root, part_size, copy_limit: COPY_LIMIT, pager: None }
     }
 
     /// S3 or an S3-compatible service (`regionendpoint`), distribution's keys.
@@ -122,11 +133,14 @@ impl ObjectStoreDriver {
                 .with_allow_http(e.starts_with("http://"))
                 .with_virtual_hosted_style_request(!c.forcepathstyle.unwrap_or(true));
         }
-        let s3 = Arc::new(b.with_retry(retry()).build().map_err(backend("storage.s3"))?);
+        let b = b.with_retry(retry());
+        let long = b.clone().with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), LONG_REQUEST_TIMEOUT);
+        let long = Arc::new(long.build().map_err(backend("storage.s3"))?);
+        let s3 = Arc::new(b.build().map_err(backend("storage.s3"))?);
         let signer = redirect.then(|| s3.clone() as Arc<dyn Signer>);
         let part = c.chunksize.map_or(DEFAULT_PART_SIZE, |n| n as usize);
         let pager = Pager { store: s3.clone(), offsets: true };
-        Ok(Self::new("s3", s3, signer, c.rootdirectory.as_deref(), part).with_pager(pager))
+        Ok(Self::new("s3", s3, long, signer, c.rootdirectory.as_deref(), part).with_pager(pager))
     }
 
     /// Azure Blob Storage; `serviceurl` points it at Azurite or a sovereign cloud.
@@ -143,10 +157,13 @@ impl ObjectStoreDriver {
         if let Some(e) = endpoint {
             b = b.with_allow_http(e.starts_with("http://")).with_endpoint(e);
         }
-        let az = Arc::new(b.with_retry(retry()).build().map_err(backend("storage.azure"))?);
+        let b = b.with_retry(retry());
+        let long = b.clone().with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), LONG_REQUEST_TIMEOUT);
+        let long = Arc::new(long.build().map_err(backend("storage.azure"))?);
+        let az = Arc::new(b.build().map_err(backend("storage.azure"))?);
         let signer = redirect.then(|| az.clone() as Arc<dyn Signer>);
         let pager = Pager { store: az.clone(), offsets: false };
-        Ok(Self::new("azure", az, signer, c.rootdirectory.as_deref(), DEFAULT_PART_SIZE).with_pager(pager))
+        Ok(Self::new("azure", az, long, signer, c.rootdirectory.as_deref(), DEFAULT_PART_SIZE).with_pager(pager))
     }
 
     /// Google Cloud Storage; without `keyfile`, application default credentials.
@@ -155,11 +172,14 @@ impl ObjectStoreDriver {
         if let Some(k) = &c.keyfile {
             b = b.with_service_account_path(k.to_string_lossy());
         }
-        let gcs = Arc::new(b.with_retry(retry()).build().map_err(backend("storage.gcs"))?);
+        let b = b.with_retry(retry());
+        let long = b.clone().with_config(GoogleConfigKey::Client(ClientConfigKey::Timeout), LONG_REQUEST_TIMEOUT);
+        let long = Arc::new(long.build().map_err(backend("storage.gcs"))?);
+        let gcs = Arc::new(b.build().map_err(backend("storage.gcs"))?);
         let signer = redirect.then(|| gcs.clone() as Arc<dyn Signer>);
         let part = c.chunksize.map_or(DEFAULT_PART_SIZE, |n| n as usize);
         let pager = Pager { store: gcs.clone(), offsets: true };
-        Ok(Self::new("gcs", gcs, signer, c.rootdirectory.as_deref(), part).with_pager(pager))
+        Ok(Self::new("gcs", gcs, long, signer, c.rootdirectory.as_deref(), part).with_pager(pager))
     }
 
     fn with_pager(mut self, pager: Pager) -> Self {
@@ -342,7 +362,7 @@ impl StorageDriver for ObjectStoreDriver {
     async fn writer(&self, path: &str, append: bool) -> Result<Box<dyn FileWriter>> {
         let k = self.key(path)?;
         let mut w = Box::new(ObjectWriter {
-            store: self.store.clone(),
+            store: self.long.clone(),
             key: k,
             path: path.to_string(),
             name: self.name,
@@ -449,7 +469,7 @@ impl StorageDriver for ObjectStoreDriver {
             }
             w.commit().await?;
         } else {
-            self.store.copy(&a, &b).await.map_err(self.map_err(from))?;
+            self.long.copy(&a, &b).await.map_err(self.map_err(from))?;
         }
         self.store.delete(&a).await.map_err(self.map_err(from))
     }
@@ -707,7 +727,8 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn keys_under_the_root_directory() {
-        let d = ObjectStoreDriver::new("t", Arc::new(InMemory::new()), None, Some("/reg/"), 5 << 20);
+        let store = Arc::new(InMemory::new());
+        let d = ObjectStoreDriver::new("t", store.clone(), store, None, Some("/reg/"), 5 << 20);
         assert_eq!(d.key("/docker/registry/v2/x").unwrap().as_ref(), "reg/docker/registry/v2/x");
         d.put_content("/docker/a", Bytes::from_static(b"1")).await.unwrap();
         assert_eq!(d.list("/docker").await.unwrap(), ["/docker/a"]);
