@@ -27,7 +27,7 @@ use super::{ByteStream, Result, StorageError};
 /// Attempts in a row that may bring no byte before the download fails: a service that answers
 /// but sends nothing is not waited on forever, while any progress starts the count again (a
 /// download of any length may go on through any number of timeouts).
-pub(super) const MAX_FRUITLESS: u32 = 3;
+const MAX_FRUITLESS: u32 = 3;
 
 /// The pause before going on after the `n`th fruitless attempt: 100 ms, doubling (each request
 /// already has `object_store`'s own retries behind it).
