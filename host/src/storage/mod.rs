@@ -10,6 +10,7 @@ mod metered;
 mod object;
 mod page;
 mod parking;
+mod rechunk;
 mod resume;
 mod sink;
 mod sorted_dirs;

@@ -23,7 +23,7 @@ use object_store::signer::Signer;
 use object_store::{ClientConfigKey, GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload};
 
 use super::page::{settled, FlatPage, ListPage, Selection};
-use super::resume;
+use super::{rechunk, resume};
 use super::{validate_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 use crate::config;
 
@@ -332,9 +332,9 @@ impl StorageDriver for ObjectStoreDriver {
         let if_match = got.meta.e_tag.clone();
         let (name, owned) = (self.name, Arc::<str>::from(path));
         let chunks = move |got: object_store::GetResult, owned: Arc<str>| -> ByteStream {
-            Box::pin(
+            rechunk::rechunk(Box::pin(
                 got.into_stream().map(move |r| r.map_err(|e| StorageError::Backend(format!("{name}: {owned}: {e}")))),
-            )
+            ))
         };
         let first = chunks(got, owned.clone());
         let store = self.store.clone();
