@@ -152,8 +152,8 @@ pub struct Metrics {
     pub connections_closed: Family<ConnectionClosedLabels, Counter>,
     pub storage_duration: Histograms<StorageLabels>,
     pub storage_errors: Family<StorageLabels, Counter>,
-    /// Object store downloads that went on with a new request after the service's answer failed
-    /// or ended early (`storage::resume`).
+    /// Object store downloads that went on with a new request after the service's answer failed,
+    /// ended early or was let go of while the client stalled (`storage::resume`).
     pub storage_reads_resumed: Counter,
     pub plugin_duration: Histograms<PluginLabels>,
     pub plugin_failures: Family<PluginFailureLabels, Counter>,
@@ -266,7 +266,7 @@ impl Metrics {
         );
         registry.register(
             "storage_reads_resumed",
-            "Object store downloads that went on with a ranged request after the service's answer failed or ended early",
+            "Object store downloads that went on with a ranged request after the service's answer failed, ended early or was let go of while the client stalled",
             m.storage_reads_resumed.clone(),
         );
         registry.register_with_unit(
