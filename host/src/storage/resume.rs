@@ -235,6 +235,19 @@ mod tests {
         Box::pin(futures_util::stream::iter(items))
     }
 
+    /// A `Reopen` answering from `data` (each answer failing after `fail_after` chunks), and
+    /// the offsets it was asked for.
+    fn reopening(data: &Arc<Vec<u8>>, fail_after: Option<usize>) -> (Reopen, Arc<Mutex<Vec<u64>>>) {
+        let opened = Arc::new(Mutex::new(Vec::new()));
+        let (d, o) = (data.clone(), opened.clone());
+        let reopen: Reopen = Box::new(move |at| {
+            o.lock().unwrap().push(at);
+            let s = answer(&d, at, fail_after);
+            Box::pin(async move { Ok(s) })
+        });
+        (reopen, opened)
+    }
+
     async fn read_all(mut s: ByteStream) -> (Vec<u8>, Option<StorageError>) {
         let mut got = Vec::new();
         while let Some(item) = s.next().await {
@@ -251,13 +264,7 @@ mod tests {
     #[tokio::test]
     async fn answers_that_fail_midway_are_followed_from_where_they_stopped() {
         let d = data();
-        let opened = Arc::new(Mutex::new(Vec::new()));
-        let (dd, o) = (d.clone(), opened.clone());
-        let reopen: Reopen = Box::new(move |at| {
-            o.lock().unwrap().push(at);
-            let s = answer(&dd, at, Some(3));
-            Box::pin(async move { Ok(s) })
-        });
+        let (reopen, opened) = reopening(&d, Some(3));
         let (got, err) = read_all(resuming(answer(&d, 500, Some(3)), 500, d.len() as u64, reopen)).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(got, &d[500..]);
@@ -270,11 +277,7 @@ mod tests {
     async fn an_answer_that_ends_short_is_followed() {
         let d = data();
         let short: ByteStream = Box::pin(futures_util::stream::iter(vec![Ok(Bytes::copy_from_slice(&d[..4000]))]));
-        let dd = d.clone();
-        let reopen: Reopen = Box::new(move |at| {
-            let s = answer(&dd, at, None);
-            Box::pin(async move { Ok(s) })
-        });
+        let (reopen, _) = reopening(&d, None);
         let (got, err) = read_all(resuming(short, 0, d.len() as u64, reopen)).await;
         assert!(err.is_none(), "{err:?}");
         assert_eq!(got, *d);
@@ -285,17 +288,11 @@ mod tests {
     #[tokio::test]
     async fn attempts_that_bring_nothing_end_the_download() {
         let d = data();
-        let opened = Arc::new(AtomicUsize::new(0));
-        let (dd, o) = (d.clone(), opened.clone());
-        let reopen: Reopen = Box::new(move |at| {
-            o.fetch_add(1, Ordering::SeqCst);
-            let s = answer(&dd, at, Some(0));
-            Box::pin(async move { Ok(s) })
-        });
+        let (reopen, opened) = reopening(&d, Some(0));
         let (got, err) = read_all(resuming(answer(&d, 0, Some(2)), 0, d.len() as u64, reopen)).await;
         assert_eq!(got, &d[..2000]);
         assert!(matches!(err, Some(StorageError::Backend(m)) if m == "operation timed out"));
-        assert_eq!(opened.load(Ordering::SeqCst), MAX_FRUITLESS as usize);
+        assert_eq!(*opened.lock().unwrap(), vec![2000; MAX_FRUITLESS as usize]);
     }
 
     /// A reopening the service refuses (the object gone, or changed: its ETag no longer
@@ -315,13 +312,7 @@ mod tests {
     #[tokio::test]
     async fn a_stalled_reading_lets_go_of_its_answer_and_goes_on_where_it_stood() {
         let d = data();
-        let opened = Arc::new(Mutex::new(Vec::new()));
-        let (dd, o) = (d.clone(), opened.clone());
-        let reopen: Reopen = Box::new(move |at| {
-            o.lock().unwrap().push(at);
-            let s = answer(&dd, at, None);
-            Box::pin(async move { Ok(s) })
-        });
+        let (reopen, opened) = reopening(&d, None);
         let dropped = Arc::new(AtomicUsize::new(0));
         struct Counted(ByteStream, Arc<AtomicUsize>);
         impl Drop for Counted {
