@@ -1,6 +1,6 @@
 """Object storage drivers against requests that take long: a download longer than the HTTP
 client's request timeout, or whose client stalls; a copy or multipart completion the service
-takes its time over. Beside test_object_storage.py so that the two workers share them.
+takes its time over.
 """
 
 from __future__ import annotations
