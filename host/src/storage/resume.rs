@@ -155,13 +155,9 @@ impl Resuming {
                         self.source = Source::Done;
                         return Poll::Ready(None);
                     }
-                    Poll::Ready(Some(Err(e))) => {
-                        if let Some(e) = self.attempt_failed(Some(e)) {
-                            return Poll::Ready(Some(Err(e)));
-                        }
-                    }
-                    Poll::Ready(None) => {
-                        if let Some(e) = self.attempt_failed(None) {
+                    // Failed (`Some(Err)`) or ended early (`None`).
+                    Poll::Ready(failed) => {
+                        if let Some(e) = self.attempt_failed(failed.and_then(Result::err)) {
                             return Poll::Ready(Some(Err(e)));
                         }
                     }
@@ -201,13 +197,11 @@ impl Stream for Shared {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes>>> {
         let mut st = lock(&self.0);
         let polled = st.poll_next(cx);
+        // Every end (`None`, or a failure handed on) has set `Source::Done` already.
         st.idle_since = match polled {
             Poll::Pending => None,
             Poll::Ready(_) => Some(Instant::now()),
         };
-        if let Poll::Ready(None) | Poll::Ready(Some(Err(_))) = polled {
-            st.source = Source::Done;
-        }
         polled
     }
 }
