@@ -29,7 +29,9 @@ pub(super) fn rechunk(inner: ByteStream) -> ByteStream {
 struct Rechunk {
     /// None once it ended or failed.
     inner: Option<ByteStream>,
-    /// What is left of a chunk from `inner` that did not fit (copied out of it).
+    /// What is left of a chunk from `inner` that did not fit (copied out of it). Each time a
+    /// part of it is taken, the rest is copied again, not kept as a slice: while the reader
+    /// stalls, only the bytes still to come are held, not the part already handed on.
     held: Option<Bytes>,
     /// `inner`'s failure, handed on after the bytes read before it.
     failed: Option<StorageError>,
