@@ -17,7 +17,25 @@ import requests
 import objectstores
 from harness import free_port, start_berth
 from ocihelpers import get_blob, push_blob, sha256, start_upload
+from test_limits import heap_in_use
 from test_object_storage import REPO, blob_key, prefix, s3_storage  # noqa: F401 (prefix: a fixture)
+
+
+def streamed_storage(backend: str, prefix: str) -> dict:
+    """`storage` on `backend` with blobs streamed through berth (no redirects)."""
+    storage = s3_storage(prefix) if backend == "s3" else {"azure": objectstores.azure_config(prefix)}
+    storage["redirect"] = {"disable": True}
+    return storage
+
+
+def ask_blob(srv, dgst: str, rcvbuf: int, extra: str = "") -> socket.socket:
+    """A connection, its receive buffer `rcvbuf` from the start, that asked for blob `dgst`
+    (`extra`: more header lines) and read nothing yet."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.connect(("127.0.0.1", srv.port))
+    s.sendall(f"GET /v2/{REPO}/blobs/{dgst} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
+    return s
 
 
 def read_paced(sock: socket.socket, want: int, pause_after: int, pause_s: float, rate: float,
@@ -62,8 +80,7 @@ def test_a_download_longer_than_the_service_request_timeout_arrives_whole(tmp_pa
     1 s here), and the store's own retries of a failed body stop after three: a download that
     pauses past the timeout and then takes about nine times as long still gets every byte,
     whole or ranged, because Berth asks for the rest again from where it stood."""
-    storage = s3_storage(prefix) if backend == "s3" else {"azure": objectstores.azure_config(prefix)}
-    storage["redirect"] = {"disable": True}
+    storage = streamed_storage(backend, prefix)
     # Big enough that socket buffers cannot take the rest of it while the client pauses; pushed
     # with the default timeout, so that only the downloads run into the short one.
     data = os.urandom(24 << 20)
@@ -88,12 +105,8 @@ def test_a_download_longer_than_the_service_request_timeout_arrives_whole(tmp_pa
             before = resumed()
             ranged = first is not None
             want = data[first:last + 1] if ranged else data
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
-            s.connect(("127.0.0.1", srv.port))
+            s = ask_blob(srv, dgst, 64 << 10, f"Range: bytes={first}-{last}\r\n" if ranged else "")
             try:
-                extra = f"Range: bytes={first}-{last}\r\n" if ranged else ""
-                s.sendall(f"GET /v2/{REPO}/blobs/{dgst} HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode())
                 # A 2 s pause, then about 9 s of reading: past the 1 s timeout several times.
                 body = read_paced(s, len(want), 1 << 20, 2.0, len(want) / 9)
             finally:
@@ -114,12 +127,9 @@ def test_a_download_longer_than_the_service_request_timeout_arrives_whole(tmp_pa
                 objectstores.s3_client().put_object(Bucket=objectstores.S3_BUCKET, Key=blob_key(prefix, dgst),
                                                     Body=os.urandom(len(data)))
 
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
-            s.connect(("127.0.0.1", srv.port))
+            s = ask_blob(srv, dgst, 64 << 10)
             writer = threading.Thread(target=overwrite_once_resumed)
             try:
-                s.sendall(f"GET /v2/{REPO}/blobs/{dgst} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
                 body = read_paced(s, len(data), 1 << 20, 2.0, len(data) / 9, during_pause=writer.start)
             finally:
                 s.close()
@@ -175,21 +185,16 @@ def test_downloads_no_one_reads_hold_little_memory(tmp_path, client, backend, pr
     of stall (to go on with a ranged request when its client reads again), and its chunks are its
     own; each holds its connection's queue and little else."""
     debug = free_port()
-    storage = s3_storage(prefix) if backend == "s3" else {"azure": objectstores.azure_config(prefix)}
-    storage["redirect"] = {"disable": True}
+    storage = streamed_storage(backend, prefix)
     srv = start_berth(tmp_path, config={"storage": storage, "http": {"debug": {"addr": f"127.0.0.1:{debug}"}}})
     stalled = []
     try:
         data = os.urandom(16 << 20)
         dgst = push_blob(srv.url, REPO, data, client)
-        heap = lambda: requests.get(f"http://127.0.0.1:{debug}/debug/heapstats", timeout=10).json()["in_use_bytes"]  # noqa: E731
-        before = heap()
+        debug_url = f"http://127.0.0.1:{debug}"
+        before = heap_in_use(debug_url)
         for _ in range(100):
-            s = socket.socket()
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.connect(("127.0.0.1", srv.port))
-            s.sendall(f"GET /v2/{REPO}/blobs/{dgst} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            stalled.append(s)
+            stalled.append(ask_blob(srv, dgst, 4096))
         # Measured: about 1,000 KiB each before, for good; now 250-290 KiB from about 2 s after
         # the 5 s of stall. At most, as on the filesystem: hyper's write queue (128 KiB) and one
         # more chunk (128 KiB) besides the connection's own.
@@ -197,18 +202,13 @@ def test_downloads_no_one_reads_hold_little_memory(tmp_path, client, backend, pr
         per_download = float("inf")
         while per_download >= 384 << 10 and time.monotonic() < deadline:
             time.sleep(0.5)
-            per_download = (heap() - before) / len(stalled)
+            per_download = (heap_in_use(debug_url) - before) / len(stalled)
         assert per_download < 384 << 10, f"{per_download / 1024:.0f} KiB per stalled download"
         # A stalled client that reads again gets the whole blob; so does a fresh one.
         s = stalled.pop()
-        s.settimeout(30)
-        got = b""
-        while b"\r\n\r\n" not in got or len(got.split(b"\r\n\r\n", 1)[1]) < len(data):
-            chunk = s.recv(1 << 20)
-            assert chunk, len(got)
-            got += chunk
+        got = read_paced(s, len(data), len(data) + 1, 0, float("inf"))
         s.close()
-        assert got.split(b"\r\n\r\n", 1)[1] == data
+        assert got == data
         assert get_blob(srv.url, REPO, dgst, client) == data
     finally:
         for s in stalled:
