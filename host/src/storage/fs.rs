@@ -12,7 +12,9 @@ use cap_std::fs::{Dir, OpenOptions};
 
 use super::file_writer::FsWriter;
 use super::sorted_dirs::SortedDirs;
-use super::{validate_path, ByteStream, FileInfo, FileWriter, ListPage, Result, StorageDriver, StorageError};
+use super::{
+    validate_path, ByteStream, Expect, FileInfo, FileWriter, ListPage, Result, StorageDriver, StorageError, Version,
+};
 
 pub struct FilesystemDriver {
     root: Arc<Dir>,
@@ -89,6 +91,40 @@ fn write_atomic(dir: &Dir, rel: &str, content: &[u8], durable: bool) -> Result<(
     })
 }
 
+/// The version of a file's content on the filesystem: its SHA-256. Content-based, as an
+/// object store's ETag of a single `PUT` is.
+fn content_version(content: &[u8]) -> Version {
+    use sha2::Digest;
+    Version { e_tag: hex::encode(sha2::Sha256::digest(content)), generation: None }
+}
+
+/// Runs `f` holding an exclusive `flock` on the directory of `rel` (created if missing). Every
+/// conditional write to a file of that directory takes it, from whichever process (replicas
+/// sharing the directory on this machine, or on a network filesystem that honours `flock`, as
+/// NFSv4 does), so that reading the file, comparing and renaming over it are one step for all.
+/// The file itself cannot carry the lock: the rename replaces it.
+fn with_dir_lock<T>(dir: &Dir, rel: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    use cap_std::fs::OpenOptionsExt;
+    use std::os::fd::AsRawFd;
+    create_parent(dir, rel)?;
+    let parent = rel.rsplit_once('/').map_or(".", |(p, _)| p);
+    let mut opts = OpenOptions::new();
+    opts.read(true).custom_flags(libc::O_DIRECTORY);
+    let held = dir.open_with(parent, &opts).map_err(io_err(rel))?;
+    loop {
+        // SAFETY: flock only takes the descriptor, which `held` keeps open; the lock goes
+        // when `held` is closed, however `f` ends.
+        if unsafe { libc::flock(held.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(io_err(rel)(e));
+        }
+    }
+    f()
+}
+
 /// A unique sibling name for a temporary file that will be renamed over `rel`.
 fn temp_name(rel: &str) -> String {
     format!("{rel}.tmp-{:016x}", rand::random::<u64>())
@@ -110,6 +146,38 @@ impl StorageDriver for FilesystemDriver {
 
     async fn put_volatile(&self, path: &str, content: Bytes) -> Result<()> {
         self.blocking(path, move |dir, rel| write_atomic(dir, rel, &content, false)).await
+    }
+
+    fn conditional_writes(&self) -> bool {
+        true
+    }
+
+    async fn get_versioned(&self, path: &str) -> Result<(Bytes, Version)> {
+        let content = self.get_content(path).await?;
+        let version = content_version(&content);
+        Ok((content, version))
+    }
+
+    async fn put_if(&self, path: &str, content: Bytes, expect: Expect) -> Result<()> {
+        let full = path.to_string();
+        self.blocking(path, move |dir, rel| {
+            with_dir_lock(dir, rel, || {
+                let now = match dir.read(rel) {
+                    Ok(c) => Some(content_version(&c)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(io_err(rel)(e)),
+                };
+                let holds = match &expect {
+                    Expect::Absent => now.is_none(),
+                    Expect::Version(v) => now.as_ref() == Some(v),
+                };
+                if !holds {
+                    return Err(StorageError::Conflict { path: full });
+                }
+                write_atomic(dir, rel, &content, false)
+            })
+        })
+        .await
     }
 
     /// One `syncfs` makes everything the operation touched durable with a single journal

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
-use super::{ByteStream, FileInfo, FileWriter, FlatPage, ListPage, Result, StorageDriver};
+use super::{
+    ByteStream, Expect, FileInfo, FileWriter, FlatPage, ListPage, Result, StorageDriver, StorageError, Version,
+};
 use crate::metrics::{self, StorageLabels};
 
 /// The operations measured, in the order of `MeteredDriver::ops`.
@@ -32,9 +34,11 @@ enum Op {
     ListFlat,
     Rename,
     Delete,
+    GetVersioned,
+    PutIf,
 }
 
-const OPS: [(Op, &str); 16] = [
+const OPS: [(Op, &str); 18] = [
     (Op::RedirectUrl, "redirect_url"),
     (Op::GetContent, "get_content"),
     (Op::PutContent, "put_content"),
@@ -51,6 +55,8 @@ const OPS: [(Op, &str); 16] = [
     (Op::ListFlat, "list_flat"),
     (Op::Rename, "rename"),
     (Op::Delete, "delete"),
+    (Op::GetVersioned, "get_versioned"),
+    (Op::PutIf, "put_if"),
 ];
 
 /// One operation's metric handles, resolved once so the hot path takes no label lookup.
@@ -63,7 +69,8 @@ struct OpMetrics {
 impl OpMetrics {
     fn record<T>(&self, started: Instant, result: &Result<T>) {
         self.latency.observe(started.elapsed().as_secs_f64());
-        if result.as_ref().is_err_and(|e| !e.is_not_found()) {
+        // A missing path and a lost compare-and-swap are answers, not failures of the storage.
+        if result.as_ref().is_err_and(|e| !e.is_not_found() && !matches!(e, StorageError::Conflict { .. })) {
             self.errors.inc();
         }
     }
@@ -115,6 +122,18 @@ impl StorageDriver for MeteredDriver {
 
     fn sync_covers(&self, local: &std::path::Path) -> bool {
         self.inner.sync_covers(local)
+    }
+
+    fn conditional_writes(&self) -> bool {
+        self.inner.conditional_writes()
+    }
+
+    async fn get_versioned(&self, path: &str) -> Result<(Bytes, Version)> {
+        self.timed(Op::GetVersioned, self.inner.get_versioned(path)).await
+    }
+
+    async fn put_if(&self, path: &str, content: Bytes, expect: Expect) -> Result<()> {
+        self.timed(Op::PutIf, self.inner.put_if(path, content, expect)).await
     }
 
     async fn redirect_url(&self, path: &str) -> Result<Option<String>> {

@@ -48,6 +48,12 @@ pub enum StorageError {
     },
     #[error("storage backend error: {0}")]
     Backend(String),
+    /// A conditional write found the object no longer as the caller read it.
+    #[error("{path} changed since it was read")]
+    Conflict { path: String },
+    /// The driver cannot write conditionally (see [`StorageDriver::conditional_writes`]).
+    #[error("{driver} storage has no conditional writes")]
+    Unsupported { driver: &'static str },
 }
 
 impl StorageError {
@@ -68,6 +74,26 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// A stream of file content chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send>>;
+
+/// An object's version as a conditional write names it: the service's ETag on object stores,
+/// a digest of the content on the filesystem. Both change with the content and only with it,
+/// so a write conditional on a version read earlier lands only if the content is still what was
+/// read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    pub(crate) e_tag: String,
+    /// What some services match on instead of the ETag (GCS's generation).
+    pub(crate) generation: Option<String>,
+}
+
+/// What a conditional write requires of the object at its path at the moment it lands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// No object there.
+    Absent,
+    /// The object as it was read, at this version.
+    Version(Version),
+}
 
 /// What `stat` reports about a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +149,27 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// filesystem). The event outbox's journal then needs no sync of its own.
     fn sync_covers(&self, _local: &std::path::Path) -> bool {
         false
+    }
+
+    /// Whether [`get_versioned`](Self::get_versioned) and [`put_if`](Self::put_if) work:
+    /// a compare-and-swap on one object that holds across every process sharing the storage
+    /// (replicas on one bucket or directory). Without it, the registry serialises such writes
+    /// within its own process only.
+    fn conditional_writes(&self) -> bool {
+        false
+    }
+
+    /// A small file's content and its version, for a later [`put_if`](Self::put_if).
+    async fn get_versioned(&self, path: &str) -> Result<(Bytes, Version)> {
+        validate_path(path)?;
+        Err(StorageError::Unsupported { driver: self.name() })
+    }
+
+    /// `put_volatile`, but only if the object is still as `expect` says at the moment the
+    /// write lands; else `Conflict`, and nothing is written.
+    async fn put_if(&self, path: &str, _content: Bytes, _expect: Expect) -> Result<()> {
+        validate_path(path)?;
+        Err(StorageError::Unsupported { driver: self.name() })
     }
 
     /// Stream a file from `offset` to its end.

@@ -20,11 +20,13 @@ use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjPath;
 use object_store::signer::Signer;
-use object_store::{ClientConfigKey, GetOptions, GetRange, MultipartUpload, ObjectStore, PutPayload};
+use object_store::{
+    ClientConfigKey, GetOptions, GetRange, MultipartUpload, ObjectStore, PutMode, PutPayload, UpdateVersion,
+};
 
 use super::page::{settled, FlatPage, ListPage, Selection};
 use super::{rechunk, resume};
-use super::{validate_path, ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
+use super::{validate_path, ByteStream, Expect, FileInfo, FileWriter, Result, StorageDriver, StorageError, Version};
 use crate::config;
 
 /// Default multipart part size (distribution's S3 default).
@@ -310,6 +312,40 @@ impl StorageDriver for ObjectStoreDriver {
     async fn put_content(&self, path: &str, content: Bytes) -> Result<()> {
         self.store.put(&self.key(path)?, PutPayload::from(content)).await.map_err(self.map_err(path))?;
         Ok(())
+    }
+
+    /// S3 (`If-None-Match`/`If-Match`, which AWS has honoured since 2024; `object_store`'s
+    /// default), Azure and GCS (their own preconditions) and the in-memory store all have them.
+    fn conditional_writes(&self) -> bool {
+        true
+    }
+
+    async fn get_versioned(&self, path: &str) -> Result<(Bytes, Version)> {
+        let got = self.store.get(&self.key(path)?).await.map_err(self.map_err(path))?;
+        let version = Version {
+            e_tag: got
+                .meta
+                .e_tag
+                .clone()
+                .ok_or_else(|| StorageError::Backend(format!("{}: {path}: the service sent no ETag", self.name)))?,
+            generation: got.meta.version.clone(),
+        };
+        Ok((got.bytes().await.map_err(self.map_err(path))?, version))
+    }
+
+    async fn put_if(&self, path: &str, content: Bytes, expect: Expect) -> Result<()> {
+        let mode = match expect {
+            Expect::Absent => PutMode::Create,
+            Expect::Version(v) => PutMode::Update(UpdateVersion { e_tag: Some(v.e_tag), version: v.generation }),
+        };
+        match self.store.put_opts(&self.key(path)?, PutPayload::from(content), mode.into()).await {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Err(StorageError::Conflict { path: path.to_string() })
+            }
+            Err(object_store::Error::NotImplemented) => Err(StorageError::Unsupported { driver: self.name }),
+            Err(e) => Err(self.map_err(path)(e)),
+        }
     }
 
     /// A whole object is one GET; from an offset, a HEAD first checks the offset (a range past

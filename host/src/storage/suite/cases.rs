@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
 
 use super::{parallel, Failure};
-use crate::storage::{StorageDriver, StorageError};
+use crate::storage::{Expect, StorageDriver, StorageError};
 
 type Outcome = Result<(), Failure>;
 
@@ -655,4 +655,92 @@ pub(super) async fn list_while_writing(d: &dyn StorageDriver, p: &str) -> Outcom
         }
     }
     Ok(())
+}
+
+/// Expects `Conflict` from a conditional write.
+fn conflict(r: Result<(), StorageError>, call: impl Display) -> Outcome {
+    match r {
+        Err(StorageError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(Failure::new(format!("{call}: want a conflict, got {e}"))),
+        Ok(()) => Err(Failure::new(format!("{call}: want a conflict, it wrote"))),
+    }
+}
+
+/// Conditional writes: create-if-absent, replace-if-unchanged, and nothing written when the
+/// condition fails. A driver without them (`conditional_writes` false) must say so from both
+/// calls rather than write unconditionally.
+pub(super) async fn conditional_writes(d: &dyn StorageDriver, p: &str) -> Outcome {
+    let f = format!("{p}/dir/link");
+    if !d.conditional_writes() {
+        let unsupported = |r: Result<(), StorageError>, call: &str| match r {
+            Err(StorageError::Unsupported { .. }) => Ok(()),
+            other => Err(Failure::new(format!("{call} {f}: no conditional writes, want unsupported, got {other:?}"))),
+        };
+        unsupported(d.get_versioned(&f).await.map(|_| ()), "get_versioned")?;
+        unsupported(d.put_if(&f, Bytes::from_static(b"a"), Expect::Absent).await, "put_if")?;
+        return not_found(d.get_content(&f).await, format!("get_content {f} after a refused put_if"));
+    }
+    not_found(d.get_versioned(&f).await, format!("get_versioned {f} before it exists"))?;
+    d.put_if(&f, Bytes::from_static(b"one"), Expect::Absent).await.ctx(format!("put_if {f} absent"))?;
+    let (got, one) = d.get_versioned(&f).await.ctx(format!("get_versioned {f}"))?;
+    same_bytes(&got, b"one", format!("get_versioned {f}"))?;
+    conflict(
+        d.put_if(&f, Bytes::from_static(b"two"), Expect::Absent).await,
+        format!("put_if {f} absent once it exists"),
+    )?;
+    same_bytes(&get(d, &f).await?, b"one", format!("get_content {f} after a refused create"))?;
+    d.put_if(&f, Bytes::from_static(b"two"), Expect::Version(one.clone()))
+        .await
+        .ctx(format!("put_if {f} at the version just read"))?;
+    let (got, two) = d.get_versioned(&f).await.ctx(format!("get_versioned {f}"))?;
+    same_bytes(&got, b"two", format!("get_versioned {f} after a replace"))?;
+    ensure!(two != one, "get_versioned {f}: the version did not change with the content ({two:?})");
+    conflict(
+        d.put_if(&f, Bytes::from_static(b"three"), Expect::Version(one)).await,
+        format!("put_if {f} at a version replaced since"),
+    )?;
+    same_bytes(&get(d, &f).await?, b"two", format!("get_content {f} after a refused replace"))?;
+    delete(d, &f).await?;
+    conflict(
+        d.put_if(&f, Bytes::from_static(b"four"), Expect::Version(two)).await,
+        format!("put_if {f} at a version of a deleted file"),
+    )?;
+    not_found(d.get_content(&f).await, format!("get_content {f} after a refused replace of nothing"))
+}
+
+/// Workers each add to a counter by read, increment, conditional write, and read again on a
+/// conflict: the count at the end is every increment (a lost update would be one short).
+pub(super) async fn compare_and_swap_races(d: &dyn StorageDriver, p: &str) -> Outcome {
+    const WORKERS: usize = 4;
+    const EACH: usize = 8;
+    /// Conflicts one increment may meet before the case gives up on the driver.
+    const MAX_TRIES: usize = 200;
+    if !d.conditional_writes() {
+        return Ok(());
+    }
+    let f = format!("{p}/counter");
+    put(d, &f, "0").await?;
+    parallel(WORKERS, |_| {
+        let f = &f;
+        async move {
+            for _ in 0..EACH {
+                let mut tries = 0;
+                loop {
+                    let (got, v) = d.get_versioned(f).await.ctx(format!("get_versioned {f}"))?;
+                    let n: usize = std::str::from_utf8(&got)
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                        .ok_or_else(|| Failure::new(format!("get_versioned {f}: {got:?} is no count")))?;
+                    match d.put_if(f, Bytes::from((n + 1).to_string()), Expect::Version(v)).await {
+                        Ok(()) => break,
+                        Err(StorageError::Conflict { .. }) if tries < MAX_TRIES => tries += 1,
+                        Err(e) => return Err(Failure::new(format!("put_if {f} after {tries} conflicts: {e}"))),
+                    }
+                }
+            }
+            Ok(())
+        }
+    })?;
+    same_bytes(&get(d, &f).await?, (WORKERS * EACH).to_string().as_bytes(), format!("get_content {f}"))?;
+    delete(d, &f).await
 }

@@ -80,7 +80,9 @@ macro_rules! with_cases {
             concurrent_writers_and_readers,
             concurrent_appends,
             rename_races,
-            list_while_writing
+            list_while_writing,
+            conditional_writes,
+            compare_and_swap_races
         }
     };
 }
