@@ -3,12 +3,15 @@
 //! it runs, so a crashed run's lock lapses by itself, and a lock whose owner process on this
 //! host is gone is taken over at once.
 //!
-//! The trait has no compare-and-swap, so taking the lock is write-then-read-back after a short
+//! Where the driver has conditional writes (the filesystem and the object stores), taking,
+//! taking over and renewing the lock are compare-and-swaps on that object: of runs racing for
+//! it, exactly one writes it, and a run whose lock another took over fails its next renewal.
+//! Without them (a storage plugin), taking the lock is write-then-read-back after a short
 //! pause: of two runs racing for a free lock, the later writer wins and the other sees a name
-//! that is not its own and stops. A write still in flight at the read-back escapes that; the run
-//! reads the lock again (`renew`) before it marks and before it deletes, and its sweep stops at
-//! the first renewal that finds another name. Servers read the same object to learn that a run
-//! is on (and its id, which names its journal).
+//! that is not its own and stops. A write still in flight at the read-back escapes that. Either
+//! way, the run reads the lock again (`renew`) before it marks and before it deletes, and its
+//! sweep stops at the first renewal that finds another name. Servers read the same object to
+//! learn that a run is on (and its id, which names its journal).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,7 +19,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{paths, GcError};
-use crate::storage::StorageDriver;
+use crate::storage::{Expect, StorageDriver, StorageError};
 
 /// How long a lock holds without renewal.
 pub const TTL: Duration = Duration::from_secs(30);
@@ -77,6 +80,7 @@ pub async fn read(driver: &dyn StorageDriver) -> Result<Option<LockRecord>, GcEr
 }
 
 /// A held lock. Renew it with [`Lock::renew`]; release it with [`Lock::release`].
+#[derive(Debug)]
 pub struct Lock {
     pub record: LockRecord,
 }
@@ -88,13 +92,33 @@ fn expiry() -> u64 {
 impl Lock {
     /// Takes the lock for run `run`, or says who holds it.
     pub async fn acquire(driver: &dyn StorageDriver, run: &str) -> Result<Lock, GcError> {
+        let record = LockRecord { run: run.to_string(), host: hostname(), pid: std::process::id(), expires: expiry() };
+        if driver.conditional_writes() {
+            let (held, expect) = read_versioned(driver).await?;
+            if let Some(held) = &held {
+                if held.live() {
+                    return Err(GcError::Locked { owner: held.owner(), expires: held.expires_at() });
+                }
+                tracing::warn!(owner = held.owner(), "garbage collection: taking over a stale lock");
+            }
+            match swap(driver, &record, expect).await {
+                Err(GcError::Storage(StorageError::Unsupported { .. })) => {}
+                Err(GcError::Storage(StorageError::Conflict { .. })) => {
+                    // Another run took it between the read and the write.
+                    return match read(driver).await? {
+                        Some(r) => Err(GcError::Locked { owner: r.owner(), expires: r.expires_at() }),
+                        None => Err(GcError::LockLost),
+                    };
+                }
+                other => return other.map(|()| Lock { record }),
+            }
+        }
         if let Some(held) = read(driver).await? {
             if held.live() {
                 return Err(GcError::Locked { owner: held.owner(), expires: held.expires_at() });
             }
             tracing::warn!(owner = held.owner(), "garbage collection: taking over a stale lock");
         }
-        let record = LockRecord { run: run.to_string(), host: hostname(), pid: std::process::id(), expires: expiry() };
         write(driver, &record).await?;
         tokio::time::sleep(SETTLE).await;
         match read(driver).await? {
@@ -106,11 +130,26 @@ impl Lock {
 
     /// Pushes the expiry on; fails if another run has taken the lock meanwhile.
     pub async fn renew(&mut self, driver: &dyn StorageDriver) -> Result<(), GcError> {
+        let mut renewed = self.record.clone();
+        renewed.expires = expiry();
+        if driver.conditional_writes() {
+            match read_versioned(driver).await? {
+                (Some(r), expect) if r.run == self.record.run => match swap(driver, &renewed, expect).await {
+                    Err(GcError::Storage(StorageError::Unsupported { .. })) => {}
+                    Err(GcError::Storage(StorageError::Conflict { .. })) => return Err(GcError::LockLost),
+                    other => {
+                        self.record = renewed;
+                        return other;
+                    }
+                },
+                _ => return Err(GcError::LockLost),
+            }
+        }
         match read(driver).await? {
             Some(r) if r.run == self.record.run => {}
             _ => return Err(GcError::LockLost),
         }
-        self.record.expires = expiry();
+        self.record = renewed;
         write(driver, &self.record).await
     }
 
@@ -124,6 +163,23 @@ impl Lock {
             _ => {}
         }
     }
+}
+
+/// The lock as stored (if any, and readable) and the condition for replacing exactly that.
+async fn read_versioned(driver: &dyn StorageDriver) -> Result<(Option<LockRecord>, Expect), GcError> {
+    match driver.get_versioned(&paths::lock()).await {
+        Ok((b, version)) => Ok((serde_json::from_slice(&b).ok(), Expect::Version(version))),
+        Err(e) if e.is_not_found() => Ok((None, Expect::Absent)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes `r` as the lock if the lock is still as `expect` says.
+async fn swap(driver: &dyn StorageDriver, r: &LockRecord, expect: Expect) -> Result<(), GcError> {
+    let body = Bytes::from(serde_json::to_vec(r).expect("a lock record serializes"));
+    driver.put_if(&paths::lock(), body, expect).await?;
+    driver.sync(&[paths::lock()]).await?;
+    Ok(())
 }
 
 async fn write(driver: &dyn StorageDriver, r: &LockRecord) -> Result<(), GcError> {

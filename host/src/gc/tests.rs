@@ -178,3 +178,85 @@ async fn the_handshake_spares_a_recorded_digest_and_fails_a_write_to_a_doomed_on
     j.linking(&*driver, std::slice::from_ref(&a)).await.unwrap();
     assert!(journal::recorded(&*driver, "run1", &a).await.unwrap());
 }
+
+/// A driver whose writes of the lock reach storage only after `delay`, as a request still in
+/// flight does, and which has conditional writes only if the driver it wraps has them.
+struct SlowLockWrites {
+    inner: Arc<dyn StorageDriver>,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl StorageDriver for SlowLockWrites {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+    fn conditional_writes(&self) -> bool {
+        self.inner.conditional_writes()
+    }
+    async fn get_versioned(&self, path: &str) -> crate::storage::Result<(Bytes, crate::storage::Version)> {
+        self.inner.get_versioned(path).await
+    }
+    async fn put_if(&self, path: &str, content: Bytes, expect: crate::storage::Expect) -> crate::storage::Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.put_if(path, content, expect).await
+    }
+    async fn get_content(&self, path: &str) -> crate::storage::Result<Bytes> {
+        self.inner.get_content(path).await
+    }
+    async fn put_content(&self, path: &str, content: Bytes) -> crate::storage::Result<()> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.put_content(path, content).await
+    }
+    async fn reader(&self, path: &str, offset: u64) -> crate::storage::Result<crate::storage::ByteStream> {
+        self.inner.reader(path, offset).await
+    }
+    async fn writer(&self, path: &str, append: bool) -> crate::storage::Result<Box<dyn crate::storage::FileWriter>> {
+        self.inner.writer(path, append).await
+    }
+    async fn stat(&self, path: &str) -> crate::storage::Result<crate::storage::FileInfo> {
+        self.inner.stat(path).await
+    }
+    async fn list(&self, path: &str) -> crate::storage::Result<Vec<String>> {
+        self.inner.list(path).await
+    }
+    async fn rename(&self, from: &str, to: &str) -> crate::storage::Result<()> {
+        self.inner.rename(from, to).await
+    }
+    async fn delete(&self, path: &str) -> crate::storage::Result<()> {
+        self.inner.delete(path).await
+    }
+}
+
+/// Two runs reach for a free lock at once, one of them over a slow link: its write lands
+/// after the other's read-back. Exactly one holds the lock, on the filesystem and on an
+/// object store (with write-then-read-back both would).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_runs_racing_for_the_lock_exactly_one_takes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let drivers: [Arc<dyn StorageDriver>; 2] =
+        [Arc::new(InMemoryDriver::new()), Arc::new(crate::storage::FilesystemDriver::open(dir.path()).unwrap())];
+    for driver in drivers {
+        let slow: Arc<dyn StorageDriver> =
+            Arc::new(SlowLockWrites { inner: driver.clone(), delay: Duration::from_millis(400) });
+        let (fast, slow) = tokio::join!(lock::Lock::acquire(&*driver, "fast"), lock::Lock::acquire(&*slow, "slow"));
+        let held: Vec<&str> = [&fast, &slow].iter().filter_map(|r| r.as_ref().ok()).map(|l| &*l.record.run).collect();
+        assert_eq!(held, ["fast"], "{}: fast {:?}, slow {:?}", driver.name(), fast.as_ref().err(), slow.as_ref().err());
+        assert!(slow.unwrap_err().is_locked());
+        assert_eq!(lock::read(&*driver).await.unwrap().unwrap().run, "fast");
+    }
+}
+
+/// A lapsed lock is taken over (replaced at the version read), and its old owner cannot renew it.
+#[tokio::test]
+async fn a_lapsed_lock_is_taken_over_and_its_owner_cannot_renew_it() {
+    let (_, driver) = registry();
+    let mut first = lock::Lock::acquire(&*driver, "first").await.unwrap();
+    // It lapses (its expiry is in the past) and a second run takes it over.
+    let mut stale = first.record.clone();
+    stale.expires = 1;
+    driver.put_content(&paths::lock(), Bytes::from(serde_json::to_vec(&stale).unwrap())).await.unwrap();
+    let second = lock::Lock::acquire(&*driver, "second").await.unwrap();
+    assert!(matches!(first.renew(&*driver).await, Err(GcError::LockLost)));
+    assert_eq!(lock::read(&*driver).await.unwrap().unwrap().run, second.record.run);
+}

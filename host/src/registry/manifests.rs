@@ -10,6 +10,7 @@ use super::digest::{Algorithm, Digest};
 use super::schema1::{self, Schema1Error};
 use super::{paths, Reference, Registry, RegistryError, RepoName, Result, Tag};
 use crate::admission::{self as adm, Entry, ManifestDelete, Write};
+use crate::storage::{Expect, StorageError};
 
 /// Largest manifest accepted (the spec asks for at least 4 MiB).
 pub const MAX_MANIFEST_SIZE: usize = 8 << 20;
@@ -30,6 +31,10 @@ pub struct StoredManifest {
     pub media_type: String,
     pub content: Bytes,
 }
+
+/// How many times a tag's compare-and-swap may find that another process moved it before the
+/// write gives up with 503 (each time the checks run again against the tag's new target).
+const TAG_SWAP_TRIES: u32 = 8;
 
 /// A client's precondition on a manifest write or delete.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -181,16 +186,18 @@ fn parse_manifest(content_type: Option<&str>, body: &[u8], schema1: bool) -> Res
 impl Registry {
     async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
         match self.driver.get_content(path).await {
-            // A link a crash left empty or torn reads as absent: the write it belonged to was
-            // never acknowledged.
-            Ok(b) => match std::str::from_utf8(&b).ok().and_then(|s| Digest::parse(s.trim()).ok()) {
-                Some(d) => Ok(Some(d)),
-                None => {
-                    tracing::warn!(path, "ignoring unreadable link");
-                    Ok(None)
-                }
-            },
+            Ok(b) => Ok(link_target(path, &b)),
             Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Where `tag` points and the version of its link, for moving it with a compare-and-swap.
+    async fn tag_versioned(&self, repo: &RepoName, tag: &Tag) -> Result<(Option<Digest>, Expect)> {
+        let path = paths::tag_current_link(repo, tag);
+        match self.driver.get_versioned(&path).await {
+            Ok((b, version)) => Ok((link_target(&path, &b), Expect::Version(version))),
+            Err(e) if e.is_not_found() => Ok((None, Expect::Absent)),
             Err(e) => Err(e.into()),
         }
     }
@@ -299,19 +306,7 @@ impl Registry {
             Reference::Tag(tag) => self.resolve_tag(repo, tag).await?,
             Reference::Digest(d) => self.exists(&paths::revision_link(repo, d)).await?.then(|| d.clone()),
         };
-        match (condition, current) {
-            (Condition::None, _) => Ok(()),
-            (Condition::Absent, None) => Ok(()),
-            (Condition::Absent, Some(d)) => {
-                Err(RegistryError::PreconditionFailed(format!("{reference} already exists (at {d})")))
-            }
-            (Condition::Matches(want), Some(d)) if want.iter().any(|w| w == "*" || *w == d.to_string()) => Ok(()),
-            (Condition::Matches(want), current) => Err(RegistryError::PreconditionFailed(format!(
-                "{reference} points at {}, not {}",
-                current.map_or("nothing".to_string(), |d| d.to_string()),
-                want.join(", ")
-            ))),
-        }
+        condition_holds(reference, condition, current)
     }
 
     pub async fn put_manifest(
@@ -413,13 +408,44 @@ impl Registry {
             Reference::Tag(tag) => Some(self.lock_tag(repo, tag).await),
             Reference::Digest(_) => None,
         };
-        self.check_condition(repo, reference, condition).await?;
-        if let (Some((seen, verdict)), Some(m)) = (early, manifest) {
-            let now = tag_now().await?;
-            if now == seen {
-                verdict?;
-            } else {
-                ask(now, m).await?;
+        // Across processes sharing the storage (replicas), a tag whose move depends on where it
+        // points (the client's condition, admission) moves by compare-and-swap: read with its
+        // link's version, checked against what was read, and written only if the link is still
+        // that version; else read and checked again. The lock above orders this process's own.
+        let swapped_tag = match reference {
+            Reference::Tag(tag)
+                if self.driver.conditional_writes() && (*condition != Condition::None || manifest.is_some()) =>
+            {
+                Some(tag)
+            }
+            _ => None,
+        };
+        // The checks against the tag as it is now, and the link version they hold for.
+        let settle = |early: Option<(Option<String>, Result<()>)>| async {
+            let Some(tag) = swapped_tag else { return Ok::<_, RegistryError>(Expect::Absent) };
+            let (current, expect) = self.tag_versioned(repo, tag).await?;
+            let now = current.as_ref().map(Digest::to_string);
+            condition_holds(reference, condition, current)?;
+            if let Some(m) = &manifest {
+                match early {
+                    Some((seen, verdict)) if seen == now => verdict?,
+                    _ => ask(now, m.clone()).await?,
+                }
+            }
+            Ok(expect)
+        };
+        let mut expect = None;
+        if swapped_tag.is_some() {
+            expect = Some(settle(early).await?);
+        } else {
+            self.check_condition(repo, reference, condition).await?;
+            if let (Some((seen, verdict)), Some(m)) = (early, &manifest) {
+                let now = tag_now().await?;
+                if now == seen {
+                    verdict?;
+                } else {
+                    ask(now, m.clone()).await?;
+                }
             }
         }
 
@@ -454,7 +480,30 @@ impl Registry {
         .await?;
         if let Reference::Tag(tag) = reference {
             let current = paths::tag_current_link(repo, tag);
-            self.driver.put_volatile(&current, link).await?;
+            let mut conflicts = 0;
+            while let Some(want) = expect.take() {
+                match self.driver.put_if(&current, link.clone(), want).await {
+                    Ok(()) => {}
+                    Err(StorageError::Conflict { .. }) if conflicts < TAG_SWAP_TRIES => {
+                        // Another process moved the tag since it was read: check again.
+                        conflicts += 1;
+                        expect = Some(settle(None).await?);
+                    }
+                    Err(StorageError::Conflict { .. }) => {
+                        return Err(RegistryError::Unavailable(format!(
+                            "tag {tag} kept moving under other writers ({conflicts} times); retry"
+                        )))
+                    }
+                    Err(StorageError::Unsupported { driver }) => {
+                        tracing::warn!(driver, %repo, %tag, "storage refused a conditional write; the tag is written unconditionally");
+                        self.driver.put_volatile(&current, link.clone()).await?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            if swapped_tag.is_none() {
+                self.driver.put_volatile(&current, link).await?;
+            }
             written.push(current);
         }
         self.sync(&written).await?;
@@ -626,6 +675,33 @@ fn admission_manifest(digest: &Digest, media_type: &str, content: &[u8]) -> adm:
         subject: v.get("subject").and_then(entry),
         annotations: annotations(&v),
     }
+}
+
+/// Whether a client's precondition holds for a reference that points at `current` now.
+fn condition_holds(reference: &Reference, condition: &Condition, current: Option<Digest>) -> Result<()> {
+    match (condition, current) {
+        (Condition::None, _) => Ok(()),
+        (Condition::Absent, None) => Ok(()),
+        (Condition::Absent, Some(d)) => {
+            Err(RegistryError::PreconditionFailed(format!("{reference} already exists (at {d})")))
+        }
+        (Condition::Matches(want), Some(d)) if want.iter().any(|w| w == "*" || *w == d.to_string()) => Ok(()),
+        (Condition::Matches(want), current) => Err(RegistryError::PreconditionFailed(format!(
+            "{reference} points at {}, not {}",
+            current.map_or("nothing".to_string(), |d| d.to_string()),
+            want.join(", ")
+        ))),
+    }
+}
+
+/// The digest a link names. A link a crash left empty or torn reads as absent: the write it
+/// belonged to was never acknowledged.
+fn link_target(path: &str, content: &[u8]) -> Option<Digest> {
+    let d = std::str::from_utf8(content).ok().and_then(|s| Digest::parse(s.trim()).ok());
+    if d.is_none() {
+        tracing::warn!(path, "ignoring unreadable link");
+    }
+    d
 }
 
 #[cfg(test)]
