@@ -239,7 +239,9 @@ async fn of_two_runs_racing_for_the_lock_exactly_one_takes_it() {
     for driver in drivers {
         let slow: Arc<dyn StorageDriver> =
             Arc::new(SlowLockWrites { inner: driver.clone(), delay: Duration::from_millis(400) });
-        let (fast, slow) = tokio::join!(lock::Lock::acquire(&*driver, "fast"), lock::Lock::acquire(&*slow, "slow"));
+        // The slow one reads first (the lock is free), and its write is in flight while the
+        // fast one reads, writes and reads back.
+        let (slow, fast) = tokio::join!(lock::Lock::acquire(&*slow, "slow"), lock::Lock::acquire(&*driver, "fast"));
         let held: Vec<&str> = [&fast, &slow].iter().filter_map(|r| r.as_ref().ok()).map(|l| &*l.record.run).collect();
         assert_eq!(held, ["fast"], "{}: fast {:?}, slow {:?}", driver.name(), fast.as_ref().err(), slow.as_ref().err());
         assert!(slow.unwrap_err().is_locked());
