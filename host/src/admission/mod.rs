@@ -8,7 +8,9 @@
 //! registry holds that tag's lock and the tag is written under the same lock, so what a policy
 //! is shown as the tag's current target is still true when the write lands (two pushes to one
 //! protected tag: the second sees the first's result, so exactly one wins). The lock is
-//! per process; replicas sharing a bucket need the storage's conditional writes for the same.
+//! per process; across replicas sharing the storage, the tag's write is a compare-and-swap on
+//! the link the policy was shown, and a lost swap asks the policy again
+//! (`Registry::put_manifest`).
 //!
 //! Who asks, and the request, reach the registry (which knows nothing of HTTP) through a task
 //! local the API layer sets for the request (`scope`).
