@@ -422,6 +422,7 @@ impl Registry {
         };
         // The checks against the tag as it is now, and the link version they hold for.
         let settle = |early: Option<(Option<String>, Result<()>)>| async {
+            // Only called for a swapped tag.
             let Some(tag) = swapped_tag else { return Ok::<_, RegistryError>(Expect::Absent) };
             let (current, expect) = self.tag_versioned(repo, tag).await?;
             let now = current.as_ref().map(Digest::to_string);
@@ -434,9 +435,8 @@ impl Registry {
             }
             Ok(expect)
         };
-        let mut expect = None;
-        if swapped_tag.is_some() {
-            expect = Some(settle(early).await?);
+        let expect = if swapped_tag.is_some() {
+            Some(settle(early).await?)
         } else {
             self.check_condition(repo, reference, condition).await?;
             if let (Some((seen, verdict)), Some(m)) = (early, &manifest) {
@@ -447,7 +447,8 @@ impl Registry {
                     ask(now, m.clone()).await?;
                 }
             }
-        }
+            None
+        };
 
         // Content and the links that lead to it are written together; the tag moves last, so
         // a crash never leaves a tag pointing at a manifest that is not stored.
@@ -480,29 +481,32 @@ impl Registry {
         .await?;
         if let Reference::Tag(tag) = reference {
             let current = paths::tag_current_link(repo, tag);
-            let mut conflicts = 0;
-            while let Some(want) = expect.take() {
-                match self.driver.put_if(&current, link.clone(), want).await {
-                    Ok(()) => {}
-                    Err(StorageError::Conflict { .. }) if conflicts < TAG_SWAP_TRIES => {
-                        // Another process moved the tag since it was read: check again.
-                        conflicts += 1;
-                        expect = Some(settle(None).await?);
+            match expect {
+                None => self.driver.put_volatile(&current, link).await?,
+                Some(mut want) => {
+                    let mut conflicts = 0;
+                    loop {
+                        match self.driver.put_if(&current, link.clone(), want).await {
+                            Ok(()) => break,
+                            Err(StorageError::Conflict { .. }) if conflicts < TAG_SWAP_TRIES => {
+                                // Another process moved the tag since it was read: check again.
+                                conflicts += 1;
+                                want = settle(None).await?;
+                            }
+                            Err(StorageError::Conflict { .. }) => {
+                                return Err(RegistryError::Unavailable(format!(
+                                    "tag {tag} kept moving under other writers ({conflicts} times); retry"
+                                )))
+                            }
+                            Err(StorageError::Unsupported { driver }) => {
+                                tracing::warn!(driver, %repo, %tag, "storage refused a conditional write; the tag is written unconditionally");
+                                self.driver.put_volatile(&current, link).await?;
+                                break;
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                     }
-                    Err(StorageError::Conflict { .. }) => {
-                        return Err(RegistryError::Unavailable(format!(
-                            "tag {tag} kept moving under other writers ({conflicts} times); retry"
-                        )))
-                    }
-                    Err(StorageError::Unsupported { driver }) => {
-                        tracing::warn!(driver, %repo, %tag, "storage refused a conditional write; the tag is written unconditionally");
-                        self.driver.put_volatile(&current, link.clone()).await?;
-                    }
-                    Err(e) => return Err(e.into()),
                 }
-            }
-            if swapped_tag.is_none() {
-                self.driver.put_volatile(&current, link).await?;
             }
             written.push(current);
         }
