@@ -123,3 +123,44 @@ def test_an_immutable_tag_pushed_through_two_replicas_at_once_takes_exactly_one(
     finally:
         for s in servers:
             s.stop()
+
+
+def test_replicas_with_notifications_each_need_an_outbox_of_their_own(tmp_path):
+    from eventreceiver import Receiver
+
+    rc = Receiver()
+    endpoint = {"name": "audit", "url": rc.url, "backoff": "100ms"}
+    # The default outbox lives beside the data: the second replica cannot share it, and says so.
+    first = start_berth(tmp_path / "a", root=tmp_path / "shared",
+                        config={"notifications": {"endpoints": [endpoint]}})
+    try:
+        with pytest.raises(RuntimeError) as refused:
+            start_berth(tmp_path / "b", root=tmp_path / "shared", config={"notifications": {"endpoints": [endpoint]}})
+        assert "is open in another process" in str(refused.value), refused.value
+        assert "notifications.outbox.directory" in str(refused.value), refused.value
+    finally:
+        first.stop()
+    # Each with its own: both deliver what they served.
+    servers = [start_berth(tmp_path / name, root=tmp_path / "shared",
+                           config={"notifications": {"endpoints": [endpoint],
+                                                     "outbox": {"directory": str(tmp_path / name / "outbox")}}})
+               for name in ("a", "b")]
+    try:
+        before = len(rc.events())
+        for s in servers:
+            s_body = manifests(s.url, "team/app", 1)[0]
+            assert requests.put(f"{s.url}/v2/team/app/manifests/{s.port}", data=s_body,
+                                headers={"Content-Type": OCI_MANIFEST}, timeout=30).status_code == 201
+        want = sorted(str(s.port) for s in servers)
+        deadline = time.monotonic() + 20
+        while True:
+            pushed = [e for e in rc.events()[before:] if e["action"] == "push" and e["target"].get("tag")]
+            if len(pushed) >= 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert sorted(e["target"]["tag"] for e in pushed) == want
+        assert len({e["source"]["instanceID"] for e in pushed}) == 2
+    finally:
+        for s in servers:
+            s.stop()
+        rc.close()

@@ -279,7 +279,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         let app = match berth::server::build_with_plugins(&config, config_path).await {
             Ok(a) => a,
             Err(e) => {
-                tracing::error!(error = %e, "cannot open storage");
+                tracing::error!(error = %e, "cannot start");
                 return ExitCode::FAILURE;
             }
         };

@@ -51,6 +51,9 @@ pub enum OutboxError {
     Journal(#[from] std::io::Error),
     #[error("event outbox is stopped")]
     Stopped,
+    /// redb holds its file locked: another process (a replica on the same directory) has it.
+    #[error("event outbox {path} is open in another process: give each Berth process its own notifications.outbox.directory (replicas sharing storage included)")]
+    InUse { path: PathBuf },
 }
 
 /// An endpoint as the outbox sees it: which events it wants and how far it has taken them.
@@ -362,7 +365,10 @@ impl Outbox {
         let path = dir.join("events.redb");
         let open_err = |e: redb::Error| OutboxError::Open { path: path.clone(), source: Box::new(e) };
         std::fs::create_dir_all(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
-        let db = Database::create(&path).map_err(|e| open_err(e.into()))?;
+        let db = Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => OutboxError::InUse { path: path.clone() },
+            e => open_err(e.into()),
+        })?;
         let (journal, journaled) = Journal::open(dir).map_err(|e| open_err(redb::Error::Io(e)))?;
         let positions: Arc<[Arc<Position>]> = positions.into();
         let index;
