@@ -741,6 +741,12 @@ pub(super) async fn compare_and_swap_races(d: &dyn StorageDriver, p: &str) -> Ou
             Ok(())
         }
     })?;
-    same_bytes(&get(d, &f).await?, (WORKERS * EACH).to_string().as_bytes(), format!("get_content {f}"))?;
+    let count = get(d, &f).await?;
+    let want = (WORKERS * EACH).to_string();
+    ensure!(
+        count == want.as_bytes(),
+        "get_content {f}: counted {} of {want} increments: conditional writes lost updates",
+        String::from_utf8_lossy(&count)
+    );
     delete(d, &f).await
 }
