@@ -45,10 +45,21 @@ const REDIRECT_TTL: Duration = Duration::from_secs(20 * 60);
 /// default, so that a service that stops answering is noticed soon.
 const LONG_REQUEST_TIMEOUT: &str = "15m";
 
+/// The long client's timeout: [`LONG_REQUEST_TIMEOUT`], or the operator's timeout for every
+/// request (`AWS_TIMEOUT`, `AZURE_TIMEOUT`, `GOOGLE_TIMEOUT`, as `object_store` reads them) when
+/// that is longer, so that the long client never cuts what the short one would let run.
+fn long_timeout(configured: Option<String>) -> String {
+    let long = humantime::parse_duration(LONG_REQUEST_TIMEOUT).expect("LONG_REQUEST_TIMEOUT is a duration");
+    match configured {
+        Some(c) if humantime::parse_duration(&c).is_ok_and(|d| d > long) => c,
+        _ => LONG_REQUEST_TIMEOUT.to_string(),
+    }
+}
+
 pub struct ObjectStoreDriver {
     name: &'static str,
     store: Arc<dyn ObjectStore>,
-    /// The same service with [`LONG_REQUEST_TIMEOUT`]: copies and multipart uploads.
+    /// The same service with [`long_timeout`]: copies and multipart uploads.
     long: Arc<dyn ObjectStore>,
     /// Signs redirect URLs; `None` when redirects are off or the store cannot sign.
     signer: Option<Arc<dyn Signer>>,
@@ -136,7 +147,8 @@ impl ObjectStoreDriver {
                 .with_virtual_hosted_style_request(!c.forcepathstyle.unwrap_or(true));
         }
         let b = b.with_retry(retry());
-        let long = b.clone().with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), LONG_REQUEST_TIMEOUT);
+        let timeout = AmazonS3ConfigKey::Client(ClientConfigKey::Timeout);
+        let long = b.clone().with_config(timeout, long_timeout(b.get_config_value(&timeout)));
         let long = Arc::new(long.build().map_err(backend("storage.s3"))?);
         let s3 = Arc::new(b.build().map_err(backend("storage.s3"))?);
         let signer = redirect.then(|| s3.clone() as Arc<dyn Signer>);
@@ -160,7 +172,8 @@ impl ObjectStoreDriver {
             b = b.with_allow_http(e.starts_with("http://")).with_endpoint(e);
         }
         let b = b.with_retry(retry());
-        let long = b.clone().with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), LONG_REQUEST_TIMEOUT);
+        let timeout = AzureConfigKey::Client(ClientConfigKey::Timeout);
+        let long = b.clone().with_config(timeout, long_timeout(b.get_config_value(&timeout)));
         let long = Arc::new(long.build().map_err(backend("storage.azure"))?);
         let az = Arc::new(b.build().map_err(backend("storage.azure"))?);
         let signer = redirect.then(|| az.clone() as Arc<dyn Signer>);
@@ -175,7 +188,8 @@ impl ObjectStoreDriver {
             b = b.with_service_account_path(k.to_string_lossy());
         }
         let b = b.with_retry(retry());
-        let long = b.clone().with_config(GoogleConfigKey::Client(ClientConfigKey::Timeout), LONG_REQUEST_TIMEOUT);
+        let timeout = GoogleConfigKey::Client(ClientConfigKey::Timeout);
+        let long = b.clone().with_config(timeout, long_timeout(b.get_config_value(&timeout)));
         let long = Arc::new(long.build().map_err(backend("storage.gcs"))?);
         let gcs = Arc::new(b.build().map_err(backend("storage.gcs"))?);
         let signer = redirect.then(|| gcs.clone() as Arc<dyn Signer>);
@@ -665,6 +679,17 @@ pub(crate) mod tests {
 
     fn unique_root() -> String {
         format!("/suite-{:016x}", rand::random::<u64>())
+    }
+
+    #[test]
+    fn the_long_timeout_is_never_shorter_than_the_operators() {
+        assert_eq!(long_timeout(None), "15m");
+        assert_eq!(long_timeout(Some("30s".into())), "15m");
+        assert_eq!(long_timeout(Some("not a duration".into())), "15m");
+        // As the builder reports what AWS_TIMEOUT set.
+        let key = AmazonS3ConfigKey::Client(ClientConfigKey::Timeout);
+        let b = AmazonS3Builder::new().with_config(key, "1h");
+        assert_eq!(long_timeout(b.get_config_value(&key)), "1h");
     }
 
     /// A driver on the S3 service (moto) under a root of its own, redirects on; the driver
