@@ -95,12 +95,7 @@ impl Lock {
         let record = LockRecord { run: run.to_string(), host: hostname(), pid: std::process::id(), expires: expiry() };
         if driver.conditional_writes() {
             let (held, expect) = read_versioned(driver).await?;
-            if let Some(held) = &held {
-                if held.live() {
-                    return Err(GcError::Locked { owner: held.owner(), expires: held.expires_at() });
-                }
-                tracing::warn!(owner = held.owner(), "garbage collection: taking over a stale lock");
-            }
+            free_or_stale(held)?;
             match swap(driver, &record, expect).await {
                 Err(GcError::Storage(StorageError::Unsupported { .. })) => {}
                 Err(GcError::Storage(StorageError::Conflict { .. })) => {
@@ -113,12 +108,7 @@ impl Lock {
                 other => return other.map(|()| Lock { record }),
             }
         }
-        if let Some(held) = read(driver).await? {
-            if held.live() {
-                return Err(GcError::Locked { owner: held.owner(), expires: held.expires_at() });
-            }
-            tracing::warn!(owner = held.owner(), "garbage collection: taking over a stale lock");
-        }
+        free_or_stale(read(driver).await?)?;
         write(driver, &record).await?;
         tokio::time::sleep(SETTLE).await;
         match read(driver).await? {
@@ -162,6 +152,18 @@ impl Lock {
             }
             _ => {}
         }
+    }
+}
+
+/// Refuses a lock that is held (live), and says so when one is taken over (stale).
+fn free_or_stale(held: Option<LockRecord>) -> Result<(), GcError> {
+    match held {
+        Some(h) if h.live() => Err(GcError::Locked { owner: h.owner(), expires: h.expires_at() }),
+        Some(h) => {
+            tracing::warn!(owner = h.owner(), "garbage collection: taking over a stale lock");
+            Ok(())
+        }
+        None => Ok(()),
     }
 }
 
