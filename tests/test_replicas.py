@@ -114,12 +114,13 @@ def test_an_immutable_tag_pushed_through_two_replicas_at_once_takes_exactly_one(
     servers = replicas(tmp_path, kind, cfg)
     try:
         bodies = manifests(servers[0].url, "prod/app", RACERS)
-        pushed = race(servers, "prod/app", "v1.0", bodies, {})
-        winner = only_winner(pushed, 403, "DENIED")
-        assert target_everywhere(servers, "prod/app", "v1.0") == {sha256(bodies[winner])}
-        for r in pushed:
-            if r.status_code == 403:
-                assert "immutable" in r.json()["errors"][0]["message"], r.text
+        for tag in ("v1.0", "v2.0", "v3.0"):
+            pushed = race(servers, "prod/app", tag, bodies, {})
+            winner = only_winner(pushed, 403, "DENIED")
+            assert target_everywhere(servers, "prod/app", tag) == {sha256(bodies[winner])}
+            for r in pushed:
+                if r.status_code == 403:
+                    assert "immutable" in r.json()["errors"][0]["message"], r.text
     finally:
         for s in servers:
             s.stop()
