@@ -152,7 +152,7 @@ impl Section for Notifications {
                 },
                 (Some(_), true) => {}
             }
-            for (h, _) in &e.headers {
+            for h in e.headers.keys() {
                 if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
                     out.push(ConfigError::new(key("headers"), format!("{h:?} is not a header name")));
                 }

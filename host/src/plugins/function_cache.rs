@@ -99,7 +99,7 @@ fn load(dir: &Path) -> HashMap<Vec<u8>, Vec<u8>> {
             Some((m.modified().ok()?, m.len(), e.path()))
         })
         .collect();
-    packs.sort_by(|a, b| b.0.cmp(&a.0));
+    packs.sort_by_key(|p| std::cmp::Reverse(p.0));
     let mut known = HashMap::new();
     let mut loaded = 0u64;
     for (_, len, path) in packs {

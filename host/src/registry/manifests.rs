@@ -104,7 +104,7 @@ fn descriptor_digest(d: &Value, what: &str) -> Result<Digest> {
     if !obj.get("mediaType").is_some_and(Value::is_string) {
         return Err(invalid(format!("{what} has no mediaType")));
     }
-    if !obj.get("size").is_some_and(|s| s.as_u64().is_some()) {
+    if obj.get("size").is_none_or(|s| s.as_u64().is_none()) {
         return Err(invalid(format!("{what} has no valid size")));
     }
     let digest = obj.get("digest").and_then(Value::as_str).ok_or_else(|| invalid(format!("{what} has no digest")))?;

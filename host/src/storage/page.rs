@@ -83,7 +83,7 @@ pub fn settled_unless(
     absent: impl Fn(&str) -> bool,
 ) -> usize {
     let Some(last_key) = last_key else { return sorted.len() };
-    sorted.iter().position(|e| !blockers_of(e, sorted, after, last_key).all(|u| absent(u))).unwrap_or(sorted.len())
+    sorted.iter().position(|e| !blockers_of(e, sorted, after, last_key).all(&absent)).unwrap_or(sorted.len())
 }
 
 /// The shorter names that may exist unseen and sort before `e` (see [`settled`]).
