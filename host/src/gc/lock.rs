@@ -96,7 +96,7 @@ impl Lock {
         if driver.conditional_writes() {
             let (held, expect) = read_versioned(driver).await?;
             free_or_stale(held)?;
-            match swap(driver, &record, expect).await {
+            match write(driver, &record, Some(expect)).await {
                 Err(GcError::Storage(StorageError::Unsupported { .. })) => {}
                 Err(GcError::Storage(StorageError::Conflict { .. })) => {
                     // Another run took it between the read and the write.
@@ -109,7 +109,7 @@ impl Lock {
             }
         }
         free_or_stale(read(driver).await?)?;
-        write(driver, &record).await?;
+        write(driver, &record, None).await?;
         tokio::time::sleep(SETTLE).await;
         match read(driver).await? {
             Some(r) if r == record => Ok(Lock { record }),
@@ -124,7 +124,7 @@ impl Lock {
         renewed.expires = expiry();
         if driver.conditional_writes() {
             match read_versioned(driver).await? {
-                (Some(r), expect) if r.run == self.record.run => match swap(driver, &renewed, expect).await {
+                (Some(r), expect) if r.run == self.record.run => match write(driver, &renewed, Some(expect)).await {
                     Err(GcError::Storage(StorageError::Unsupported { .. })) => {}
                     Err(GcError::Storage(StorageError::Conflict { .. })) => return Err(GcError::LockLost),
                     other => {
@@ -140,7 +140,7 @@ impl Lock {
             _ => return Err(GcError::LockLost),
         }
         self.record = renewed;
-        write(driver, &self.record).await
+        write(driver, &self.record, None).await
     }
 
     pub async fn release(self, driver: &dyn StorageDriver) {
@@ -176,17 +176,14 @@ async fn read_versioned(driver: &dyn StorageDriver) -> Result<(Option<LockRecord
     }
 }
 
-/// Writes `r` as the lock if the lock is still as `expect` says.
-async fn swap(driver: &dyn StorageDriver, r: &LockRecord, expect: Expect) -> Result<(), GcError> {
+/// Writes `r` as the lock: if the lock is still as `expect` says, when given (else `Conflict`),
+/// or whatever is there.
+async fn write(driver: &dyn StorageDriver, r: &LockRecord, expect: Option<Expect>) -> Result<(), GcError> {
     let body = Bytes::from(serde_json::to_vec(r).expect("a lock record serializes"));
-    driver.put_if(&paths::lock(), body, expect).await?;
-    driver.sync(&[paths::lock()]).await?;
-    Ok(())
-}
-
-async fn write(driver: &dyn StorageDriver, r: &LockRecord) -> Result<(), GcError> {
-    let body = Bytes::from(serde_json::to_vec(r).expect("a lock record serializes"));
-    driver.put_content(&paths::lock(), body).await?;
+    match expect {
+        Some(expect) => driver.put_if(&paths::lock(), body, expect).await?,
+        None => driver.put_content(&paths::lock(), body).await?,
+    }
     driver.sync(&[paths::lock()]).await?;
     Ok(())
 }

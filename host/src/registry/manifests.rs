@@ -420,6 +420,17 @@ impl Registry {
             }
             _ => None,
         };
+        // Admission for the tag as it is `now`: the early verdict stands if the tag has not moved
+        // since the plugin was shown it, else the plugin is asked again.
+        let admit_at = |early: Option<(Option<String>, Result<()>)>, now: Option<String>| async {
+            if let Some(m) = &manifest {
+                match early {
+                    Some((seen, verdict)) if seen == now => verdict?,
+                    _ => ask(now, m.clone()).await?,
+                }
+            }
+            Ok::<_, RegistryError>(())
+        };
         // The checks against the tag as it is now, and the link version they hold for.
         let settle = |early: Option<(Option<String>, Result<()>)>| async {
             // Only called for a swapped tag.
@@ -427,25 +438,15 @@ impl Registry {
             let (current, expect) = self.tag_versioned(repo, tag).await?;
             let now = current.as_ref().map(Digest::to_string);
             condition_holds(reference, condition, current)?;
-            if let Some(m) = &manifest {
-                match early {
-                    Some((seen, verdict)) if seen == now => verdict?,
-                    _ => ask(now, m.clone()).await?,
-                }
-            }
+            admit_at(early, now).await?;
             Ok(expect)
         };
         let expect = if swapped_tag.is_some() {
             Some(settle(early).await?)
         } else {
             self.check_condition(repo, reference, condition).await?;
-            if let (Some((seen, verdict)), Some(m)) = (early, &manifest) {
-                let now = tag_now().await?;
-                if now == seen {
-                    verdict?;
-                } else {
-                    ask(now, m.clone()).await?;
-                }
+            if manifest.is_some() {
+                admit_at(early, tag_now().await?).await?;
             }
             None
         };
